@@ -1,0 +1,322 @@
+"""The forwarder: spool → InfluxDB, deleting rows only after a 2xx.
+
+What each answer means (DESIGN.md, delivery guarantee):
+
+- 2xx: the rows are deleted.
+- 400/422: the server refuses some lines. Lines it names are quarantined with its message; when
+  it names none, the batch is halved until the refused line is alone. The rest is delivered
+  (InfluxDB overwrites identical points, so sending a line twice is harmless).
+- 401/403: forwarding pauses in state ``auth_failed`` and tries again every ``auth_retry_s``,
+  so fixed credentials resume delivery without a restart.
+- v1 404 "database not found": create it when we have the right, else pause in state
+  ``database_missing`` with a message saying who must create it.
+- 413: the batch is split in halves.
+- 429, 5xx, network errors: back off, capped exponential with jitter, at least Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from gateway.errors import (
+    InfluxAuthError,
+    InfluxError,
+    InfluxRejectedError,
+    InfluxRetryableError,
+    InfluxTooLargeError,
+)
+from gateway.influx import InfluxDatabaseMissingError, InfluxWriter
+from gateway.spool import Spool
+
+log = logging.getLogger(__name__)
+
+# InfluxDB 1.x names the line it could not parse: unable to parse 'cpu value=': missing fields
+_UNPARSABLE = re.compile(r"unable to parse '((?:[^'\\]|\\.)*)'")
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ForwarderStats:
+    state: str
+    connected: bool | None
+    last_error: str | None
+    last_success_ns: int | None
+    batches: int
+    written: int
+    quarantined: int
+    retries: int
+    next_attempt_in_s: float | None
+
+
+class Backoff:
+    """Capped exponential backoff with jitter (between half and all of the step)."""
+
+    def __init__(self, minimum: float, maximum: float, rng: random.Random | None = None) -> None:
+        self.minimum = minimum
+        self.maximum = maximum
+        self.attempt = 0
+        self._rng = rng or random.Random()
+
+    def next(self) -> float:
+        step: float = min(self.maximum, self.minimum * 2.0 ** min(self.attempt, 30))
+        self.attempt += 1
+        return step * self._rng.uniform(0.5, 1.0)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class Forwarder:
+    def __init__(
+        self,
+        *,
+        spool: Spool,
+        writer: InfluxWriter,
+        batch_size: int = 5000,
+        flush_interval_s: float = 1.0,
+        backoff_min_s: float = 1.0,
+        backoff_max_s: float = 60.0,
+        auth_retry_s: float = 30.0,
+        create_database: bool = True,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._spool = spool
+        self._writer = writer
+        self._batch_size = batch_size
+        self._flush_interval = flush_interval_s
+        self._auth_retry = auth_retry_s
+        self._create_database = create_database
+        self._sleep = sleep
+        self._monotonic = monotonic
+        self._backoff = Backoff(backoff_min_s, backoff_max_s, rng)
+        self._state = "starting"
+        self._connected: bool | None = None
+        self._last_error: str | None = None
+        self._last_success_ns: int | None = None
+        self._batches = 0
+        self._written = 0
+        self._quarantined = 0
+        self._retries = 0
+        self._next_attempt_at: float | None = None
+        self._last_send = -1e18
+        self._db_checked = False
+
+    def statistics(self) -> ForwarderStats:
+        next_in = None
+        if self._next_attempt_at is not None:
+            next_in = max(0.0, self._next_attempt_at - self._monotonic())
+        return ForwarderStats(
+            state=self._state,
+            connected=self._connected,
+            last_error=self._last_error,
+            last_success_ns=self._last_success_ns,
+            batches=self._batches,
+            written=self._written,
+            quarantined=self._quarantined,
+            retries=self._retries,
+            next_attempt_in_s=next_in,
+        )
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Forward forever; cancellation is the way to stop."""
+        while True:
+            await self._wait_for_work()
+            await self.forward_once()
+
+    async def _wait_for_work(self) -> None:
+        spool = self._spool
+        while True:
+            spool.appended.clear()
+            rows = spool.statistics().rows
+            if rows >= self._batch_size:
+                return
+            if rows:
+                wait = self._last_send + self._flush_interval - self._monotonic()
+                if wait <= 0:
+                    return
+                try:
+                    await asyncio.wait_for(spool.appended.wait(), timeout=wait)
+                except TimeoutError:
+                    return
+            else:
+                if self._state in ("idle", "writing", "starting"):
+                    self._state = "idle"
+                await spool.appended.wait()
+
+    async def forward_once(self) -> bool:
+        """Send one batch (the oldest rows). Returns True when the batch was settled."""
+        if (not self._db_checked and self._create_database
+                and not await self._ensure_database()):
+            return False
+        rows = await self._spool.fetch(self._batch_size)
+        if not rows:
+            return True
+        self._last_send = self._monotonic()
+        try:
+            await self._deliver(rows)
+        except InfluxAuthError as exc:
+            await self._pause("auth_failed", f"{exc} (check influx.username/password or token)")
+            return False
+        except InfluxDatabaseMissingError as exc:
+            await self._database_missing(exc)
+            return False
+        except InfluxRetryableError as exc:
+            await self._retry_later(exc)
+            return False
+        self._backoff.reset()
+        self._next_attempt_at = None
+        self._state = "writing" if self._spool.statistics().rows else "idle"
+        return True
+
+    async def drain(self, deadline: float) -> int:
+        """On shutdown: deliver what can be delivered before ``deadline`` (monotonic)."""
+        remaining = deadline - self._monotonic()
+        if remaining <= 0:
+            return self._spool.statistics().rows
+        try:
+            async with asyncio.timeout(remaining):
+                while self._spool.statistics().rows:
+                    if not await self._forward_no_wait():
+                        break
+        except TimeoutError:
+            pass
+        return self._spool.statistics().rows
+
+    async def _forward_no_wait(self) -> bool:
+        rows = await self._spool.fetch(self._batch_size)
+        if not rows:
+            return True
+        try:
+            await self._deliver(rows)
+        except InfluxError as exc:
+            self._record_failure(str(exc), connected=exc.status is not None)
+            return False
+        return True
+
+    async def _ensure_database(self) -> bool:
+        try:
+            await self._writer.ensure_database()
+        except InfluxAuthError as exc:
+            # No right to create it: it may exist already; writes will tell.
+            log.warning("influx database=%s could not be created (%s); will write to it if it "
+                        "exists", self._writer.database, exc)
+        except InfluxRetryableError as exc:
+            await self._retry_later(exc)
+            return False
+        except InfluxError as exc:
+            log.warning("influx database=%s: create failed: %s", self._writer.database, exc)
+        self._db_checked = True
+        return True
+
+    async def _database_missing(self, exc: InfluxDatabaseMissingError) -> None:
+        name = self._writer.database
+        if not self._create_database:
+            await self._pause("database_missing", f"{exc}; create database {name!r} or set "
+                              "influx.create_database: true")
+            return
+        try:
+            await self._writer.ensure_database()
+        except InfluxAuthError as auth:
+            who = self._writer.username or "(anonymous)"
+            await self._pause(
+                "database_missing",
+                f"database {name!r} does not exist and user {who} may not create it ({auth}); "
+                f"an InfluxDB admin must run: CREATE DATABASE \"{name}\"",
+            )
+        except InfluxRetryableError as retry:
+            await self._retry_later(retry)
+        except InfluxError as other:
+            await self._pause("database_missing", f"cannot create database {name!r}: {other}")
+        else:
+            log.info("influx database=%s created", name)
+
+    async def _deliver(self, rows: list[tuple[int, str]]) -> None:
+        try:
+            await self._writer.write([line for _, line in rows])
+        except InfluxTooLargeError:
+            if len(rows) == 1:
+                await self._quarantine(rows, 413, "line larger than the server accepts")
+                return
+            half = len(rows) // 2
+            await self._deliver(rows[:half])
+            await self._deliver(rows[half:])
+            return
+        except InfluxRejectedError as exc:
+            self._connected = True
+            await self._handle_rejected(rows, exc)
+            return
+        except InfluxRetryableError as exc:
+            self._connected = exc.status is not None
+            raise
+        self._connected = True
+        deleted = await self._spool.delete([row_id for row_id, _ in rows])
+        self._batches += 1
+        self._written += deleted
+        self._last_success_ns = time.time_ns()
+        self._last_error = None
+
+    async def _handle_rejected(self, rows: list[tuple[int, str]],
+                               exc: InfluxRejectedError) -> None:
+        message = str(exc)
+        if len(rows) == 1:
+            await self._quarantine(rows, exc.status, message)
+            return
+        named = {m.group(1).replace("\\'", "'") for m in _UNPARSABLE.finditer(message)}
+        bad = [r for r in rows if r[1] in named]
+        if bad:
+            await self._quarantine(bad, exc.status, message)
+            rest = [r for r in rows if r[1] not in named]
+            if rest:
+                await self._deliver(rest)
+            return
+        half = len(rows) // 2
+        await self._deliver(rows[:half])
+        await self._deliver(rows[half:])
+
+    async def _quarantine(self, rows: list[tuple[int, str]], status: int | None,
+                          reason: str) -> None:
+        log.warning("influx refused lines=%d status=%s reason=%r: quarantined", len(rows),
+                    status, reason[:300])
+        await self._spool.quarantine(rows, status=status, reason=reason)
+        self._quarantined += len(rows)
+
+    def _record_failure(self, message: str, *, connected: bool) -> None:
+        self._connected = connected
+        self._last_error = message
+
+    async def _pause(self, state: str, message: str) -> None:
+        if self._state != state:
+            log.error("forwarding paused state=%s: %s; retrying every %.0fs", state, message,
+                      self._auth_retry)
+        self._state = state
+        self._record_failure(message, connected=True)
+        await self._wait(self._auth_retry)
+
+    async def _retry_later(self, exc: InfluxRetryableError) -> None:
+        delay = self._backoff.next()
+        if exc.retry_after is not None:
+            delay = max(delay, exc.retry_after)
+        self._retries += 1
+        if self._state != "backoff":
+            log.warning("influx write failed, backing off: %s", exc)
+        self._state = "backoff"
+        self._record_failure(str(exc), connected=exc.status is not None)
+        await self._wait(delay)
+
+    async def _wait(self, delay: float) -> None:
+        self._next_attempt_at = self._monotonic() + delay
+        try:
+            await self._sleep(delay)
+        finally:
+            self._next_attempt_at = None

@@ -1,0 +1,437 @@
+"""The durable spool: SQLite in WAL mode under ``data_dir``.
+
+Readings are stored as finished line protocol, in arrival order, and deleted only after
+InfluxDB answered 2xx for them. A row's timestamp was fixed at decode, so replaying a row
+writes the same point again, which InfluxDB overwrites: replays cannot duplicate.
+
+Durability: ``synchronous=FULL`` makes every commit survive a power cut, and commits are
+batched by the ingest path (one transaction per ~50 ms of traffic, not one per message) to
+spare the SD card. A process killed with SIGKILL loses nothing that was committed, and
+nothing is acknowledged to the broker before it is committed.
+
+The spool is bounded in bytes: when full, the oldest rows are dropped, and every dropped row
+is counted (``evicted``), never silent. Malformed input goes to a bounded ``dead_letter``
+table and lines InfluxDB refuses to a bounded ``quarantine`` table, each with the reason.
+
+:class:`SpoolDB` is the synchronous core (tests and the benchmark use it directly);
+:class:`Spool` runs it on one dedicated thread so the event loop never waits for the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway.errors import SpoolError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Rough per-row cost on disk beyond the line itself (rowid, record header, b-tree cell).
+ROW_OVERHEAD = 16
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS spool (id INTEGER PRIMARY KEY, line TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY, at_ns INTEGER NOT NULL, status INTEGER,
+    reason TEXT NOT NULL, line TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS dead_letter (
+    id INTEGER PRIMARY KEY, at_ns INTEGER NOT NULL, source TEXT NOT NULL, topic TEXT NOT NULL,
+    kind TEXT NOT NULL, error TEXT NOT NULL, payload BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS seen (key INTEGER PRIMARY KEY, received_at_ns INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+COUNTERS = ("spooled", "written", "evicted", "quarantined", "dead_lettered")
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    source: str
+    topic: str
+    kind: str
+    error: str
+    payload: bytes
+    at_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolStats:
+    rows: int
+    bytes: int
+    max_bytes: int
+    file_bytes: int
+    oldest_time_ns: int | None
+    quarantine_rows: int
+    dead_letter_rows: int
+    totals: dict[str, int]
+
+
+class SpoolDB:
+    """Synchronous spool. Not thread-safe: use it from one thread (see :class:`Spool`)."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_bytes: int,
+        dead_letter_max_rows: int = 10_000,
+        quarantine_max_rows: int = 10_000,
+        synchronous: str = "FULL",
+    ) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.dead_letter_max_rows = dead_letter_max_rows
+        self.quarantine_max_rows = quarantine_max_rows
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
+            # Keep the WAL from growing without bound between checkpoints.
+            self._db.execute("PRAGMA journal_size_limit=67108864")
+            self._db.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise SpoolError(f"cannot open spool {path}: {exc}") from exc
+        rows, nbytes = self._db.execute(
+            "SELECT count(*), coalesce(sum(length(CAST(line AS BLOB))), 0) FROM spool"
+        ).fetchone()
+        self._rows = int(rows)
+        self._bytes = int(nbytes) + ROW_OVERHEAD * self._rows
+        self._quarantine_rows = int(self._scalar("SELECT count(*) FROM quarantine"))
+        self._dead_rows = int(self._scalar("SELECT count(*) FROM dead_letter"))
+        self._totals = dict.fromkeys(COUNTERS, 0)
+        for name, value in self._db.execute("SELECT name, value FROM counters"):
+            self._totals[name] = int(value)
+        self._oldest_time_ns = self._read_oldest_time()
+        self._last_prune = 0.0
+
+    def _scalar(self, sql: str, *args: Any) -> Any:
+        return self._db.execute(sql, args).fetchone()[0]
+
+    def _read_oldest_time(self) -> int | None:
+        row = self._db.execute("SELECT line FROM spool ORDER BY id LIMIT 1").fetchone()
+        if row is None:
+            return None
+        try:
+            return int(str(row[0]).rsplit(" ", 1)[1])
+        except (IndexError, ValueError):
+            return None
+
+    def close(self) -> None:
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            self._db.close()
+
+    # -- writing -------------------------------------------------------------------------
+
+    def append(
+        self,
+        lines: Sequence[str],
+        *,
+        dead: Sequence[DeadLetter] = (),
+        seen: Sequence[tuple[int, int]] = (),
+    ) -> int:
+        """Commit lines (and dead letters, and redelivery keys) in one transaction.
+
+        Returns how many old rows were evicted to stay under ``max_bytes``.
+        """
+        added_bytes = sum(len(s) for s in lines) + ROW_OVERHEAD * len(lines)
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if lines:
+                    db.executemany("INSERT INTO spool(line) VALUES (?)", ((s,) for s in lines))
+                if seen:
+                    db.executemany(
+                        "INSERT OR REPLACE INTO seen(key, received_at_ns) VALUES (?, ?)", seen
+                    )
+                if dead:
+                    db.executemany(
+                        "INSERT INTO dead_letter(at_ns, source, topic, kind, error, payload)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        ((d.at_ns, d.source, d.topic, d.kind, d.error, d.payload) for d in dead),
+                    )
+                    self._dead_rows += len(dead)
+                    if self._dead_rows > self.dead_letter_max_rows:
+                        db.execute(
+                            "DELETE FROM dead_letter WHERE id <= "
+                            "(SELECT max(id) FROM dead_letter) - ?",
+                            (self.dead_letter_max_rows,),
+                        )
+                        self._dead_rows = self.dead_letter_max_rows
+                evicted, evicted_bytes = 0, 0
+                if self._bytes + added_bytes > self.max_bytes:
+                    evicted, evicted_bytes = self._evict(self._bytes + added_bytes - self.max_bytes)
+                self._bump(db, spooled=len(lines), evicted=evicted, dead_lettered=len(dead))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise SpoolError(f"spool write failed: {exc}") from exc
+        if self._rows == 0 and lines:
+            self._oldest_time_ns = _line_time(lines[0])
+        self._rows += len(lines) - evicted
+        self._bytes += added_bytes - evicted_bytes
+        self._totals["spooled"] += len(lines)
+        self._totals["evicted"] += evicted
+        self._totals["dead_lettered"] += len(dead)
+        if evicted:
+            self._oldest_time_ns = self._read_oldest_time()
+        return evicted
+
+    def _evict(self, need: int) -> tuple[int, int]:
+        freed, count, last_id = 0, 0, None
+        for row_id, length in self._db.execute(
+            "SELECT id, length(CAST(line AS BLOB)) FROM spool ORDER BY id"
+        ):
+            freed += int(length) + ROW_OVERHEAD
+            count += 1
+            last_id = row_id
+            if freed >= need:
+                break
+        if last_id is not None:
+            self._db.execute("DELETE FROM spool WHERE id <= ?", (last_id,))
+        return count, freed
+
+    def _bump(self, db: sqlite3.Connection, **deltas: int) -> None:
+        rows = [(name, n) for name, n in deltas.items() if n]
+        if rows:
+            db.executemany(
+                "INSERT INTO counters(name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                rows,
+            )
+
+    # -- forwarding ----------------------------------------------------------------------
+
+    def fetch(self, limit: int) -> list[tuple[int, str]]:
+        """The oldest ``limit`` rows, oldest first."""
+        return [
+            (int(i), str(s))
+            for i, s in self._db.execute("SELECT id, line FROM spool ORDER BY id LIMIT ?", (limit,))
+        ]
+
+    def delete(self, ids: Iterable[int]) -> int:
+        """Delete delivered rows; returns how many were still there."""
+        id_list = list(ids)
+        if not id_list:
+            return 0
+        db = self._db
+        removed, removed_bytes = 0, 0
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for chunk in _chunks(id_list, 500):
+                marks = ",".join("?" * len(chunk))
+                for (length,) in db.execute(
+                    f"DELETE FROM spool WHERE id IN ({marks}) RETURNING length(CAST(line AS BLOB))",
+                    chunk,
+                ).fetchall():
+                    removed += 1
+                    removed_bytes += int(length) + ROW_OVERHEAD
+            self._bump(db, written=removed)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._rows -= removed
+        self._bytes -= removed_bytes
+        self._totals["written"] += removed
+        self._oldest_time_ns = self._read_oldest_time() if self._rows else None
+        return removed
+
+    def quarantine(self, rows: Sequence[tuple[int, str]], *, status: int | None, reason: str,
+                   at_ns: int) -> None:
+        """Move rows InfluxDB refused out of the spool, with the server's reason."""
+        db = self._db
+        removed, removed_bytes = 0, 0
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(
+                "INSERT INTO quarantine(at_ns, status, reason, line) VALUES (?, ?, ?, ?)",
+                ((at_ns, status, reason, line) for _, line in rows),
+            )
+            for row_id, _ in rows:
+                cur = db.execute(
+                    "DELETE FROM spool WHERE id = ? RETURNING length(CAST(line AS BLOB))",
+                    (row_id,),
+                )
+                for (length,) in cur.fetchall():
+                    removed += 1
+                    removed_bytes += int(length) + ROW_OVERHEAD
+            self._quarantine_rows += len(rows)
+            if self._quarantine_rows > self.quarantine_max_rows:
+                db.execute(
+                    "DELETE FROM quarantine WHERE id <= (SELECT max(id) FROM quarantine) - ?",
+                    (self.quarantine_max_rows,),
+                )
+                self._quarantine_rows = self.quarantine_max_rows
+            self._bump(db, quarantined=len(rows))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._rows -= removed
+        self._bytes -= removed_bytes
+        self._totals["quarantined"] += len(rows)
+        self._oldest_time_ns = self._read_oldest_time() if self._rows else None
+
+    # -- redelivery ----------------------------------------------------------------------
+
+    def seen_time(self, key: int) -> int | None:
+        row = self._db.execute("SELECT received_at_ns FROM seen WHERE key = ?", (key,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def prune_seen(self, older_than_ns: int) -> int:
+        cur = self._db.execute("DELETE FROM seen WHERE received_at_ns < ?", (older_than_ns,))
+        return cur.rowcount
+
+    # -- inspection ----------------------------------------------------------------------
+
+    def statistics(self) -> SpoolStats:
+        try:
+            file_bytes = sum(
+                p.stat().st_size
+                for p in (self.path, self.path.with_name(self.path.name + "-wal"))
+                if p.exists()
+            )
+        except OSError:
+            file_bytes = 0
+        return SpoolStats(
+            rows=self._rows,
+            bytes=self._bytes,
+            max_bytes=self.max_bytes,
+            file_bytes=file_bytes,
+            oldest_time_ns=self._oldest_time_ns,
+            quarantine_rows=self._quarantine_rows,
+            dead_letter_rows=self._dead_rows,
+            totals=dict(self._totals),
+        )
+
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        cur = self._db.execute(
+            "SELECT id, at_ns, source, topic, kind, error, payload FROM dead_letter "
+            "ORDER BY id DESC LIMIT ?", (limit,))
+        return [
+            {"id": r[0], "at_ns": r[1], "source": r[2], "topic": r[3], "kind": r[4],
+             "error": r[5], "payload": bytes(r[6]).decode("utf-8", "backslashreplace")}
+            for r in cur
+        ]
+
+    def quarantined(self, limit: int = 100) -> list[dict[str, Any]]:
+        cur = self._db.execute(
+            "SELECT id, at_ns, status, reason, line FROM quarantine ORDER BY id DESC LIMIT ?",
+            (limit,))
+        return [
+            {"id": r[0], "at_ns": r[1], "status": r[2], "reason": r[3], "line": r[4]} for r in cur
+        ]
+
+
+def _line_time(line: str) -> int | None:
+    try:
+        return int(line.rsplit(" ", 1)[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def _chunks(items: list[int], size: int) -> Iterable[list[int]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+class Spool:
+    """The spool for the event loop: every database call runs on one dedicated thread."""
+
+    def __init__(self, db: SpoolDB) -> None:
+        self.db = db
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
+        # Set after each commit so the forwarder wakes without polling.
+        self.appended = asyncio.Event()
+
+    @classmethod
+    def open(cls, path: Path, **kwargs: Any) -> Spool:
+        return cls(SpoolDB(path, **kwargs))
+
+    async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    async def append(
+        self,
+        lines: Sequence[str],
+        *,
+        dead: Sequence[DeadLetter] = (),
+        seen: Sequence[tuple[int, int]] = (),
+    ) -> int:
+        evicted: int = await self._run(self.db.append, lines, dead=dead, seen=seen)
+        if lines:
+            self.appended.set()
+        if evicted:
+            log.warning("spool full: evicted=%d oldest rows to stay under max_bytes=%d",
+                        evicted, self.db.max_bytes)
+        return evicted
+
+    async def fetch(self, limit: int) -> list[tuple[int, str]]:
+        rows: list[tuple[int, str]] = await self._run(self.db.fetch, limit)
+        return rows
+
+    async def delete(self, ids: Sequence[int]) -> int:
+        n: int = await self._run(self.db.delete, ids)
+        return n
+
+    async def quarantine(self, rows: Sequence[tuple[int, str]], *, status: int | None,
+                         reason: str) -> None:
+        await self._run(self.db.quarantine, rows, status=status, reason=reason,
+                        at_ns=time.time_ns())
+
+    async def seen_time(self, key: int) -> int | None:
+        t: int | None = await self._run(self.db.seen_time, key)
+        return t
+
+    async def prune_seen(self, older_than_ns: int) -> int:
+        n: int = await self._run(self.db.prune_seen, older_than_ns)
+        return n
+
+    async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = await self._run(self.db.dead_letters, limit)
+        return rows
+
+    async def quarantined(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = await self._run(self.db.quarantined, limit)
+        return rows
+
+    def statistics(self) -> SpoolStats:
+        return self.db.statistics()
+
+    async def close(self) -> None:
+        await self._run(self.db.close)
+        self._executor.shutdown(wait=True)
+
+
+class SeenLookup:
+    """A read-only view of the redelivery keys for the loop thread.
+
+    WAL lets this connection read while the spool thread writes; lookups happen only for
+    redelivered (DUP) messages, so the rare synchronous read does not hold up the loop.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+
+    def get(self, key: int) -> int | None:
+        row = self._db.execute("SELECT received_at_ns FROM seen WHERE key = ?", (key,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,228 @@
+"""Fixtures: a private Mosquitto and InfluxDB per test (or per session), and the gateway itself.
+
+Everything listens on 127.0.0.1 on free ports inside pytest's temporary folders; nothing here
+touches the machine's default ports or system services.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import paho.mqtt.client as paho
+import pytest
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway.stack import PrivateInfluxDB, PrivateMosquitto, StackError, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+_db_names = itertools.count(1)
+
+
+def wait_for(
+    condition: Callable[[], Any], *, timeout: float = 20.0, interval: float = 0.05,
+    what: str = "condition",
+) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[PrivateMosquitto]:
+    with PrivateMosquitto(tmp_path / "mosquitto") as broker:
+        yield broker
+
+
+@pytest.fixture(scope="session")
+def influx_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateInfluxDB]:
+    with PrivateInfluxDB(tmp_path_factory.mktemp("influx")) as server:
+        yield server
+
+
+@pytest.fixture
+def influx(tmp_path: Path) -> Iterator[PrivateInfluxDB]:
+    """An InfluxDB of this test's own, for tests that stop and start it."""
+    with PrivateInfluxDB(tmp_path / "influx") as server:
+        yield server
+
+
+@pytest.fixture
+def db_name() -> str:
+    return f"garden_t{os.getpid()}_{next(_db_names)}"
+
+
+def base_config(
+    tmp_path: Path, broker: PrivateMosquitto, influx: PrivateInfluxDB, database: str,
+    **overrides: Any,
+) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "data_dir": str(tmp_path / "data"),
+        "gateway": {"id": "gw-test", "site": "taman-uji"},
+        "mqtt": {"host": "127.0.0.1", "port": broker.port, "client_id": "gw-test",
+                 "reconnect_min_s": 0.1, "reconnect_max_s": 1.0},
+        "influx": {"url": influx.url, "database": database, "flush_interval_s": 0.2,
+                   "backoff_min_s": 0.1, "backoff_max_s": 0.5, "auth_retry_s": 0.3},
+        "spool": {"commit_interval_s": 0.02},
+        "api": {"host": "127.0.0.1", "port": free_port()},
+        "shutdown_grace_s": 5,
+        "subscriptions": [
+            {"name": "native", "topic": "garden/+/+/telemetry", "format": "native"},
+            {"name": "weather", "topic": "vendor/weather/#", "format": "json",
+             "options": {"device_key": "id", "fields": {"temp": "temperature_c"}}},
+            {"name": "telegraf", "topic": "telegraf/#", "format": "influx"},
+        ],
+        "devices": [{"id": "polder-1", "kind": "polder"}],
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = value
+    return cfg
+
+
+def write_config(path: Path, cfg: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return path
+
+
+class GatewayProcess:
+    """``python -m gateway run`` as a child process, as systemd would run it."""
+
+    def __init__(self, config_path: Path, cfg: dict[str, Any], log_path: Path,
+                 env: dict[str, str] | None = None) -> None:
+        self.config_path = config_path
+        self.cfg = cfg
+        self.log_path = log_path
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.api = f"http://127.0.0.1:{cfg['api']['port']}"
+
+    def start(self, *, wait: bool = True) -> GatewayProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "run", "--config", str(self.config_path)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=self.env,
+        )
+        log.close()
+        if wait:
+            wait_for(self._healthy, timeout=30, what="gateway /health")
+        return self
+
+    def _healthy(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"gateway exited with {self.proc.returncode}:\n{self.log()}")
+        try:
+            return httpx.get(f"{self.api}/health", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def status(self) -> dict[str, Any]:
+        response = httpx.get(f"{self.api}/api/v1/status", timeout=5)
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        return body
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def terminate(self, timeout: float = 20) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def gateway_factory(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
+    started: list[GatewayProcess] = []
+
+    def make(cfg: dict[str, Any], *, start: bool = True,
+             env: dict[str, str] | None = None) -> GatewayProcess:
+        n = len(started)
+        path = write_config(tmp_path / f"gateway{n}.yaml", cfg)
+        gw = GatewayProcess(path, cfg, tmp_path / f"gateway{n}.log", env)
+        started.append(gw)
+        if start:
+            gw.start()
+        return gw
+
+    yield make
+    for gw in started:
+        gw.stop()
+
+
+class Publisher:
+    """A QoS 1 publisher that waits for every PUBACK (paho, its own network thread)."""
+
+    def __init__(self, port: int, client_id: str = "test-publisher") -> None:
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        self._lock = threading.Lock()
+
+    def publish(self, topic: str, payload: bytes | str | dict[str, Any], *,
+                qos: int = 1, retain: bool = False) -> None:
+        if isinstance(payload, dict):
+            payload = json.dumps(payload)
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        info.wait_for_publish(timeout=10)
+        assert info.is_published(), f"publish to {topic} not acknowledged"
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def publisher_factory() -> Iterator[Callable[[int], Publisher]]:
+    made: list[Publisher] = []
+
+    def make(port: int) -> Publisher:
+        pub = Publisher(port, client_id=f"test-publisher-{len(made)}")
+        made.append(pub)
+        return pub
+
+    yield make
+    for pub in made:
+        pub.close()
+
+
+def influx_count(server: PrivateInfluxDB, db: str, measurement: str, field: str) -> int:
+    try:
+        return server.count(db, measurement, field)
+    except (StackError, httpx.HTTPError):
+        # The database may not exist yet while we wait for the gateway to create it.
+        return 0

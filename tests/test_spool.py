@@ -1,0 +1,168 @@
+"""The spool on its own: durability, eviction, quarantine, dead letters, redelivery keys."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from gateway.spool import ROW_OVERHEAD, DeadLetter, SeenLookup, Spool, SpoolDB
+from tests.conftest import ROOT, wait_for
+
+
+def line(i: int) -> str:
+    # Fixed width, so every row costs the same bytes.
+    return f"polder,device=p1,gateway=g,site=s level_cm={1000 + i}i {1_800_000_000_000_000_000 + i}"
+
+
+def test_rows_survive_reopen_and_keep_order(tmp_path: Path) -> None:
+    db = SpoolDB(tmp_path / "s.db", max_bytes=10**7)
+    db.append([line(i) for i in range(100)])
+    db.close()
+    db = SpoolDB(tmp_path / "s.db", max_bytes=10**7)
+    rows = db.fetch(1000)
+    assert [r[1] for r in rows] == [line(i) for i in range(100)]
+    st = db.statistics()
+    assert st.rows == 100
+    assert st.bytes == sum(len(line(i)) + ROW_OVERHEAD for i in range(100))
+    assert st.oldest_time_ns == 1_800_000_000_000_000_000
+    assert st.totals["spooled"] == 100
+    db.close()
+
+
+def test_uses_wal_mode(tmp_path: Path) -> None:
+    SpoolDB(tmp_path / "s.db", max_bytes=10**6).close()
+    mode = sqlite3.connect(tmp_path / "s.db").execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_delete_only_what_was_delivered(tmp_path: Path) -> None:
+    db = SpoolDB(tmp_path / "s.db", max_bytes=10**7)
+    db.append([line(i) for i in range(10)])
+    rows = db.fetch(4)
+    assert db.delete([r[0] for r in rows]) == 4
+    assert [r[1] for r in db.fetch(100)] == [line(i) for i in range(4, 10)]
+    assert db.statistics().totals["written"] == 4
+    assert db.statistics().oldest_time_ns == 1_800_000_000_000_000_004
+    db.close()
+
+
+def test_full_spool_evicts_oldest_and_counts_it(tmp_path: Path) -> None:
+    one = len(line(0)) + ROW_OVERHEAD
+    db = SpoolDB(tmp_path / "s.db", max_bytes=one * 50)
+    for start in range(0, 80, 10):
+        db.append([line(i) for i in range(start, start + 10)])
+    st = db.statistics()
+    assert st.bytes <= one * 50
+    assert st.totals["evicted"] == 30
+    kept = [r[1] for r in db.fetch(1000)]
+    assert kept == [line(i) for i in range(30, 80)]
+    db.close()
+    # The count of what was lost survives a restart.
+    assert SpoolDB(tmp_path / "s.db", max_bytes=one * 50).statistics().totals["evicted"] == 30
+
+
+def test_quarantine_moves_rows_with_reason(tmp_path: Path) -> None:
+    db = SpoolDB(tmp_path / "s.db", max_bytes=10**7, quarantine_max_rows=3)
+    db.append([line(i) for i in range(6)])
+    rows = db.fetch(6)
+    db.quarantine(rows[:5], status=400, reason="field type conflict", at_ns=1)
+    assert [r[1] for r in db.fetch(10)] == [line(5)]
+    q = db.quarantined()
+    assert len(q) == 3  # bounded: the newest three are kept
+    assert {r["reason"] for r in q} == {"field type conflict"}
+    assert db.statistics().totals["quarantined"] == 5
+    db.close()
+
+
+def test_dead_letters_are_bounded(tmp_path: Path) -> None:
+    db = SpoolDB(tmp_path / "s.db", max_bytes=10**7, dead_letter_max_rows=5)
+    for i in range(12):
+        db.append([], dead=[DeadLetter("native", "garden/a/b/telemetry", "malformed",
+                                       f"bad {i}", b"\xff{", i)])
+    letters = db.dead_letters()
+    assert [d["error"] for d in letters] == [f"bad {i}" for i in range(11, 6, -1)]
+    assert letters[0]["payload"] == "\\xff{"
+    assert db.statistics().dead_letter_rows == 5
+    assert db.statistics().totals["dead_lettered"] == 12
+    db.close()
+
+
+def test_seen_keys_readable_from_second_connection(tmp_path: Path) -> None:
+    db = SpoolDB(tmp_path / "s.db", max_bytes=10**7)
+    db.append([line(1)], seen=[(-42, 123), (7, 456)])
+    lookup = SeenLookup(tmp_path / "s.db")
+    assert lookup.get(-42) == 123
+    assert lookup.get(8) is None
+    assert db.prune_seen(200) == 1
+    assert lookup.get(-42) is None
+    assert lookup.get(7) == 456
+    lookup.close()
+    db.close()
+
+
+async def test_async_spool_runs_off_the_loop(tmp_path: Path) -> None:
+    spool = Spool.open(tmp_path / "s.db", max_bytes=10**7)
+    assert not spool.appended.is_set()
+    await spool.append([line(1), line(2)])
+    assert spool.appended.is_set()
+    rows = await spool.fetch(10)
+    assert len(rows) == 2
+    assert await spool.delete([rows[0][0]]) == 1
+    assert spool.statistics().rows == 1
+    await spool.close()
+
+
+_WRITER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from gateway.spool import SpoolDB
+    db = SpoolDB(Path(sys.argv[1]), max_bytes=10**9)
+    i = 0
+    while True:
+        db.append([f"m,device=d v={j}i {j}" for j in range(i, i + 100)])
+        i += 100
+        # Only now is the batch "acknowledged": report it, as the gateway would PUBACK.
+        print(i, flush=True)
+""")
+
+
+def test_sigkill_loses_nothing_that_was_committed(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout is not None
+    acknowledged = 0
+
+    def enough() -> bool:
+        nonlocal acknowledged
+        out = proc.stdout.readline() if proc.stdout else ""
+        if out.strip():
+            acknowledged = int(out)
+        return acknowledged >= 5000
+
+    wait_for(enough, timeout=30, interval=0, what="5000 committed rows")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    proc.stdout.close()
+    # Whatever the writer reported before it died must be there, in order, without gaps.
+    db = SpoolDB(path, max_bytes=10**9)
+    values = [int(r[1].split("v=")[1].split("i")[0]) for r in db.fetch(10**7)]
+    assert len(values) >= acknowledged
+    assert values == list(range(len(values)))
+    db.close()
+
+
+def test_open_failure_is_a_spool_error(tmp_path: Path) -> None:
+    from gateway.errors import SpoolError
+
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(SpoolError, match="cannot open spool"):
+        SpoolDB(tmp_path / "afile" / "s.db", max_bytes=10**6)
