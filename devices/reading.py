@@ -131,18 +131,21 @@ class Reading:
             raise DecodeError(f"{self.measurement}: a reading needs at least one field",
                               kind="empty")
         seen: set[str] = set()
-        for key, value in self.fields:
-            check_name("field key", key)
-            if key == "time":
+        for fkey, fvalue in self.fields:
+            check_name("field key", fkey)
+            if fkey == "time":
                 raise DecodeError("'time' cannot be a field key", kind="bad_name")
-            if key in seen:
-                raise DecodeError(f"field {key!r} repeated", kind="bad_name")
-            seen.add(key)
-            check_value(key, value)
+            if fkey in seen:
+                raise DecodeError(f"field {fkey!r} repeated", kind="bad_name")
+            seen.add(fkey)
+            check_value(fkey, fvalue)
         if not isinstance(self.time_ns, int) or isinstance(self.time_ns, bool):
             raise DecodeError("timestamp must be integer nanoseconds", kind="wrong_type")
         if self.time_ns < 0:
             raise DecodeError(f"timestamp {self.time_ns} is before 1970", kind="range")
+        if self.time_ns >= 2**63:
+            raise DecodeError(f"timestamp {self.time_ns} is beyond InfluxDB's int64 range",
+                              kind="range")
 
     @classmethod
     def build(
