@@ -7,6 +7,8 @@ before a character that line protocol escapes), so encoding cannot inject a seco
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 from devices.reading import FieldValue, Reading
 
 _MEASUREMENT = str.maketrans({",": "\\,", " ": "\\ "})
@@ -36,12 +38,25 @@ def format_value(value: FieldValue) -> str:
     return f'"{value.translate(_STRING)}"'
 
 
-def encode(reading: Reading) -> str:
-    """One line, without the trailing newline, timestamp in nanoseconds."""
-    head = reading.measurement.translate(_MEASUREMENT)
-    if reading.tags:
-        head += "," + ",".join(
-            f"{k.translate(_KEY)}={v.translate(_KEY)}" for k, v in reading.tags
-        )
+def encode(
+    reading: Reading,
+    extra_tags: Mapping[str, str] | None = None,
+    measurement: str | None = None,
+) -> str:
+    """One line, without the trailing newline, timestamp in nanoseconds.
+
+    ``extra_tags`` (the gateway's own, already checked at config load) are added unless the
+    reading has a tag of that name; ``measurement`` replaces the reading's. Tags are written
+    sorted, as InfluxDB prefers.
+    """
+    tags: Iterable[tuple[str, str]] = reading.tags
+    if extra_tags:
+        merged = dict(extra_tags)
+        merged.update(reading.tags)
+        tags = sorted(merged.items())
+    head = (measurement or reading.measurement).translate(_MEASUREMENT)
+    tag_text = ",".join(f"{k.translate(_KEY)}={v.translate(_KEY)}" for k, v in tags)
+    if tag_text:
+        head += "," + tag_text
     fields = ",".join(f"{k.translate(_KEY)}={format_value(v)}" for k, v in reading.fields)
     return f"{head} {fields} {reading.time_ns}"

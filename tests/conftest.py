@@ -70,7 +70,7 @@ def db_name() -> str:
 
 
 def base_config(
-    tmp_path: Path, broker: PrivateMosquitto, influx: PrivateInfluxDB, database: str,
+    tmp_path: Path, broker: PrivateMosquitto, server: PrivateInfluxDB, database: str,
     **overrides: Any,
 ) -> dict[str, Any]:
     cfg: dict[str, Any] = {
@@ -78,7 +78,7 @@ def base_config(
         "gateway": {"id": "gw-test", "site": "taman-uji"},
         "mqtt": {"host": "127.0.0.1", "port": broker.port, "client_id": "gw-test",
                  "reconnect_min_s": 0.1, "reconnect_max_s": 1.0},
-        "influx": {"url": influx.url, "database": database, "flush_interval_s": 0.2,
+        "influx": {"url": server.url, "database": database, "flush_interval_s": 0.2,
                    "backoff_min_s": 0.1, "backoff_max_s": 0.5, "auth_retry_s": 0.3},
         "spool": {"commit_interval_s": 0.02},
         "api": {"host": "127.0.0.1", "port": free_port()},

@@ -1,0 +1,120 @@
+"""The status API (FastAPI), served by the gateway process itself.
+
+Routes read the gateway's ``status()`` snapshot, built from each component's
+``statistics()``; they never reach into internals and never change anything.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+
+class StatusProvider(Protocol):
+    stopping: bool
+
+    def status(self) -> dict[str, Any]: ...
+
+
+class Health(BaseModel):
+    status: str
+    uptime_s: float
+
+
+class GatewayInfo(BaseModel):
+    id: str
+    site: str
+    version: str
+    uptime_s: float
+    stopping: bool
+
+
+class MqttStatus(BaseModel):
+    broker: str
+    state: str
+    connected: bool
+    connects: int
+    disconnects: int
+    session_present: bool | None
+    last_error: str | None
+    redeliveries: int
+    redeliveries_matched: int
+
+
+class InfluxStatus(BaseModel):
+    url: str
+    api: str
+    state: str
+    connected: bool | None
+    last_error: str | None
+    last_success_ns: int | None
+    batches: int
+    retries: int
+    next_attempt_in_s: float | None
+
+
+class SpoolStatus(BaseModel):
+    rows: int
+    bytes: int
+    max_bytes: int
+    file_bytes: int
+    oldest_unsent_age_s: float | None
+    pending_commit: int
+    commit_failures: int
+    quarantine_rows: int
+    dead_letter_rows: int
+
+
+class Counts(BaseModel):
+    received: int
+    readings: int
+    rejected: int
+    spooled: int
+    acknowledged: int
+    written: int
+    quarantined: int
+    dead_lettered: int
+    evicted: int
+
+
+class SourceStatus(BaseModel):
+    messages: int
+    readings: int
+    errors: dict[str, int]
+    last_message_ns: int | None
+    last_error: str | None
+
+
+class Status(BaseModel):
+    gateway: GatewayInfo
+    mqtt: MqttStatus
+    influx: InfluxStatus
+    spool: SpoolStatus
+    counts: Counts
+    totals: dict[str, int]
+    sources: dict[str, SourceStatus]
+    discovered_devices: list[str]
+
+
+def create_app(gateway: StatusProvider) -> FastAPI:
+    app = FastAPI(
+        title="Garden Gateway",
+        summary="Status of one park's gateway: broker, InfluxDB, spool and counts.",
+        version="1",
+    )
+
+    @app.get("/health", response_model=Health, tags=["public"])
+    def health() -> Health:
+        """Liveness: the process answers and its loop is running."""
+        status = gateway.status()
+        return Health(status="stopping" if gateway.stopping else "ok",
+                      uptime_s=status["gateway"]["uptime_s"])
+
+    @app.get("/api/v1/status", response_model=Status, tags=["public"])
+    def status() -> Status:
+        """Connections, spool, and counts of readings since the gateway started."""
+        return Status.model_validate(gateway.status())
+
+    return app

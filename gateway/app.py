@@ -1,0 +1,216 @@
+"""The gateway process: one TaskGroup owning every long-lived task, and an orderly shutdown.
+
+Tasks (named as they appear in tracebacks):
+``spool.commit`` batches readings into spool transactions and then acknowledges them;
+``mqtt[<host>:<port>].receive`` keeps the broker connection;
+``influx[<url>].forward`` sends the spool to InfluxDB;
+``gateway.housekeeping`` prunes redelivery keys and logs one summary line a minute;
+``api.serve`` is the status API.
+
+Shutdown (SIGTERM, SIGINT): stop reading MQTT, commit what was received and acknowledge it,
+say goodbye to the broker (the session stays), deliver what InfluxDB accepts within
+``shutdown_grace_s``, and stop. Whatever is not delivered stays in the spool for next time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+
+from gateway.api import create_app
+from gateway.config import Config
+from gateway.forwarder import Forwarder
+from gateway.influx import InfluxWriter
+from gateway.mqtt import MqttSource
+from gateway.pipeline import Committer, Pipeline
+from gateway.spool import SeenLookup, Spool
+
+log = logging.getLogger(__name__)
+
+__version__ = "0.1.0"
+
+SEEN_KEEP_NS = 3600 * 10**9
+HOUSEKEEPING_S = 60.0
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the gateway handles signals in one place."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class Gateway:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.started_ns = time.time_ns()
+        self._started_mono = time.monotonic()
+        spool_path = config.data_dir / "spool.sqlite3"
+        self.spool = Spool.open(
+            spool_path,
+            max_bytes=config.spool.max_bytes,
+            dead_letter_max_rows=config.spool.dead_letter_max_rows,
+            quarantine_max_rows=config.spool.quarantine_max_rows,
+        )
+        self.seen = SeenLookup(spool_path)
+        self.pipeline = Pipeline.from_config(config)
+        self.committer = Committer(
+            spool=self.spool,
+            interval_s=config.spool.commit_interval_s,
+            max_readings=config.spool.commit_max_readings,
+        )
+        influx = config.influx
+        self.writer = InfluxWriter(
+            url=influx.url,
+            api=influx.api,
+            database=influx.database,
+            retention_policy=influx.retention_policy,
+            username=influx.username,
+            password=influx.password.get_secret_value() if influx.password else None,
+            org=influx.org,
+            bucket=influx.bucket,
+            token=influx.token.get_secret_value() if influx.token else None,
+            use_gzip=influx.gzip,
+            timeout_s=influx.timeout_s,
+        )
+        self.forwarder = Forwarder(
+            spool=self.spool,
+            writer=self.writer,
+            batch_size=influx.batch_size,
+            flush_interval_s=influx.flush_interval_s,
+            backoff_min_s=influx.backoff_min_s,
+            backoff_max_s=influx.backoff_max_s,
+            auth_retry_s=influx.auth_retry_s,
+            create_database=influx.create_database and influx.api == "v1",
+        )
+        self.mqtt = MqttSource(
+            config=config.mqtt,
+            client_id=config.mqtt_client_id,
+            topics=[s.topic for s in config.subscriptions],
+            pipeline=self.pipeline,
+            committer=self.committer,
+            seen=self.seen,
+        )
+        self.app = create_app(self)
+        self.api_port: int | None = None
+        self.stopping = False
+
+    # -- status --------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """A snapshot for the API; reads statistics() of each component, nothing more."""
+        now = time.time_ns()
+        spool = self.spool.statistics()
+        fwd = self.forwarder.statistics()
+        mqtt = self.mqtt.statistics()
+        pipe = self.pipeline.statistics()
+        commit = self.committer.statistics()
+        oldest_age = None
+        if spool.oldest_time_ns is not None:
+            oldest_age = max(0.0, (now - spool.oldest_time_ns) / 1e9)
+        return {
+            "gateway": {"id": self.config.gateway.id, "site": self.config.gateway.site,
+                        "version": __version__,
+                        "uptime_s": round(time.monotonic() - self._started_mono, 3),
+                        "stopping": self.stopping},
+            "mqtt": {"broker": mqtt.broker, "state": mqtt.state, "connected": mqtt.connected,
+                     "connects": mqtt.connects, "disconnects": mqtt.disconnects,
+                     "session_present": mqtt.session_present, "last_error": mqtt.last_error,
+                     "redeliveries": mqtt.redeliveries,
+                     "redeliveries_matched": mqtt.redeliveries_matched},
+            "influx": {"url": self.config.influx.url, "api": self.config.influx.api,
+                       "state": fwd.state, "connected": fwd.connected,
+                       "last_error": fwd.last_error,
+                       "last_success_ns": fwd.last_success_ns, "batches": fwd.batches,
+                       "retries": fwd.retries, "next_attempt_in_s": fwd.next_attempt_in_s},
+            "spool": {"rows": spool.rows, "bytes": spool.bytes, "max_bytes": spool.max_bytes,
+                      "file_bytes": spool.file_bytes, "oldest_unsent_age_s": oldest_age,
+                      "pending_commit": commit["pending_lines"],
+                      "commit_failures": commit["failures"],
+                      "quarantine_rows": spool.quarantine_rows,
+                      "dead_letter_rows": spool.dead_letter_rows},
+            "counts": {
+                "received": mqtt.messages,
+                "readings": pipe["readings"],
+                "rejected": pipe["rejected"],
+                "spooled": commit["committed_lines"],
+                "acknowledged": mqtt.acks,
+                "written": fwd.written,
+                "quarantined": fwd.quarantined,
+                "dead_lettered": pipe["rejected"],
+                "evicted": spool.totals["evicted"],
+            },
+            "totals": spool.totals,
+            "sources": pipe["sources"],
+            "discovered_devices": pipe["discovered_devices"],
+        }
+
+    # -- running -------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        cfg = self.config
+        server: _QuietServer | None = None
+        async with asyncio.TaskGroup() as tg:
+            commit = tg.create_task(self.committer.run(), name="spool.commit")
+            forward = tg.create_task(self.forwarder.run(),
+                                     name=f"influx[{cfg.influx.url}].forward")
+            receive = tg.create_task(self.mqtt.run(), name=f"mqtt[{self.mqtt.broker}].receive")
+            house = tg.create_task(self._housekeeping(), name="gateway.housekeeping")
+            if cfg.api.enabled:
+                server = _QuietServer(uvicorn.Config(
+                    self.app, host=cfg.api.host, port=cfg.api.port, log_level="warning",
+                    access_log=False, lifespan="off",
+                ))
+                tg.create_task(server.serve(), name="api.serve")
+            log.info("gateway started id=%s site=%s data_dir=%s", cfg.gateway.id,
+                     cfg.gateway.site, cfg.data_dir)
+            await stop.wait()
+            self.stopping = True
+            deadline = time.monotonic() + cfg.shutdown_grace_s
+            log.info("gateway stopping: grace=%.1fs", cfg.shutdown_grace_s)
+            self.mqtt.pause()
+            await _cancel(commit)
+            await self.committer.flush()
+            await self.mqtt.close(timeout=min(2.0, max(0.1, deadline - time.monotonic())))
+            await _cancel(receive)
+            await _cancel(forward)
+            left = await self.forwarder.drain(deadline)
+            await _cancel(house)
+            if server is not None:
+                server.should_exit = True
+        await self.spool.close()
+        self.seen.close()
+        await self.writer.aclose()
+        st = self.spool.statistics()
+        log.info("gateway stopped: spool rows=%d left for next start (written=%d)", left,
+                 st.totals["written"])
+
+    async def _housekeeping(self) -> None:
+        last_prune = time.monotonic()
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_S)
+            if time.monotonic() - last_prune > 600:
+                await self.spool.prune_seen(time.time_ns() - SEEN_KEEP_NS)
+                last_prune = time.monotonic()
+            s = self.status()
+            log.info(
+                "summary received=%d readings=%d rejected=%d spooled=%d written=%d "
+                "spool_rows=%d mqtt=%s influx=%s",
+                s["counts"]["received"], s["counts"]["readings"], s["counts"]["rejected"],
+                s["counts"]["spooled"], s["counts"]["written"], s["spool"]["rows"],
+                s["mqtt"]["state"], s["influx"]["state"],
+            )
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    # asyncio.wait does not raise the task's CancelledError, so our own cancellation (if any)
+    # still propagates; a real failure of the task surfaces through the TaskGroup.
+    task.cancel()
+    await asyncio.wait([task])

@@ -1,0 +1,364 @@
+"""Configuration: one YAML file, environment overrides, secrets from files, validated once.
+
+The result is a frozen :class:`Config`; components take the typed pieces they need as keyword
+arguments and never see the raw mapping. Every problem is reported at once, each naming the
+key (``mqtt.port``), what is wrong, and where the value came from when it was an environment
+variable, so a technician can fix a file in one pass (``garden-gateway check-config``).
+
+Environment overrides: ``GARDEN_GATEWAY_<KEY>`` with ``__`` between levels, for example
+``GARDEN_GATEWAY_MQTT__PORT=1884`` or ``GARDEN_GATEWAY_SUBSCRIPTIONS__0__TOPIC=garden/#``.
+Values are read as YAML scalars (``1884`` is a number, ``true`` a boolean).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from devices.formats import FORMATS
+from gateway.errors import ConfigError
+
+ENV_PREFIX = "GARDEN_GATEWAY_"
+# Identifiers end up in MQTT topics and InfluxDB tags: keep them to a safe alphabet.
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class GatewaySection(_Model):
+    id: str = Field(pattern=_ID, description="This gateway's id, unique in the regency")
+    site: str = Field(pattern=_ID, description="The park this gateway serves")
+
+
+class TlsConfig(_Model):
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = Field(False, description="Skip certificate verification (testing only)")
+
+
+class MqttConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    client_id: str | None = Field(None, pattern=_ID)
+    tls: TlsConfig | None = None
+    protocol: Literal["5", "3.1.1"] = "5"
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    # MQTT 5: 0 would make the broker discard the session on disconnect (nothing queued).
+    session_expiry_s: int = Field(7 * 24 * 3600, ge=60)
+    # How many unacknowledged QoS 1 messages the broker may have in flight to us.
+    receive_maximum: int = Field(1000, ge=1, le=65535)
+    reconnect_min_s: float = Field(0.5, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+    connect_timeout_s: float = Field(10.0, gt=0)
+
+
+class InfluxConfig(_Model):
+    url: str = Field("http://127.0.0.1:8086", pattern=r"^https?://[^\s/]+(/.*)?$")
+    api: Literal["v1", "v2"] = "v1"
+    database: str = "garden"
+    retention_policy: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    org: str | None = None
+    bucket: str | None = None
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    batch_size: int = Field(5000, ge=1, le=100_000)
+    flush_interval_s: float = Field(1.0, gt=0, le=3600)
+    timeout_s: float = Field(15.0, gt=0)
+    gzip: bool = True
+    create_database: bool = True
+    backoff_min_s: float = Field(1.0, gt=0)
+    backoff_max_s: float = Field(60.0, gt=0)
+    # After 401/403 the forwarder waits this long before trying again, so a fixed credential
+    # resumes delivery without a restart.
+    auth_retry_s: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _v2_needs_bucket(self) -> InfluxConfig:
+        if self.api == "v2" and not (self.org and self.bucket):
+            raise ValueError("api v2 needs influx.org and influx.bucket")
+        return self
+
+
+class SpoolConfig(_Model):
+    max_bytes: int = Field(512 * 1024 * 1024, ge=64 * 1024)
+    commit_interval_s: float = Field(0.05, gt=0, le=5)
+    commit_max_readings: int = Field(5000, ge=1)
+    dead_letter_max_rows: int = Field(10_000, ge=1)
+    quarantine_max_rows: int = Field(10_000, ge=1)
+
+
+class IngestConfig(_Model):
+    max_payload_bytes: int = Field(64 * 1024, ge=16)
+    allow_discovery: bool = Field(
+        True, description="Accept devices that are not in the device list, as discovered"
+    )
+    log_interval_s: float = Field(60.0, gt=0, description="At most one log line per kind")
+
+
+class ApiConfig(_Model):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class SubscriptionConfig(_Model):
+    topic: str = Field(min_length=1)
+    format: str
+    name: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def source(self) -> str:
+        return self.name or self.topic
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value not in FORMATS:
+            raise ValueError(f"unknown format {value!r}; known: {', '.join(sorted(FORMATS))}")
+        return value
+
+
+class DeviceConfig(_Model):
+    id: str = Field(pattern=_ID)
+    name: str = ""
+    kind: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+                             description="InfluxDB measurement, e.g. wifi_ap, polder")
+    site: str | None = Field(None, pattern=_ID)
+    zone: str | None = None
+    interval_s: float = Field(60.0, gt=0)
+    source: str = ""
+
+
+class Config(_Model):
+    data_dir: Path
+    gateway: GatewaySection
+    mqtt: MqttConfig = MqttConfig()
+    influx: InfluxConfig = InfluxConfig()
+    spool: SpoolConfig = SpoolConfig()
+    ingest: IngestConfig = IngestConfig()
+    api: ApiConfig = ApiConfig()
+    subscriptions: tuple[SubscriptionConfig, ...] = ()
+    devices: tuple[DeviceConfig, ...] = ()
+    shutdown_grace_s: float = Field(10.0, gt=0, le=300)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _unique_devices(self) -> Config:
+        seen: set[str] = set()
+        for d in self.devices:
+            if d.id in seen:
+                raise ValueError(f"device id {d.id!r} appears twice in devices")
+            seen.add(d.id)
+        return self
+
+    @property
+    def mqtt_client_id(self) -> str:
+        return self.mqtt.client_id or f"garden-gateway-{self.gateway.id}"
+
+    def decoder_options(self, index: int) -> Any:
+        """The typed options object of subscription ``index`` (validated at load)."""
+        sub = self.subscriptions[index]
+        return TypeAdapter(FORMATS[sub.format].options).validate_python(sub.options)
+
+
+class LoadedConfig:
+    """A validated config plus the warnings worth showing a technician."""
+
+    def __init__(self, config: Config, warnings: list[str]) -> None:
+        self.config = config
+        self.warnings = warnings
+
+
+def _parse_env_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text) if text.strip() else text
+    except yaml.YAMLError:
+        return text
+
+
+def apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
+    """Apply ``GARDEN_GATEWAY_*`` overrides to ``raw`` in place; return var name → key path."""
+    applied: dict[str, tuple[str, ...]] = {}
+    for var in sorted(env):
+        if not var.startswith(ENV_PREFIX):
+            continue
+        path = tuple(p.lower() for p in var[len(ENV_PREFIX):].split("__"))
+        if not all(path):
+            continue
+        node: Any = raw
+        for i, part in enumerate(path[:-1]):
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+                continue
+            if not isinstance(node, dict):
+                raise ConfigError([f"{var}: {'.'.join(path[:i])} is not a mapping"])
+            node = node.setdefault(part, {})
+        last = path[-1]
+        value = _parse_env_value(env[var])
+        if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+            node[int(last)] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise ConfigError([f"{var}: {'.'.join(path[:-1])} is not a mapping"])
+        applied[var] = path
+    return applied
+
+
+def _read_secret_files(raw: dict[str, Any], base: Path, problems: list[str]) -> None:
+    for section, key in (("mqtt", "password"), ("influx", "password"), ("influx", "token")):
+        sec = raw.get(section)
+        if not isinstance(sec, dict):
+            continue
+        file_key = f"{key}_file"
+        if sec.get(file_key) is None:
+            continue
+        if sec.get(key) is not None:
+            problems.append(f"{section}.{key}: set both directly and through {file_key}; keep one")
+            continue
+        path = Path(str(sec[file_key]))
+        if not path.is_absolute():
+            path = base / path
+        try:
+            sec[key] = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            problems.append(f"{section}.{file_key}: cannot read {path}: {exc.strerror}")
+
+
+def _describe(err: Mapping[str, Any], env_paths: dict[tuple[str, ...], str],
+              known: list[str] | None = None) -> str:
+    loc = tuple(str(p) for p in err["loc"])
+    key = ".".join(loc) or "(top level)"
+    if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+        msg = "unknown key"
+        if known is None:
+            parent_model = _model_at(loc[:-1])
+            known = list(parent_model.model_fields) if parent_model is not None else []
+        close = difflib.get_close_matches(loc[-1], known, n=1)
+        if close:
+            msg += f" (did you mean {close[0]!r}?)"
+    elif err["type"] == "missing":
+        msg = "required key is missing"
+    else:
+        msg = str(err["msg"])
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        if "input" in err and not isinstance(err["input"], dict | list):
+            shown = "***" if any(s in key for s in ("password", "token")) else repr(err["input"])
+            msg += f" (got {shown})"
+    origin = env_paths.get(tuple(p.lower() for p in loc))
+    if origin:
+        msg += f" [from environment variable {origin}]"
+    return f"{key}: {msg}"
+
+
+def _model_at(loc: tuple[str, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = Config
+    for part in loc:
+        if part.isdigit():
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        ann = field.annotation
+        candidates = [ann, *getattr(ann, "__args__", ())]
+        nxt = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)),
+                   None)
+        if nxt is None:
+            for c in candidates:
+                for inner in getattr(c, "__args__", ()):
+                    if isinstance(inner, type) and issubclass(inner, BaseModel):
+                        nxt = inner
+        if nxt is None:
+            return None
+        model = nxt
+    return model
+
+
+def load_config(path: Path, env: Mapping[str, str] | None = None) -> LoadedConfig:
+    """Read, override, validate. Raises :class:`ConfigError` listing every problem."""
+    env = os.environ if env is None else env
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: not valid YAML: {exc}"]) from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{path}: the top level must be a mapping of keys"])
+    return validate_raw(raw, env=env, base=path.parent)
+
+
+def validate_raw(
+    raw: dict[str, Any], *, env: Mapping[str, str], base: Path
+) -> LoadedConfig:
+    warnings: list[str] = []
+    for section, key in (("mqtt", "password"), ("influx", "password"), ("influx", "token")):
+        sec = raw.get(section)
+        if isinstance(sec, dict) and sec.get(key) is not None:
+            warnings.append(
+                f"{section}.{key} is written in the YAML file; prefer "
+                f"{ENV_PREFIX}{section.upper()}__{key.upper()} or {section}.{key}_file"
+            )
+    applied = apply_env(raw, env)
+    env_paths = {p: v for v, p in applied.items()}
+    problems: list[str] = []
+    _read_secret_files(raw, base, problems)
+    if isinstance(raw.get("data_dir"), str) and not Path(raw["data_dir"]).is_absolute():
+        raw["data_dir"] = str(base / raw["data_dir"])
+    config: Config | None = None
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        problems.extend(_describe(e, env_paths) for e in exc.errors())
+    subs = raw.get("subscriptions")
+    if isinstance(subs, list):
+        for i, sub in enumerate(subs):
+            if not isinstance(sub, dict) or sub.get("format") not in FORMATS:
+                continue
+            opts = sub.get("options") or {}
+            options_type = FORMATS[sub["format"]].options
+            try:
+                TypeAdapter(options_type).validate_python(opts)
+            except ValidationError as exc:
+                known = [f.name for f in dataclasses.fields(options_type)]
+                for e in exc.errors():
+                    e2 = dict(e)
+                    e2["loc"] = ("subscriptions", i, "options", *e["loc"])
+                    problems.append(_describe(e2, env_paths, known if len(e["loc"]) == 1
+                                              else None))
+    if problems or config is None:
+        raise ConfigError(problems)
+    if config.mqtt.password is not None and not config.mqtt.username:
+        warnings.append("mqtt.password is set but mqtt.username is not; it will not be used")
+    return LoadedConfig(config, warnings)

@@ -1,0 +1,398 @@
+"""MQTT ingest: paho-mqtt 2.x driven by the asyncio loop, acknowledging only committed messages.
+
+Why paho and not aiomqtt: aiomqtt acknowledges a QoS 1 message as soon as it arrives; paho's
+``manual_ack=True`` lets us send the PUBACK ourselves, after the spool commit (see
+:class:`gateway.pipeline.Committer`). The broker keeps our session (MQTT 5 ``clean_start=False``
+with a non-zero session expiry, or MQTT 3.1.1 ``clean_session=False``), so whatever was not
+acknowledged when the gateway stopped is delivered again when it comes back.
+
+A redelivered message carries the DUP flag. When its readings were stamped with the receive
+time (the device sent none), the first receive time is looked up by a key of (topic, packet id,
+payload) so the redelivery writes the very same points: no duplicates in InfluxDB.
+
+The socket is driven by the event loop (``add_reader``/``add_writer``), the blocking connect
+(DNS, TCP, TLS) runs on a worker thread, and one new paho client is made per connection so
+no acknowledgement of an old connection can leak into a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from gateway.config import MqttConfig
+from gateway.forwarder import Backoff
+from gateway.pipeline import Committer, Pipeline
+from gateway.spool import SeenLookup
+
+log = logging.getLogger(__name__)
+
+# How many packets one readable event may process before yielding to other tasks.
+_READ_BURST = 256
+
+
+class MqttConnectError(ConnectionError):
+    """The broker refused us (CONNACK failure) or did not answer in time."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+@dataclass(frozen=True, slots=True)
+class MqttStats:
+    state: str
+    broker: str
+    connected: bool
+    connects: int
+    disconnects: int
+    session_present: bool | None
+    last_error: str | None
+    messages: int
+    acks: int
+    redeliveries: int
+    redeliveries_matched: int
+
+
+def redelivery_key(topic: str, mid: int, payload: bytes) -> int:
+    h = hashlib.blake2b(digest_size=8)
+    h.update(topic.encode("utf-8", "surrogateescape"))
+    h.update(mid.to_bytes(2, "big"))
+    h.update(payload)
+    # SQLite integers are signed 64-bit.
+    return int.from_bytes(h.digest(), "big", signed=True)
+
+
+class MqttSource:
+    def __init__(
+        self,
+        *,
+        config: MqttConfig,
+        client_id: str,
+        topics: list[str],
+        pipeline: Pipeline,
+        committer: Committer,
+        seen: SeenLookup | None,
+        clock_ns: Callable[[], int] = time.time_ns,
+        on_connected: Callable[[], None] | None = None,
+    ) -> None:
+        self._config = config
+        self._client_id = client_id
+        self._topics = topics
+        self._pipeline = pipeline
+        self._committer = committer
+        self._seen = seen
+        self._clock_ns = clock_ns
+        self._on_connected_hook = on_connected
+        self._client: paho.Client | None = None
+        self._generation = 0
+        self._sock: socket.socket | None = None
+        self._deferred: list[Callable[[], None]] | None = None
+        self._connack: asyncio.Future[tuple[ReasonCode, bool]] | None = None
+        self._closed: asyncio.Event | None = None
+        self._paused = False
+        self._state = "starting"
+        self._connected = False
+        self._connects = 0
+        self._disconnects = 0
+        self._session_present: bool | None = None
+        self._last_error: str | None = None
+        self._messages = 0
+        self._acks = 0
+        self._redeliveries = 0
+        self._redeliveries_matched = 0
+        self._backoff = Backoff(config.reconnect_min_s, config.reconnect_max_s)
+        self.broker = f"{config.host}:{config.port}"
+
+    def statistics(self) -> MqttStats:
+        return MqttStats(
+            state=self._state,
+            broker=self.broker,
+            connected=self._connected,
+            connects=self._connects,
+            disconnects=self._disconnects,
+            session_present=self._session_present,
+            last_error=self._last_error,
+            messages=self._messages,
+            acks=self._acks,
+            redeliveries=self._redeliveries,
+            redeliveries_matched=self._redeliveries_matched,
+        )
+
+    # -- supervision ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, receive until disconnected, back off, again; cancellation stops it."""
+        while True:
+            started = time.monotonic()
+            try:
+                await self._connection()
+            except (OSError, ssl.SSLError, MqttConnectError, TimeoutError) as exc:
+                self._last_error = f"{type(exc).__name__}: {exc}"
+                permanent = isinstance(exc, MqttConnectError) and exc.permanent
+                self._state = "refused" if permanent else "disconnected"
+                log.warning("mqtt broker=%s connection failed: %s", self.broker, self._last_error)
+            finally:
+                self._teardown()
+            if time.monotonic() - started > 60:
+                self._backoff.reset()
+            delay = self._backoff.next()
+            log.info("mqtt broker=%s reconnecting in %.1fs", self.broker, delay)
+            await asyncio.sleep(delay)
+
+    def _new_client(self) -> paho.Client:
+        cfg = self._config
+        v5 = cfg.protocol == "5"
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self._client_id,
+            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+            clean_session=None if v5 else False,
+            manual_ack=True,
+            reconnect_on_failure=False,
+        )
+        client.connect_timeout = cfg.connect_timeout_s
+        if cfg.username:
+            client.username_pw_set(
+                cfg.username, cfg.password.get_secret_value() if cfg.password else None
+            )
+        if cfg.tls is not None:
+            client.tls_set(
+                ca_certs=str(cfg.tls.ca_file) if cfg.tls.ca_file else None,
+                certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
+                keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None,
+            )
+            client.tls_insecure_set(cfg.tls.insecure)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_register_write
+        client.on_socket_unregister_write = self._on_unregister_write
+        return client
+
+    async def _connection(self) -> None:
+        loop = asyncio.get_running_loop()
+        cfg = self._config
+        self._generation += 1
+        client = self._client = self._new_client()
+        self._connack = loop.create_future()
+        self._closed = asyncio.Event()
+        self._state = "connecting"
+        properties = None
+        if cfg.protocol == "5":
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = cfg.session_expiry_s
+            properties.ReceiveMaximum = cfg.receive_maximum
+        # Socket callbacks fired on the worker thread are applied here, after connect returns.
+        self._deferred = []
+        try:
+            if cfg.protocol == "5":
+                await loop.run_in_executor(None, lambda: client.connect(
+                    cfg.host, cfg.port, keepalive=cfg.keepalive_s, clean_start=False,
+                    properties=properties))
+            else:
+                # 3.1.1: clean_session=False was given to the client itself.
+                await loop.run_in_executor(None, lambda: client.connect(
+                    cfg.host, cfg.port, keepalive=cfg.keepalive_s))
+        finally:
+            deferred, self._deferred = self._deferred, None
+            for action in deferred:
+                action()
+        async with asyncio.timeout(cfg.connect_timeout_s):
+            reason, session_present = await self._connack
+        if reason.is_failure:
+            permanent = reason.value in (0x84, 0x85, 0x86, 0x87, 0x8C, 0x04, 0x05)
+            raise MqttConnectError(f"broker refused the connection: {reason}",
+                                   permanent=permanent)
+        self._connected = True
+        self._connects += 1
+        self._session_present = session_present
+        self._state = "connected"
+        self._last_error = None
+        self._subscribe(client, session_present)
+        log.info("mqtt connected broker=%s client_id=%s session_present=%s topics=%d",
+                 self.broker, self._client_id, session_present, len(self._topics))
+        if self._on_connected_hook is not None:
+            self._on_connected_hook()
+        misc = asyncio.create_task(self._misc_loop(client), name=f"mqtt[{self.broker}].misc")
+        try:
+            await self._closed.wait()
+        finally:
+            misc.cancel()
+            await asyncio.gather(misc, return_exceptions=True)
+        if self._state == "connected":
+            self._state = "disconnected"
+        raise ConnectionError(self._last_error or "connection closed")
+
+    def _subscribe(self, client: paho.Client, session_present: bool) -> None:
+        if self._config.protocol == "5":
+            # retainHandling=1: retained messages only for a subscription that is new, so a
+            # reconnect does not replay every retained message.
+            opts = SubscribeOptions(qos=1, retainHandling=1)
+            topics: list[tuple[str, Any]] = [(t, opts) for t in self._topics]
+        elif session_present:
+            return
+        else:
+            topics = [(t, 1) for t in self._topics]
+        if topics:
+            client.subscribe(topics)
+
+    async def _misc_loop(self, client: paho.Client) -> None:
+        # Keepalive pings and timeouts; paho wants this called about once a second.
+        while True:
+            if client.loop_misc() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return
+            await asyncio.sleep(1.0)
+
+    def _teardown(self) -> None:
+        self._connected = False
+        client, self._client = self._client, None
+        if client is not None and self._sock is not None:
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(self._sock)
+            loop.remove_writer(self._sock)
+            self._sock = None
+            client.on_socket_close = None
+            sock = client.socket()
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    # -- graceful stop -------------------------------------------------------------------
+
+    def pause(self) -> None:
+        """Stop reading new messages (shutdown: the committer flushes what it has)."""
+        self._paused = True
+        if self._sock is not None:
+            asyncio.get_running_loop().remove_reader(self._sock)
+
+    async def close(self, timeout: float = 2.0) -> None:  # noqa: ASYNC109 - a grace period
+        """Send the pending PUBACKs and a DISCONNECT (the session is kept by the broker)."""
+        client = self._client
+        if client is None or not self._connected or self._closed is None:
+            return
+        self._state = "closing"
+        client.disconnect()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._closed.wait()
+        except TimeoutError:
+            log.warning("mqtt broker=%s did not close in %.1fs", self.broker, timeout)
+
+    # -- paho callbacks (run on the loop thread) -----------------------------------------
+
+    def _call(self, action: Callable[[], None]) -> None:
+        if self._deferred is not None:
+            self._deferred.append(action)
+        else:
+            action()
+
+    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        def register() -> None:
+            self._sock = sock
+            if not self._paused:
+                asyncio.get_running_loop().add_reader(sock, self._readable, client)
+        self._call(register)
+
+    def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        def unregister() -> None:
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(sock)
+            loop.remove_writer(sock)
+            if self._sock is sock:
+                self._sock = None
+        self._call(unregister)
+
+    def _on_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        def register() -> None:
+            asyncio.get_running_loop().add_writer(sock, client.loop_write)
+        self._call(register)
+
+    def _on_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        def unregister() -> None:
+            asyncio.get_running_loop().remove_writer(sock)
+        self._call(unregister)
+
+    def _readable(self, client: paho.Client) -> None:
+        # paho reads one packet per loop_read(); keep going while messages keep coming so a
+        # burst costs one wake-up, not one per message.
+        for _ in range(_READ_BURST):
+            before = self._messages
+            if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return
+            if self._messages == before or self._paused:
+                return
+
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any,
+                    reason: ReasonCode, properties: Any) -> None:
+        if self._connack is not None and not self._connack.done():
+            self._connack.set_result((reason, bool(getattr(flags, "session_present", False))))
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any,
+                       reason: ReasonCode, properties: Any) -> None:
+        if client is not self._client:
+            return
+        if self._connected:
+            self._disconnects += 1
+            if self._state != "closing":
+                self._last_error = f"disconnected: {reason}"
+                log.warning("mqtt disconnected broker=%s reason=%s", self.broker, reason)
+        self._connected = False
+        if self._connack is not None and not self._connack.done():
+            self._connack.set_exception(MqttConnectError(f"connection lost: {reason}"))
+        if self._closed is not None:
+            self._closed.set()
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        self._messages += 1
+        generation = self._generation
+        mid, qos = msg.mid, msg.qos
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            topic = msg._topic.decode("utf-8", "backslashreplace")
+        payload = bytes(msg.payload)
+        received_at = self._clock_ns()
+        key: int | None = None
+        if qos:
+            key = redelivery_key(topic, mid, payload)
+            if msg.dup:
+                self._redeliveries += 1
+                first = self._committer.uncommitted_seen.get(key)
+                if first is None and self._seen is not None:
+                    first = self._seen.get(key)
+                if first is not None:
+                    self._redeliveries_matched += 1
+                    received_at = first
+        outcome = self._pipeline.process(topic, payload, received_at)
+        seen = (key, received_at) if key is not None and outcome.uses_receive_time else None
+        ack = None
+        if qos:
+            def ack() -> None:
+                self._ack(generation, mid, qos)
+        self._committer.add(outcome, ack, seen)
+
+    def _ack(self, generation: int, mid: int, qos: int) -> None:
+        client = self._client
+        if generation != self._generation or client is None or not self._connected:
+            # That connection is gone; the broker will deliver the message again (DUP).
+            return
+        client.ack(mid, qos)
+        self._acks += 1

@@ -1,0 +1,335 @@
+"""From a message to spool lines: route, decode, enrich, encode; and the batched committer.
+
+:class:`Pipeline` is synchronous and never waits: a source (MQTT today, serial later) hands it
+``(topic, payload, received_at_ns)`` and gets back the finished line-protocol lines, or a dead
+letter when the input is bad. Bad input is counted per source and kind, logged at most once
+per kind per interval, and kept for a technician; it never raises out of here.
+
+:class:`Committer` gathers what sources produced into one spool transaction every
+``commit_interval_s`` (or sooner when ``commit_max_readings`` is reached) and only then runs
+each message's ``ack`` callback: for MQTT that is the PUBACK, so a message is acknowledged
+only after its readings are on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from paho.mqtt.client import topic_matches_sub
+
+from devices.formats import FORMATS, Format
+from devices.reading import DecodeError, Reading, check_name
+from gateway.config import Config, DeviceConfig
+from gateway.errors import SpoolError
+from gateway.lineproto import encode
+from gateway.spool import DeadLetter, Spool
+
+log = logging.getLogger(__name__)
+
+MAX_DISCOVERED = 10_000
+_ROUTE_CACHE_MAX = 4096
+
+
+class RateLimitedLog:
+    """Log a kind of problem at most once per ``interval_s``, saying how many were skipped."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._logger = logger
+        self._interval = interval_s
+        self._clock = clock
+        self._last: dict[tuple[str, str], float] = {}
+        self._suppressed: Counter[tuple[str, str]] = Counter()
+
+    def warning(self, key: tuple[str, str], msg: str, *args: Any) -> bool:
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self._interval:
+            self._suppressed[key] += 1
+            return False
+        skipped = self._suppressed.pop(key, 0)
+        if len(self._last) > 10_000:
+            self._last.clear()
+        self._last[key] = now
+        if skipped:
+            msg += " (%d more like this not logged)"
+            args = (*args, skipped)
+        self._logger.warning(msg, *args)
+        return True
+
+
+@dataclass
+class SourceStats:
+    messages: int = 0
+    readings: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    last_message_ns: int | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    source: str
+    fmt: Format
+    options: Any
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one message became: lines to spool, or a dead letter, never both."""
+
+    lines: list[str]
+    dead: DeadLetter | None = None
+    # True when some reading is stamped with the receive time (no device time): a
+    # redelivery of this message must then reuse that time to write the same point.
+    uses_receive_time: bool = False
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        gateway_id: str,
+        site: str,
+        routes: Sequence[tuple[str, Route]],
+        devices: Mapping[str, DeviceConfig],
+        allow_discovery: bool,
+        max_payload_bytes: int,
+        log_interval_s: float = 60.0,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self._gateway_id = gateway_id
+        self._site = site
+        self._routes = list(routes)
+        self._devices = dict(devices)
+        self._allow_discovery = allow_discovery
+        self._max_payload = max_payload_bytes
+        self._clock_ns = clock_ns
+        self._route_cache: dict[str, Route | None] = {}
+        self._log = RateLimitedLog(log, log_interval_s)
+        self.sources: dict[str, SourceStats] = {r.source: SourceStats() for _, r in self._routes}
+        self.discovered: dict[str, int] = {}
+        self.received = 0
+        self.readings = 0
+        self.rejected = 0
+        # Per device: the tags and measurement to add, computed once.
+        self._enrich_cache: dict[tuple[str, str | None], tuple[dict[str, str], str | None]] = {}
+
+    @classmethod
+    def from_config(cls, config: Config, **kwargs: Any) -> Pipeline:
+        routes = [
+            (sub.topic, Route(sub.source, FORMATS[sub.format], config.decoder_options(i)))
+            for i, sub in enumerate(config.subscriptions)
+        ]
+        return cls(
+            gateway_id=config.gateway.id,
+            site=config.gateway.site,
+            routes=routes,
+            devices={d.id: d for d in config.devices},
+            allow_discovery=config.ingest.allow_discovery,
+            max_payload_bytes=config.ingest.max_payload_bytes,
+            log_interval_s=config.ingest.log_interval_s,
+            **kwargs,
+        )
+
+    def route(self, topic: str) -> Route | None:
+        try:
+            return self._route_cache[topic]
+        except KeyError:
+            pass
+        found = next((r for flt, r in self._routes if topic_matches_sub(flt, topic)), None)
+        if len(self._route_cache) >= _ROUTE_CACHE_MAX:
+            self._route_cache.clear()
+        self._route_cache[topic] = found
+        return found
+
+    def process(self, topic: str, payload: bytes, received_at_ns: int) -> Outcome:
+        """Never raises for bad input: it becomes a dead letter."""
+        self.received += 1
+        route = self.route(topic)
+        if route is None:
+            return self._reject("(unrouted)", topic, payload, received_at_ns,
+                                DecodeError("no subscription matches this topic",
+                                            kind="unknown_format"))
+        stats = self.sources[route.source]
+        stats.messages += 1
+        stats.last_message_ns = received_at_ns
+        if len(payload) > self._max_payload:
+            return self._reject(route.source, topic, payload, received_at_ns, DecodeError(
+                f"payload of {len(payload)} bytes exceeds ingest.max_payload_bytes="
+                f"{self._max_payload}", kind="oversized"))
+        try:
+            readings = route.fmt.decode(topic, payload, received_at_ns, route.options)
+            lines = [self._encode(r, route.fmt.own_measurement) for r in readings]
+        except DecodeError as exc:
+            return self._reject(route.source, topic, payload, received_at_ns, exc)
+        stats.readings += len(lines)
+        self.readings += len(lines)
+        return Outcome(lines, None, any(r.time_ns == received_at_ns for r in readings))
+
+    def _encode(self, reading: Reading, own_measurement: bool) -> str:
+        device = reading.tag("device")
+        key = (device or "", reading.tag("site"))
+        cached = self._enrich_cache.get(key)
+        if cached is None:
+            cached = self._enrichment(device, key[1])
+            if len(self._enrich_cache) >= MAX_DISCOVERED:
+                self._enrich_cache.clear()
+            self._enrich_cache[key] = cached
+        extra, kind = cached
+        return encode(reading, extra, None if own_measurement else kind)
+
+    def _enrichment(self, device: str | None,
+                    site: str | None) -> tuple[dict[str, str], str | None]:
+        if device is None:
+            raise DecodeError("reading has no device tag", kind="unknown_device")
+        config = self._devices.get(device)
+        if config is None:
+            if not self._allow_discovery:
+                raise DecodeError(f"device {device!r} is not in the device list and "
+                                  "ingest.allow_discovery is off", device=device,
+                                  kind="unknown_device")
+            if device not in self.discovered:
+                if len(self.discovered) >= MAX_DISCOVERED:
+                    raise DecodeError(f"more than {MAX_DISCOVERED} discovered devices",
+                                      device=device, kind="unknown_device")
+                check_name("device id", device)
+                self.discovered[device] = self._clock_ns()
+                log.info("device discovered device=%s site=%s", device, site or self._site)
+        extra = {"gateway": self._gateway_id, "site": (config.site if config else None)
+                 or self._site}
+        return extra, config.kind if config else None
+
+    def _reject(self, source: str, topic: str, payload: bytes, received_at_ns: int,
+                exc: DecodeError) -> Outcome:
+        self.rejected += 1
+        stats = self.sources.setdefault(source, SourceStats())
+        stats.errors[exc.kind] += 1
+        stats.last_error = exc.reason
+        self._log.warning((source, exc.kind), "bad input source=%s topic=%s kind=%s: %s",
+                          source, topic, exc.kind, exc.reason)
+        dead = DeadLetter(source=source, topic=topic, kind=exc.kind, error=exc.reason,
+                          payload=bytes(payload[:self._max_payload]), at_ns=received_at_ns)
+        return Outcome([], dead)
+
+    def statistics(self) -> dict[str, Any]:
+        return {
+            "received": self.received,
+            "readings": self.readings,
+            "rejected": self.rejected,
+            "discovered_devices": sorted(self.discovered),
+            "sources": {
+                name: {
+                    "messages": s.messages,
+                    "readings": s.readings,
+                    "errors": dict(s.errors),
+                    "last_message_ns": s.last_message_ns,
+                    "last_error": s.last_error,
+                }
+                for name, s in self.sources.items()
+            },
+        }
+
+
+Ack = Callable[[], None]
+
+
+@dataclass(slots=True)
+class _Batch:
+    lines: list[str] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    seen: list[tuple[int, int]] = field(default_factory=list)
+    acks: list[Ack] = field(default_factory=list)
+
+
+class Committer:
+    """Batches outcomes into spool transactions, then acknowledges their messages."""
+
+    def __init__(self, *, spool: Spool, interval_s: float, max_readings: int) -> None:
+        self._spool = spool
+        self._interval = interval_s
+        self._max = max_readings
+        self._batch = _Batch()
+        self._has_items = asyncio.Event()
+        self._full = asyncio.Event()
+        self._retry_s = 1.0
+        # Redelivery keys not yet committed: key -> receive time.
+        self.uncommitted_seen: dict[int, int] = {}
+        self.commits = 0
+        self.committed_lines = 0
+        self.failures = 0
+
+    def add(self, outcome: Outcome, ack: Ack | None = None,
+            seen: tuple[int, int] | None = None) -> None:
+        batch = self._batch
+        batch.lines.extend(outcome.lines)
+        if outcome.dead is not None:
+            batch.dead.append(outcome.dead)
+        if seen is not None:
+            batch.seen.append(seen)
+            self.uncommitted_seen[seen[0]] = seen[1]
+        if ack is not None:
+            batch.acks.append(ack)
+        self._has_items.set()
+        if len(batch.lines) + len(batch.acks) >= self._max:
+            self._full.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._batch.lines)
+
+    async def run(self) -> None:
+        while True:
+            await self._has_items.wait()
+            if not self._full.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), timeout=self._interval)
+            await self.commit()
+
+    async def commit(self) -> None:
+        """Commit what is gathered now, then acknowledge it.
+
+        When the disk refuses (full, read-only), nothing is acknowledged: the lines go back in
+        front of the next batch and the broker keeps the messages until a commit succeeds.
+        """
+        batch, self._batch = self._batch, _Batch()
+        self._has_items.clear()
+        self._full.clear()
+        if not (batch.lines or batch.dead or batch.seen or batch.acks):
+            return
+        try:
+            await self._spool.append(batch.lines, dead=batch.dead, seen=batch.seen)
+        except SpoolError as exc:
+            self.failures += 1
+            log.error("spool commit failed lines=%d, nothing acknowledged, retrying: %s",
+                      len(batch.lines), exc)
+            later = self._batch
+            batch.lines.extend(later.lines)
+            batch.dead.extend(later.dead)
+            batch.seen.extend(later.seen)
+            batch.acks.extend(later.acks)
+            self._batch = batch
+            self._has_items.set()
+            await asyncio.sleep(self._retry_s)
+            return
+        for key, _ in batch.seen:
+            self.uncommitted_seen.pop(key, None)
+        self.commits += 1
+        self.committed_lines += len(batch.lines)
+        for ack in batch.acks:
+            ack()
+
+    async def flush(self) -> None:
+        """Commit everything gathered so far (shutdown, after the sources stopped)."""
+        await self.commit()
+
+    def statistics(self) -> dict[str, int]:
+        return {"commits": self.commits, "committed_lines": self.committed_lines,
+                "pending_lines": self.pending, "failures": self.failures}

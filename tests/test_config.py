@@ -1,0 +1,156 @@
+"""Config: YAML, environment overrides, secret files, and errors that name the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gateway.config import load_config
+from gateway.errors import ConfigError
+from tests.conftest import ROOT
+
+EXAMPLE = ROOT / "config" / "example.yaml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+MINIMAL = """
+data_dir: ./data
+gateway: {id: gw-1, site: taman-a}
+subscriptions:
+  - {topic: "garden/+/+/telemetry", format: native}
+"""
+
+
+def test_example_config_is_valid_and_complete() -> None:
+    cfg = load_config(EXAMPLE, env={}).config
+    assert cfg.gateway.id == "gw-taman-bukit-pelangi"
+    assert {s.format for s in cfg.subscriptions} == {
+        "native", "collectd", "tasmota", "esphome", "influx", "json"}
+    for i in range(len(cfg.subscriptions)):
+        assert cfg.decoder_options(i) is not None
+    assert cfg.mqtt.session_expiry_s > 0
+    assert cfg.mqtt.tls is None
+    assert cfg.influx.batch_size == 5000
+
+
+def test_config_is_frozen(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, MINIMAL), env={}).config
+    with pytest.raises(ValueError, match="frozen"):
+        cfg.mqtt.port = 1  # type: ignore[misc]
+    assert cfg.data_dir == tmp_path / "data"
+
+
+def test_every_bad_key_is_named_at_once(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+data_dir: /tmp/x
+gateway: {id: "gw 1", site: taman-a}
+mqtt: {port: 70000, prot: 5}
+influx: {api: v3, batch_size: 0}
+subscriptions:
+  - {topic: "a/#", format: smoke-signals}
+  - {topic: "b/#", format: json, options: {feilds: {a: b}}}
+""")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    problems = "\n".join(err.value.problems)
+    assert "gateway.id: String should match pattern" in problems
+    assert "mqtt.port: Input should be less than or equal to 65535 (got 70000)" in problems
+    assert "mqtt.prot: unknown key (did you mean 'port'?)" in problems
+    assert "influx.api: Input should be 'v1' or 'v2'" in problems
+    assert "influx.batch_size: Input should be greater than or equal to 1 (got 0)" in problems
+    assert "subscriptions.0.format: unknown format 'smoke-signals'" in problems
+    assert "subscriptions.1.options.feilds: unknown key" in problems
+    assert len(err.value.problems) == 7
+
+
+def test_environment_overrides_any_key(tmp_path: Path) -> None:
+    env = {
+        "GARDEN_GATEWAY_MQTT__PORT": "1884",
+        "GARDEN_GATEWAY_INFLUX__URL": "http://10.1.2.3:8086",
+        "GARDEN_GATEWAY_DATA_DIR": "/srv/gg",
+        "GARDEN_GATEWAY_INGEST__ALLOW_DISCOVERY": "false",
+        "GARDEN_GATEWAY_SUBSCRIPTIONS__0__TOPIC": "park/#",
+        "GARDEN_GATEWAY_MQTT__PASSWORD": "from-env",
+        "OTHER": "ignored",
+    }
+    cfg = load_config(write(tmp_path, MINIMAL), env=env).config
+    assert cfg.mqtt.port == 1884
+    assert cfg.influx.url == "http://10.1.2.3:8086"
+    assert cfg.data_dir == Path("/srv/gg")
+    assert cfg.ingest.allow_discovery is False
+    assert cfg.subscriptions[0].topic == "park/#"
+    assert cfg.mqtt.password is not None
+    assert cfg.mqtt.password.get_secret_value() == "from-env"
+
+
+def test_bad_environment_value_names_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, MINIMAL), env={"GARDEN_GATEWAY_MQTT__PORT": "abc",
+                                                   "GARDEN_GATEWAY_MQTT__HOTS": "x"})
+    problems = "\n".join(err.value.problems)
+    assert "mqtt.port: Input should be a valid integer" in problems
+    assert "[from environment variable GARDEN_GATEWAY_MQTT__PORT]" in problems
+    assert "mqtt.hots: unknown key (did you mean 'host'?) " \
+        "[from environment variable GARDEN_GATEWAY_MQTT__HOTS]" in problems
+
+
+def test_secrets_from_files_and_warning_for_inline(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("tok-abc\n")
+    raw = yaml.safe_load(MINIMAL)
+    raw["influx"] = {"api": "v2", "org": "o", "bucket": "b", "token_file": "token"}
+    raw["mqtt"] = {"username": "u", "password": "inline"}
+    loaded = load_config(write(tmp_path, yaml.safe_dump(raw)), env={})
+    assert loaded.config.influx.token is not None
+    assert loaded.config.influx.token.get_secret_value() == "tok-abc"
+    assert any("mqtt.password is written in the YAML" in w for w in loaded.warnings)
+    # Secrets never appear in the repr (logs, tracebacks).
+    assert "tok-abc" not in repr(loaded.config)
+    assert "inline" not in repr(loaded.config)
+
+
+def test_missing_secret_file_is_reported(tmp_path: Path) -> None:
+    raw = yaml.safe_load(MINIMAL)
+    raw["mqtt"] = {"username": "u", "password_file": "nope"}
+    with pytest.raises(ConfigError, match=r"mqtt.password_file: cannot read .*nope"):
+        load_config(write(tmp_path, yaml.safe_dump(raw)), env={})
+
+
+def test_v2_requires_org_and_bucket(tmp_path: Path) -> None:
+    raw = yaml.safe_load(MINIMAL)
+    raw["influx"] = {"api": "v2"}
+    with pytest.raises(ConfigError, match=r"influx: api v2 needs influx\.org and influx\.bucket"):
+        load_config(write(tmp_path, yaml.safe_dump(raw)), env={})
+
+
+def test_not_yaml_and_not_a_mapping(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "a: [1, 2"), env={})
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(write(tmp_path, "- 1\n- 2\n"), env={})
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_check_config_cli_ok_and_exit_2(tmp_path: Path) -> None:
+    ok = run_cli("check-config", "--config", str(EXAMPLE))
+    assert ok.returncode == 0, ok.stderr
+    assert "ok — gateway gw-taman-bukit-pelangi" in ok.stdout
+    bad = write(tmp_path, "data_dir: /x\ngateway: {id: g, site: s}\nmqtt: {port: -1}\n")
+    res = run_cli("check-config", "--config", str(bad))
+    assert res.returncode == 2
+    assert "mqtt.port: Input should be greater than or equal to 1 (got -1)" in res.stderr
+    usage = run_cli("check-config")
+    assert usage.returncode == 2
+    assert "--config" in usage.stderr

@@ -1,0 +1,174 @@
+"""The MQTT adapter at its seam, in-process, against a private Mosquitto.
+
+These pin down the two halves of the delivery guarantee that the end-to-end tests can only
+observe from outside: no PUBACK before the commit, and a redelivery of a committed but
+unacknowledged message writes the very same point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from gateway.config import Config, MqttConfig
+from gateway.mqtt import MqttSource
+from gateway.pipeline import Committer, Pipeline
+from gateway.spool import SeenLookup, Spool
+from gateway.stack import PrivateMosquitto
+from tests.conftest import Publisher
+
+TOPIC = "garden/taman-uji/polder-1/telemetry"
+
+
+@dataclass
+class Rig:
+    spool: Spool
+    pipeline: Pipeline
+    committer: Committer
+    seen: SeenLookup
+    make_source: Callable[..., MqttSource]
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, mosquitto: PrivateMosquitto) -> AsyncIterator[Rig]:
+    config = Config.model_validate({
+        "data_dir": str(tmp_path),
+        "gateway": {"id": "gw-test", "site": "taman-uji"},
+        "subscriptions": [{"topic": "garden/+/+/telemetry", "format": "native"}],
+    })
+    spool = Spool.open(tmp_path / "spool.db", max_bytes=10**7)
+    pipeline = Pipeline.from_config(config)
+    committer = Committer(spool=spool, interval_s=0.01, max_readings=1000)
+    seen = SeenLookup(tmp_path / "spool.db")
+
+    def make_source(**kw: Any) -> MqttSource:
+        mqtt = MqttConfig(host="127.0.0.1", port=mosquitto.port, reconnect_min_s=0.05,
+                          reconnect_max_s=0.2, **kw)
+        return MqttSource(config=mqtt, client_id="gw-test", topics=["garden/+/+/telemetry"],
+                          pipeline=pipeline, committer=committer, seen=seen)
+
+    yield Rig(spool, pipeline, committer, seen, make_source)
+    seen.close()
+    await spool.close()
+
+
+async def until(cond: Callable[[], Any], limit_s: float = 10.0) -> None:
+    """Wait for a condition on the components' statistics, which have no events to await."""
+    async with asyncio.timeout(limit_s):
+        while not cond():  # noqa: ASYNC110 - polling statistics snapshots in a test
+            await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def running(*coros: Any) -> AsyncIterator[list[asyncio.Task[Any]]]:
+    tasks = [asyncio.create_task(c) for c in coros]
+    try:
+        yield tasks
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.wait(tasks)
+
+
+async def publish(port: int, payloads: list[dict[str, Any]]) -> None:
+    def send() -> None:
+        pub = Publisher(port)
+        for p in payloads:
+            pub.publish(TOPIC, p)
+        pub.close()
+    await asyncio.to_thread(send)
+
+
+def fetch_session(port: int, expect: int) -> list[paho.MQTTMessage]:
+    """Reconnect as the gateway's client id with a plain client: what does the broker hold?"""
+    got: list[paho.MQTTMessage] = []
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="gw-test",
+                         protocol=MQTTProtocolVersion.MQTTv5)
+    client.on_message = lambda c, u, m: got.append(m)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = 3600
+    client.connect("127.0.0.1", port, clean_start=False, properties=props)
+    client.loop_start()
+    deadline = time.monotonic() + 10
+    while len(got) < expect and time.monotonic() < deadline:
+        time.sleep(0.02)
+    client.disconnect()
+    client.loop_stop()
+    return got
+
+
+async def test_no_puback_before_the_commit(rig: Rig, mosquitto: PrivateMosquitto,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = asyncio.Event()
+    real_append = rig.spool.append
+
+    async def slow_append(*a: Any, **kw: Any) -> int:
+        await gate.wait()
+        return await real_append(*a, **kw)
+
+    monkeypatch.setattr(rig.spool, "append", slow_append)
+    source = rig.make_source()
+    async with running(source.run(), rig.committer.run()):
+        await until(lambda: source.statistics().connected)
+        await publish(mosquitto.port, [{"level_cm": 1.5}])
+        await until(lambda: source.statistics().messages == 1)
+        await asyncio.sleep(0.2)
+        assert source.statistics().acks == 0
+    # The gateway "crashed" with the commit still pending: the broker must still have it.
+    held = await asyncio.to_thread(fetch_session, mosquitto.port, 1)
+    assert [m.payload for m in held] == [b'{"level_cm": 1.5}']
+    assert held[0].dup
+
+
+async def test_redelivery_of_committed_message_reuses_first_receive_time(
+    rig: Rig, mosquitto: PrivateMosquitto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = rig.make_source()
+    # Commit, then "crash" before the PUBACK leaves.
+    monkeypatch.setattr(first, "_ack", lambda *a: None)
+    async with running(first.run(), rig.committer.run()):
+        await until(lambda: first.statistics().connected)
+        await publish(mosquitto.port, [{"level_cm": 2.5}, {"level_cm": 3.5, "ts": 1795850797}])
+        await until(lambda: rig.spool.statistics().rows == 2)
+    assert first.statistics().acks == 0
+    second = rig.make_source()
+    async with running(second.run(), rig.committer.run()):
+        await until(lambda: rig.spool.statistics().rows == 4)
+        await until(lambda: second.statistics().acks == 2)
+    stats = second.statistics()
+    assert stats.redeliveries == 2
+    # Only the message without a device time needed its first receive time back.
+    assert stats.redeliveries_matched == 1
+    lines = [line for _, line in await rig.spool.fetch(10)]
+    assert lines[0] == lines[2]
+    assert lines[1] == lines[3]
+    assert lines[1].endswith(" 1795850797000000000")
+    # And now the broker holds nothing for us.
+    assert await asyncio.to_thread(fetch_session, mosquitto.port, 0) == []
+
+
+async def test_wrong_credentials_are_reported_and_retried(tmp_path: Path, rig: Rig) -> None:
+    with PrivateMosquitto(tmp_path / "authbroker", username="gw", password="right") as broker:
+        mqtt = MqttConfig(host="127.0.0.1", port=broker.port, username="gw",
+                          password="wrong", reconnect_min_s=0.05, reconnect_max_s=0.1,
+                          protocol="3.1.1")
+        source = MqttSource(config=mqtt, client_id="gw-test", topics=["a/#"],
+                            pipeline=rig.pipeline, committer=rig.committer, seen=None)
+        async with running(source.run()):
+            await until(lambda: source.statistics().state == "refused")
+            await until(lambda: source.statistics().last_error is not None)
+        st = source.statistics()
+        assert not st.connected
+        assert "refused" in (st.last_error or "").lower() or "not authori" in (
+            st.last_error or "").lower()
