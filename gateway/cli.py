@@ -110,6 +110,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "GARDEN_GATEWAY_MQTT__PORT": str(stack.mosquitto.port),
             "GARDEN_GATEWAY_INFLUX__URL": stack.influx.url,
             "GARDEN_GATEWAY_API__PORT": str(api_port),
+            # The demo is for this machine only, whatever the example config says.
+            "GARDEN_GATEWAY_API__HOST": "127.0.0.1",
         }
         os.environ.update(env)
         loaded = _load(args.config)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
@@ -121,6 +122,10 @@ def test_readings_flow_and_status_reports_them(
     assert status["spool"]["oldest_unsent_age_s"] is None
     assert status["sources"]["native"]["readings"] == 50
     assert "ws-1" in status["discovered_devices"]
+    assert httpx.get(f"{gw.api}/health", timeout=5).json()["status"] == "ok"
+    schema = httpx.get(f"{gw.api}/openapi.json", timeout=5).json()
+    assert {"/health", "/api/v1/status"} <= set(schema["paths"])
+    assert "Counts" in schema["components"]["schemas"]
 
 
 def test_influx_stopped_mid_stream_every_reading_arrives_once(
