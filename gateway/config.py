@@ -52,7 +52,9 @@ class TlsConfig(_Model):
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
-    insecure: bool = Field(False, description="Skip certificate verification (testing only)")
+    insecure: bool = Field(
+        False, description="Accept any certificate: no chain or host name check (testing only)"
+    )
 
 
 class MqttConfig(_Model):

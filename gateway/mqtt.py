@@ -35,7 +35,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from gateway.config import MqttConfig
+from gateway.config import MqttConfig, TlsConfig
 from gateway.forwarder import Backoff
 from gateway.pipeline import Committer, Pipeline
 from gateway.spool import SeenLookup
@@ -76,6 +76,32 @@ def redelivery_key(topic: str, mid: int, payload: bytes) -> int:
     h.update(payload)
     # SQLite integers are signed 64-bit.
     return int.from_bytes(h.digest(), "big", signed=True)
+
+
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """Closes itself when the handshake fails.
+
+    paho's connect leaks the TLS socket when the handshake fails (a wrong CA, a broker that
+    does not speak TLS); a gateway retrying every few seconds would run out of descriptors.
+    """
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
+def _tls_context(tls: TlsConfig) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+    if tls.cert_file:
+        ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+    if tls.insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    ctx.sslsocket_class = _ClosingSSLSocket
+    return ctx
 
 
 class MqttSource:
@@ -172,12 +198,7 @@ class MqttSource:
                 cfg.username, cfg.password.get_secret_value() if cfg.password else None
             )
         if cfg.tls is not None:
-            client.tls_set(
-                ca_certs=str(cfg.tls.ca_file) if cfg.tls.ca_file else None,
-                certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
-                keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None,
-            )
-            client.tls_insecure_set(cfg.tls.insecure)
+            client.tls_set_context(_tls_context(cfg.tls))
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message

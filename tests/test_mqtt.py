@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
+import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -21,11 +23,11 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway.config import Config, MqttConfig
+from gateway.config import Config, MqttConfig, TlsConfig
 from gateway.mqtt import MqttSource
 from gateway.pipeline import Committer, Pipeline
 from gateway.spool import SeenLookup, Spool
-from gateway.stack import PrivateMosquitto
+from gateway.stack import PrivateMosquitto, free_port
 from tests.conftest import Publisher
 
 TOPIC = "garden/taman-uji/polder-1/telemetry"
@@ -172,3 +174,49 @@ async def test_wrong_credentials_are_reported_and_retried(tmp_path: Path, rig: R
         assert not st.connected
         assert "refused" in (st.last_error or "").lower() or "not authori" in (
             st.last_error or "").lower()
+
+
+def _make_certs(folder: Path, name: str) -> dict[str, Path]:
+    """A CA and a server certificate for 127.0.0.1, made with the openssl command."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_crt = folder / f"{name}-ca.key", folder / f"{name}-ca.crt"
+    key, csr, crt = folder / "server.key", folder / "server.csr", folder / "server.crt"
+    ext = folder / "ext.cnf"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl = shutil.which("openssl")
+    assert openssl, "openssl is needed for the TLS tests (apt-get install openssl)"
+    for args in (
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca_crt,
+         "-days", "2", "-subj", f"/CN={name} test CA"],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
+         "-subj", "/CN=127.0.0.1"],
+        ["x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial",
+         "-out", crt, "-days", "2", "-extfile", ext],
+    ):
+        subprocess.run([openssl, *map(str, args)], check=True, capture_output=True, timeout=60)
+    return {"ca": ca_crt, "cert": crt, "key": key}
+
+
+async def test_tls_with_the_right_ca_connects_and_a_wrong_ca_is_refused(
+    tmp_path: Path, rig: Rig
+) -> None:
+    certs = _make_certs(tmp_path / "pki", "park")
+    other = _make_certs(tmp_path / "other", "other")
+    tls_port = free_port()
+    extra = (f"listener {tls_port} 127.0.0.1\ncafile {certs['ca']}\n"
+             f"certfile {certs['cert']}\nkeyfile {certs['key']}\n")
+    def source(ca: Path) -> MqttSource:
+        mqtt = MqttConfig(host="127.0.0.1", port=tls_port, tls=TlsConfig(ca_file=ca),
+                          reconnect_min_s=0.05, reconnect_max_s=0.1)
+        return MqttSource(config=mqtt, client_id="gw-tls", topics=["a/#"],
+                          pipeline=rig.pipeline, committer=rig.committer, seen=None)
+
+    with PrivateMosquitto(tmp_path / "tlsbroker", extra_conf=extra):
+        good = source(certs["ca"])
+        async with running(good.run()):
+            await until(lambda: good.statistics().connected)
+        bad = source(other["ca"])
+        async with running(bad.run()):
+            await until(lambda: bad.statistics().last_error is not None)
+        assert not bad.statistics().connected
+        assert "CERTIFICATE_VERIFY_FAILED" in (bad.statistics().last_error or "")
