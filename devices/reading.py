@@ -60,8 +60,16 @@ class DecodeError(ValueError):
         return f"{self.reason} ({where})" if where else self.reason
 
 
+# Names that passed check_name: devices repeat the same few names in every message, so the
+# checks run once per name, not once per reading. Bounded; it only ever holds valid names.
+_VALID_NAMES: set[str] = set()
+_VALID_NAMES_MAX = 8192
+
+
 def check_name(what: str, name: str) -> None:
     """Refuse a measurement, tag key, tag value or field key InfluxDB cannot store safely."""
+    if type(name) is str and name in _VALID_NAMES:
+        return
     if not isinstance(name, str):
         raise DecodeError(f"{what} must be text, got {type(name).__name__}", kind="wrong_type")
     if not name:
@@ -77,6 +85,8 @@ def check_name(what: str, name: str) -> None:
             f"{what} {name!r} has a backslash at the end or before one of \\ , = space \"",
             kind="bad_name",
         )
+    if len(_VALID_NAMES) < _VALID_NAMES_MAX:
+        _VALID_NAMES.add(name)
 
 
 def check_value(key: str, value: object) -> FieldValue:

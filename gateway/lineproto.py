@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from devices.reading import FieldValue, Reading
+from devices.reading import FieldValue, Reading, Tags
 
 _MEASUREMENT = str.maketrans({",": "\\,", " ": "\\ "})
 _KEY = str.maketrans({",": "\\,", " ": "\\ ", "=": "\\="})
@@ -38,6 +38,42 @@ def format_value(value: FieldValue) -> str:
     return f'"{value.translate(_STRING)}"'
 
 
+# Escaped "measurement,tags" heads and field keys, keyed by what they were made from. Sources
+# repeat the same few devices and fields, so most lines skip the escaping. Bounded.
+_HEADS: dict[tuple[str, Tags, tuple[tuple[str, str], ...]], str] = {}
+_FIELD_KEYS: dict[str, str] = {}
+_CACHE_MAX = 4096
+
+
+def _head(measurement: str, tags: Tags, extra: tuple[tuple[str, str], ...]) -> str:
+    key = (measurement, tags, extra)
+    head = _HEADS.get(key)
+    if head is None:
+        all_tags: Iterable[tuple[str, str]] = tags
+        if extra:
+            merged = dict(extra)
+            merged.update(tags)
+            all_tags = sorted(merged.items())
+        head = measurement.translate(_MEASUREMENT)
+        tag_text = ",".join(f"{k.translate(_KEY)}={v.translate(_KEY)}" for k, v in all_tags)
+        if tag_text:
+            head += "," + tag_text
+        if len(_HEADS) >= _CACHE_MAX:
+            _HEADS.clear()
+        _HEADS[key] = head
+    return head
+
+
+def _field_key(name: str) -> str:
+    escaped = _FIELD_KEYS.get(name)
+    if escaped is None:
+        escaped = name.translate(_KEY)
+        if len(_FIELD_KEYS) >= _CACHE_MAX:
+            _FIELD_KEYS.clear()
+        _FIELD_KEYS[name] = escaped
+    return escaped
+
+
 def encode(
     reading: Reading,
     extra_tags: Mapping[str, str] | None = None,
@@ -49,14 +85,7 @@ def encode(
     reading has a tag of that name; ``measurement`` replaces the reading's. Tags are written
     sorted, as InfluxDB prefers.
     """
-    tags: Iterable[tuple[str, str]] = reading.tags
-    if extra_tags:
-        merged = dict(extra_tags)
-        merged.update(reading.tags)
-        tags = sorted(merged.items())
-    head = (measurement or reading.measurement).translate(_MEASUREMENT)
-    tag_text = ",".join(f"{k.translate(_KEY)}={v.translate(_KEY)}" for k, v in tags)
-    if tag_text:
-        head += "," + tag_text
-    fields = ",".join(f"{k.translate(_KEY)}={format_value(v)}" for k, v in reading.fields)
+    extra = tuple(extra_tags.items()) if extra_tags else ()
+    head = _head(measurement or reading.measurement, reading.tags, extra)
+    fields = ",".join(f"{_field_key(k)}={format_value(v)}" for k, v in reading.fields)
     return f"{head} {fields} {reading.time_ns}"
