@@ -65,6 +65,7 @@ class Gateway:
             spool=self.spool,
             interval_s=config.spool.commit_interval_s,
             max_readings=config.spool.commit_max_readings,
+            max_pending_acks=max(1, config.mqtt.receive_maximum // 2),
         )
         influx = config.influx
         self.writer = InfluxWriter(

@@ -70,7 +70,7 @@ class MqttConfig(_Model):
     # MQTT 5: 0 would make the broker discard the session on disconnect (nothing queued).
     session_expiry_s: int = Field(7 * 24 * 3600, ge=60)
     # How many unacknowledged QoS 1 messages the broker may have in flight to us.
-    receive_maximum: int = Field(1000, ge=1, le=65535)
+    receive_maximum: int = Field(4000, ge=1, le=65535)
     reconnect_min_s: float = Field(0.5, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)
     connect_timeout_s: float = Field(10.0, gt=0)

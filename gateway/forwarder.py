@@ -17,6 +17,7 @@ What each answer means (DESIGN.md, delivery guarantee):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import re
@@ -107,7 +108,7 @@ class Forwarder:
         self._quarantined = 0
         self._retries = 0
         self._next_attempt_at: float | None = None
-        self._last_send = -1e18
+        self._pending_since: float | None = None
         self._db_checked = False
 
     def statistics(self) -> ForwarderStats:
@@ -135,6 +136,8 @@ class Forwarder:
             await self.forward_once()
 
     async def _wait_for_work(self) -> None:
+        """Return when a full batch is waiting, or when the oldest unsent line has waited
+        ``flush_interval_s`` (counted from when it appeared, or from the last send)."""
         spool = self._spool
         while True:
             spool.appended.clear()
@@ -142,14 +145,15 @@ class Forwarder:
             if rows >= self._batch_size:
                 return
             if rows:
-                wait = self._last_send + self._flush_interval - self._monotonic()
+                if self._pending_since is None:
+                    self._pending_since = self._monotonic()
+                wait = self._pending_since + self._flush_interval - self._monotonic()
                 if wait <= 0:
                     return
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(spool.appended.wait(), timeout=wait)
-                except TimeoutError:
-                    return
             else:
+                self._pending_since = None
                 if self._state in ("idle", "writing", "starting"):
                     self._state = "idle"
                 await spool.appended.wait()
@@ -162,7 +166,8 @@ class Forwarder:
         rows = await self._spool.fetch(self._batch_size)
         if not rows:
             return True
-        self._last_send = self._monotonic()
+        # What is left after this batch waits at most one more interval.
+        self._pending_since = self._monotonic()
         try:
             await self._deliver(rows)
         except InfluxAuthError as exc:
@@ -194,6 +199,12 @@ class Forwarder:
         return self._spool.statistics().rows
 
     async def _forward_no_wait(self) -> bool:
+        if not self._db_checked and self._create_database:
+            try:
+                await self._writer.ensure_database()
+            except InfluxError as exc:
+                log.warning("influx database=%s: create failed: %s", self._writer.database, exc)
+            self._db_checked = True
         rows = await self._spool.fetch(self._batch_size)
         if not rows:
             return True
@@ -260,7 +271,7 @@ class Forwarder:
             self._connected = exc.status is not None
             raise
         self._connected = True
-        deleted = await self._spool.delete([row_id for row_id, _ in rows])
+        deleted = await self._spool.delete_range(rows[0][0], rows[-1][0])
         self._batches += 1
         self._written += deleted
         self._last_success_ns = time.time_ns()

@@ -78,6 +78,37 @@ def redelivery_key(topic: str, mid: int, payload: bytes) -> int:
     return int.from_bytes(h.digest(), "big", signed=True)
 
 
+class _BufferedClient(paho.Client):
+    """paho reads each packet with three or more ``recv`` calls (the header a byte at a
+    time); this client takes what the socket holds in one call and serves paho from it.
+
+    The profile of a 10,000-message run showed paho's reading as the largest cost after our
+    own decoding. Overriding paho's private ``_sock_recv`` is a trade: if a later paho renames
+    it, the override is simply unused and reading is as slow as before, never wrong.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rbuf = b""
+        self._rpos = 0
+
+    @property
+    def buffered(self) -> bool:
+        return self._rpos < len(self._rbuf)
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._rpos >= len(self._rbuf):
+            # Raises BlockingIOError when nothing is there, as paho expects.
+            self._rbuf = super()._sock_recv(65536)
+            self._rpos = 0
+            if not self._rbuf:
+                return b""
+        end = self._rpos + bufsize
+        chunk = self._rbuf[self._rpos:end]
+        self._rpos = min(end, len(self._rbuf))
+        return chunk
+
+
 class _ClosingSSLSocket(ssl.SSLSocket):
     """Closes itself when the handshake fails.
 
@@ -128,6 +159,7 @@ class MqttSource:
         self._client: paho.Client | None = None
         self._generation = 0
         self._sock: socket.socket | None = None
+        self._writer_on: Any = None
         self._deferred: list[Callable[[], None]] | None = None
         self._connack: asyncio.Future[tuple[ReasonCode, bool]] | None = None
         self._closed: asyncio.Event | None = None
@@ -181,10 +213,10 @@ class MqttSource:
             log.info("mqtt broker=%s reconnecting in %.1fs", self.broker, delay)
             await asyncio.sleep(delay)
 
-    def _new_client(self) -> paho.Client:
+    def _new_client(self) -> _BufferedClient:
         cfg = self._config
         v5 = cfg.protocol == "5"
-        client = paho.Client(
+        client = _BufferedClient(
             CallbackAPIVersion.VERSION2,
             client_id=self._client_id,
             protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
@@ -290,6 +322,7 @@ class MqttSource:
             loop.remove_reader(self._sock)
             loop.remove_writer(self._sock)
             self._sock = None
+            self._writer_on = None
             client.on_socket_close = None
             sock = client.socket()
             if sock is not None:
@@ -337,29 +370,41 @@ class MqttSource:
             loop = asyncio.get_running_loop()
             loop.remove_reader(sock)
             loop.remove_writer(sock)
+            self._writer_on = None
             if self._sock is sock:
                 self._sock = None
         self._call(unregister)
 
     def _on_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        # paho asks for this once per queued packet (every PUBACK); one epoll change is enough.
+        if self._writer_on is sock:
+            return
+
         def register() -> None:
             asyncio.get_running_loop().add_writer(sock, client.loop_write)
+            self._writer_on = sock
         self._call(register)
 
     def _on_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         def unregister() -> None:
             asyncio.get_running_loop().remove_writer(sock)
+            self._writer_on = None
         self._call(unregister)
 
     def _readable(self, client: paho.Client) -> None:
-        # paho reads one packet per loop_read(); keep going while messages keep coming so a
+        # paho handles one packet per loop_read(); keep going while packets keep coming so a
         # burst costs one wake-up, not one per message.
         for _ in range(_READ_BURST):
             before = self._messages
-            if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS or self._paused:
                 return
-            if self._messages == before or self._paused:
+            if self._messages == before and not (
+                    isinstance(client, _BufferedClient) and client.buffered):
                 return
+        # A long burst: let other tasks run, then go on with what is already buffered (the
+        # socket may be drained, so no readable event would come for it).
+        if client is self._client:
+            asyncio.get_running_loop().call_soon(self._readable, client)
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any,
                     reason: ReasonCode, properties: Any) -> None:

@@ -6,9 +6,12 @@ letter when the input is bad. Bad input is counted per source and kind, logged a
 per kind per interval, and kept for a technician; it never raises out of here.
 
 :class:`Committer` gathers what sources produced into one spool transaction every
-``commit_interval_s`` (or sooner when ``commit_max_readings`` is reached) and only then runs
-each message's ``ack`` callback: for MQTT that is the PUBACK, so a message is acknowledged
-only after its readings are on disk.
+``commit_interval_s`` (or sooner when ``commit_max_readings`` is reached, or when half the
+broker's in-flight window is waiting for acknowledgements) and only then runs each message's
+``ack`` callback: for MQTT that is the PUBACK, so a message is acknowledged only after its
+readings are on disk. The window matters: the broker sends at most ``receive_maximum``
+unacknowledged messages, so waiting out the whole interval with a full window would leave the
+connection idle.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any
 from paho.mqtt.client import topic_matches_sub
 
 from devices.formats import FORMATS, Format
-from devices.reading import DecodeError, Reading, check_name
+from devices.reading import DecodeError, Reading, Tags, check_name
 from gateway.config import Config, DeviceConfig
 from gateway.errors import SpoolError
 from gateway.lineproto import encode
@@ -120,7 +123,7 @@ class Pipeline:
         self.readings = 0
         self.rejected = 0
         # Per device: the tags and measurement to add, computed once.
-        self._enrich_cache: dict[tuple[str, str | None], tuple[dict[str, str], str | None]] = {}
+        self._enrich_cache: dict[Tags, tuple[dict[str, str], str | None]] = {}
 
     @classmethod
     def from_config(cls, config: Config, **kwargs: Any) -> Pipeline:
@@ -175,14 +178,13 @@ class Pipeline:
         return Outcome(lines, None, any(r.time_ns == received_at_ns for r in readings))
 
     def _encode(self, reading: Reading, own_measurement: bool) -> str:
-        device = reading.tag("device")
-        key = (device or "", reading.tag("site"))
-        cached = self._enrich_cache.get(key)
+        # Keyed by the reading's whole tag set: a device sends the same tags every time.
+        cached = self._enrich_cache.get(reading.tags)
         if cached is None:
-            cached = self._enrichment(device, key[1])
+            cached = self._enrichment(reading.tag("device"), reading.tag("site"))
             if len(self._enrich_cache) >= MAX_DISCOVERED:
                 self._enrich_cache.clear()
-            self._enrich_cache[key] = cached
+            self._enrich_cache[reading.tags] = cached
         extra, kind = cached
         return encode(reading, extra, None if own_measurement else kind)
 
@@ -252,10 +254,12 @@ class _Batch:
 class Committer:
     """Batches outcomes into spool transactions, then acknowledges their messages."""
 
-    def __init__(self, *, spool: Spool, interval_s: float, max_readings: int) -> None:
+    def __init__(self, *, spool: Spool, interval_s: float, max_readings: int,
+                 max_pending_acks: int = 500) -> None:
         self._spool = spool
         self._interval = interval_s
         self._max = max_readings
+        self._max_acks = max_pending_acks
         self._batch = _Batch()
         self._has_items = asyncio.Event()
         self._full = asyncio.Event()
@@ -278,7 +282,7 @@ class Committer:
         if ack is not None:
             batch.acks.append(ack)
         self._has_items.set()
-        if len(batch.lines) + len(batch.acks) >= self._max:
+        if len(batch.lines) >= self._max or len(batch.acks) >= self._max_acks:
             self._full.set()
 
     @property

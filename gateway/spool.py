@@ -39,7 +39,7 @@ T = TypeVar("T")
 ROW_OVERHEAD = 16
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS spool (id INTEGER PRIMARY KEY, line TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS spool (id INTEGER PRIMARY KEY AUTOINCREMENT, line TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS quarantine (
     id INTEGER PRIMARY KEY, at_ns INTEGER NOT NULL, status INTEGER,
     reason TEXT NOT NULL, line TEXT NOT NULL);
@@ -223,6 +223,31 @@ class SpoolDB:
             for i, s in self._db.execute("SELECT id, line FROM spool ORDER BY id LIMIT ?", (limit,))
         ]
 
+    def delete_range(self, first: int, last: int) -> int:
+        """Delete delivered rows ``first..last``; returns how many were still there.
+
+        Ids only grow (AUTOINCREMENT), so the range holds exactly the rows fetched as one
+        batch, less any that eviction or quarantine removed meanwhile.
+        """
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            lengths = db.execute(
+                "DELETE FROM spool WHERE id BETWEEN ? AND ? RETURNING length(CAST(line AS BLOB))",
+                (first, last),
+            ).fetchall()
+            removed = len(lengths)
+            self._bump(db, written=removed)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._rows -= removed
+        self._bytes -= sum(int(n) for (n,) in lengths) + ROW_OVERHEAD * removed
+        self._totals["written"] += removed
+        self._oldest_time_ns = self._read_oldest_time() if self._rows else None
+        return removed
+
     def delete(self, ids: Iterable[int]) -> int:
         """Delete delivered rows; returns how many were still there."""
         id_list = list(ids)
@@ -385,6 +410,10 @@ class Spool:
     async def fetch(self, limit: int) -> list[tuple[int, str]]:
         rows: list[tuple[int, str]] = await self._run(self.db.fetch, limit)
         return rows
+
+    async def delete_range(self, first: int, last: int) -> int:
+        n: int = await self._run(self.db.delete_range, first, last)
+        return n
 
     async def delete(self, ids: Sequence[int]) -> int:
         n: int = await self._run(self.db.delete, ids)
