@@ -166,3 +166,18 @@ def test_open_failure_is_a_spool_error(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("x")
     with pytest.raises(SpoolError, match="cannot open spool"):
         SpoolDB(tmp_path / "afile" / "s.db", max_bytes=10**6)
+
+
+def test_range_delete_never_touches_rows_written_after_the_batch(tmp_path: Path) -> None:
+    one = len(line(0)) + ROW_OVERHEAD
+    db = SpoolDB(tmp_path / "s.db", max_bytes=one * 10)
+    db.append([line(i) for i in range(10)])
+    batch = db.fetch(10)
+    # While the batch is in flight the spool overflows: the batch is evicted and new rows come.
+    db.append([line(i) for i in range(100, 110)])
+    assert [r[1] for r in db.fetch(100)] == [line(i) for i in range(100, 110)]
+    # Ids only grow, so the late delete of the old range cannot hit the new rows.
+    assert db.delete_range(batch[0][0], batch[-1][0]) == 0
+    assert [r[1] for r in db.fetch(100)] == [line(i) for i in range(100, 110)]
+    assert db.statistics().rows == 10
+    db.close()
