@@ -173,14 +173,3 @@ class Reading:
             if k == key:
                 return v
         return None
-
-    def with_tags(self, extra: Mapping[str, str], measurement: str | None = None) -> Reading:
-        """A copy with tags added or replaced (and optionally another measurement)."""
-        merged = dict(self.tags)
-        merged.update(extra)
-        return Reading(
-            measurement or self.measurement,
-            tuple(sorted(merged.items())),
-            self.fields,
-            self.time_ns,
-        )

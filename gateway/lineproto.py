@@ -16,15 +16,6 @@ _KEY = str.maketrans({",": "\\,", " ": "\\ ", "=": "\\="})
 _STRING = str.maketrans({"\\": "\\\\", '"': '\\"'})
 
 
-def escape_measurement(name: str) -> str:
-    return name.translate(_MEASUREMENT)
-
-
-def escape_key(name: str) -> str:
-    """Escape a tag key, tag value or field key."""
-    return name.translate(_KEY)
-
-
 def format_value(value: FieldValue) -> str:
     # bool first: it is a subclass of int.
     if value is True:

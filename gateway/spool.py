@@ -23,7 +23,7 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,34 +248,6 @@ class SpoolDB:
         self._oldest_time_ns = self._read_oldest_time() if self._rows else None
         return removed
 
-    def delete(self, ids: Iterable[int]) -> int:
-        """Delete delivered rows; returns how many were still there."""
-        id_list = list(ids)
-        if not id_list:
-            return 0
-        db = self._db
-        removed, removed_bytes = 0, 0
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            for chunk in _chunks(id_list, 500):
-                marks = ",".join("?" * len(chunk))
-                for (length,) in db.execute(
-                    f"DELETE FROM spool WHERE id IN ({marks}) RETURNING length(CAST(line AS BLOB))",
-                    chunk,
-                ).fetchall():
-                    removed += 1
-                    removed_bytes += int(length) + ROW_OVERHEAD
-            self._bump(db, written=removed)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        self._rows -= removed
-        self._bytes -= removed_bytes
-        self._totals["written"] += removed
-        self._oldest_time_ns = self._read_oldest_time() if self._rows else None
-        return removed
-
     def quarantine(self, rows: Sequence[tuple[int, str]], *, status: int | None, reason: str,
                    at_ns: int) -> None:
         """Move rows InfluxDB refused out of the spool, with the server's reason."""
@@ -370,11 +342,6 @@ def _line_time(line: str) -> int | None:
         return None
 
 
-def _chunks(items: list[int], size: int) -> Iterable[list[int]]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
-
-
 class Spool:
     """The spool for the event loop: every database call runs on one dedicated thread."""
 
@@ -413,10 +380,6 @@ class Spool:
 
     async def delete_range(self, first: int, last: int) -> int:
         n: int = await self._run(self.db.delete_range, first, last)
-        return n
-
-    async def delete(self, ids: Sequence[int]) -> int:
-        n: int = await self._run(self.db.delete, ids)
         return n
 
     async def quarantine(self, rows: Sequence[tuple[int, str]], *, status: int | None,

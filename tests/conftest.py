@@ -24,6 +24,7 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
+from devices.reading import DecodeError, Reading
 from gateway.stack import PrivateInfluxDB, PrivateMosquitto, StackError, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -218,6 +219,20 @@ def publisher_factory() -> Iterator[Callable[[int], Publisher]]:
     yield make
     for pub in made:
         pub.close()
+
+
+def decodes_or_refuses(decode: Callable[[str, bytes, int, Any], list[Reading]], topic: str,
+                       payload: bytes, received_at_ns: int, opts: Any) -> None:
+    """A decoder either returns readings or raises DecodeError naming what it was given;
+    anything else escaping (an IndexError, a KeyError) fails the property tests."""
+    try:
+        result = decode(topic, payload, received_at_ns, opts)
+    except DecodeError as error:
+        refused = error
+    else:
+        assert all(isinstance(r, Reading) for r in result)
+        return
+    assert (refused.source, refused.payload) == (topic, payload)
 
 
 def influx_count(server: PrivateInfluxDB, db: str, measurement: str, field: str) -> int:

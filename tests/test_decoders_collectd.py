@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from devices.collectd import Options, decode
 from devices.reading import DecodeError, Reading
 from devices.timeparse import TimePolicy
+from tests.conftest import decodes_or_refuses as check
 
 SEC = 10**9
 CAPTURE = Path("/work/shared/samples/collectd-5.12-mqtt.tsv")
@@ -306,15 +307,7 @@ def test_bad_messages(topic: str, payload: bytes, kind: str) -> None:
 
 
 def decodes_or_refuses(topic: str, payload: bytes, opts: Options = OPTS) -> None:
-    try:
-        readings = decode(topic, payload, RECEIVED, opts)
-    except DecodeError as error:
-        refused = error
-    else:
-        assert all(isinstance(r, Reading) for r in readings)
-        return
-    assert refused.source == topic
-    assert refused.payload == payload
+    check(decode, topic, payload, RECEIVED, opts)
 
 
 @settings(max_examples=200)

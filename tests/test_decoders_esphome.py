@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from devices.esphome import Options, decode
 from devices.reading import DecodeError, FieldValue, Reading
+from tests.conftest import decodes_or_refuses as check
 
 SEC = 10**9
 RECEIVED = 1_795_850_800 * SEC
@@ -100,14 +101,7 @@ def test_bad_messages(topic: str, payload: bytes, kind: str) -> None:
 
 
 def decodes_or_refuses(topic: str, payload: bytes) -> None:
-    try:
-        result = decode(topic, payload, RECEIVED, OPTS)
-    except DecodeError as error:
-        refused = error
-    else:
-        assert all(isinstance(r, Reading) for r in result)
-        return
-    assert (refused.source, refused.payload) == (topic, payload)
+    check(decode, topic, payload, RECEIVED, OPTS)
 
 
 @settings(max_examples=200)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from devices.influx import Options, decode
 from devices.reading import DecodeError, FieldValue, Reading
 from devices.timeparse import TimePolicy
+from tests.conftest import decodes_or_refuses as check
 
 SEC = 10**9
 RECEIVED = 1_795_850_800 * SEC
@@ -284,14 +285,7 @@ def test_a_newline_cannot_inject_a_point() -> None:
 
 
 def decodes_or_refuses(payload: bytes, opts: Options = OPTS, topic: str = TOPIC) -> None:
-    try:
-        result = decode(topic, payload, RECEIVED, opts)
-    except DecodeError as error:
-        refused = error
-    else:
-        assert all(isinstance(r, Reading) for r in result)
-        return
-    assert (refused.source, refused.payload) == (topic, payload)
+    check(decode, topic, payload, RECEIVED, opts)
 
 
 @settings(max_examples=200)

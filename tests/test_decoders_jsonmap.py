@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from devices.jsonmap import Options, decode
 from devices.reading import DecodeError, Reading
 from devices.timeparse import TimePolicy
+from tests.conftest import decodes_or_refuses as check
 
 SEC = 10**9
 RECEIVED = 1_795_850_800 * SEC
@@ -203,14 +204,7 @@ json_values = st.recursive(
 
 
 def decodes_or_refuses(topic: str, payload: bytes, opts: Options = MAPPED) -> None:
-    try:
-        result = decode(topic, payload, RECEIVED, opts)
-    except DecodeError as error:
-        refused = error
-    else:
-        assert all(isinstance(r, Reading) for r in result)
-        return
-    assert (refused.source, refused.payload) == (topic, payload)
+    check(decode, topic, payload, RECEIVED, opts)
 
 
 @settings(max_examples=200)

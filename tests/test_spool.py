@@ -46,7 +46,7 @@ def test_delete_only_what_was_delivered(tmp_path: Path) -> None:
     db = SpoolDB(tmp_path / "s.db", max_bytes=10**7)
     db.append([line(i) for i in range(10)])
     rows = db.fetch(4)
-    assert db.delete([r[0] for r in rows]) == 4
+    assert db.delete_range(rows[0][0], rows[-1][0]) == 4
     assert [r[1] for r in db.fetch(100)] == [line(i) for i in range(4, 10)]
     assert db.statistics().totals["written"] == 4
     assert db.statistics().oldest_time_ns == 1_800_000_000_000_000_004
@@ -114,7 +114,7 @@ async def test_async_spool_runs_off_the_loop(tmp_path: Path) -> None:
     assert spool.appended.is_set()
     rows = await spool.fetch(10)
     assert len(rows) == 2
-    assert await spool.delete([rows[0][0]]) == 1
+    assert await spool.delete_range(rows[0][0], rows[0][0]) == 1
     assert spool.statistics().rows == 1
     await spool.close()
 
