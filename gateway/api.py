@@ -77,6 +77,7 @@ class Counts(BaseModel):
     quarantined: int
     dead_lettered: int
     evicted: int
+    dropped_uncommitted: int
 
 
 class SourceStatus(BaseModel):

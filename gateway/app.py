@@ -147,6 +147,7 @@ class Gateway:
                 "quarantined": fwd.quarantined,
                 "dead_lettered": pipe["rejected"],
                 "evicted": spool.totals["evicted"],
+                "dropped_uncommitted": commit["dropped"],
             },
             "totals": spool.totals,
             "sources": pipe["sources"],

@@ -255,11 +255,16 @@ class Committer:
     """Batches outcomes into spool transactions, then acknowledges their messages."""
 
     def __init__(self, *, spool: Spool, interval_s: float, max_readings: int,
-                 max_pending_acks: int = 500) -> None:
+                 max_pending_acks: int = 500, max_pending_lines: int = 200_000) -> None:
         self._spool = spool
         self._interval = interval_s
         self._max = max_readings
         self._max_acks = max_pending_acks
+        # QoS 1 input is bounded by the broker's window (nothing is acknowledged until it is
+        # committed); input without acknowledgement (QoS 0) is bounded here, while the disk
+        # refuses commits, and what is dropped is counted.
+        self._max_pending = max_pending_lines
+        self.dropped = 0
         self._batch = _Batch()
         self._has_items = asyncio.Event()
         self._full = asyncio.Event()
@@ -273,6 +278,12 @@ class Committer:
     def add(self, outcome: Outcome, ack: Ack | None = None,
             seen: tuple[int, int] | None = None) -> None:
         batch = self._batch
+        if ack is None and len(batch.lines) >= self._max_pending:
+            self.dropped += len(outcome.lines)
+            if self.dropped == len(outcome.lines) or self.dropped % 10_000 == 0:
+                log.error("spool cannot keep up: dropped=%d unacknowledged readings so far",
+                          self.dropped)
+            return
         batch.lines.extend(outcome.lines)
         if outcome.dead is not None:
             batch.dead.append(outcome.dead)
@@ -336,4 +347,5 @@ class Committer:
 
     def statistics(self) -> dict[str, int]:
         return {"commits": self.commits, "committed_lines": self.committed_lines,
-                "pending_lines": self.pending, "failures": self.failures}
+                "pending_lines": self.pending, "failures": self.failures,
+                "dropped": self.dropped}

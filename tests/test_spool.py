@@ -181,3 +181,34 @@ def test_range_delete_never_touches_rows_written_after_the_batch(tmp_path: Path)
     assert [r[1] for r in db.fetch(100)] == [line(i) for i in range(100, 110)]
     assert db.statistics().rows == 10
     db.close()
+
+
+async def test_committer_bounds_unacknowledged_input_while_the_disk_refuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.errors import SpoolError
+    from gateway.pipeline import Committer, Outcome
+
+    spool = Spool.open(tmp_path / "s.db", max_bytes=10**7)
+
+    async def full_disk(*a: object, **kw: object) -> int:
+        raise SpoolError("database or disk is full")
+
+    monkeypatch.setattr(spool, "append", full_disk)
+    committer = Committer(spool=spool, interval_s=0.01, max_readings=10**6,
+                          max_pending_lines=100)
+    committer._retry_s = 0.0
+    acked: list[int] = []
+    for i in range(150):
+        committer.add(Outcome([line(i)]))  # QoS 0: nothing to acknowledge
+    committer.add(Outcome([line(999)]), ack=lambda: acked.append(1))
+    await committer.commit()
+    assert committer.failures == 1
+    assert committer.dropped == 50
+    assert committer.pending == 101  # kept for the next try, QoS 1 message included
+    assert acked == []  # nothing acknowledged while the disk refuses
+    monkeypatch.undo()
+    await committer.commit()
+    assert acked == [1]
+    assert spool.statistics().rows == 101
+    await spool.close()
