@@ -89,6 +89,7 @@ class Forwarder:
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        idle_probe_s: float = 30.0,
     ) -> None:
         self._spool = spool
         self._writer = writer
@@ -109,6 +110,7 @@ class Forwarder:
         self._retries = 0
         self._next_attempt_at: float | None = None
         self._pending_since: float | None = None
+        self._idle_probe_s = idle_probe_s
         self._db_checked = False
 
     def statistics(self) -> ForwarderStats:
@@ -131,9 +133,16 @@ class Forwarder:
 
     async def run(self) -> None:
         """Forward forever; cancellation is the way to stop."""
+        await self._probe()
         while True:
             await self._wait_for_work()
             await self.forward_once()
+
+    async def _probe(self) -> None:
+        """While there is nothing to send, ``/ping`` keeps the connection state current."""
+        self._connected = await self._writer.ping()
+        if not self._connected:
+            self._last_error = f"InfluxDB at {self._writer.url} does not answer /ping"
 
     async def _wait_for_work(self) -> None:
         """Return when a full batch is waiting, or when the oldest unsent line has waited
@@ -156,7 +165,10 @@ class Forwarder:
                 self._pending_since = None
                 if self._state in ("idle", "writing", "starting"):
                     self._state = "idle"
-                await spool.appended.wait()
+                try:
+                    await asyncio.wait_for(spool.appended.wait(), timeout=self._idle_probe_s)
+                except TimeoutError:
+                    await self._probe()
 
     async def forward_once(self) -> bool:
         """Send one batch (the oldest rows). Returns True when the batch was settled."""

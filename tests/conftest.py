@@ -6,6 +6,7 @@ touches the machine's default ports or system services.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -44,6 +45,13 @@ def wait_for(
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+async def until(cond: Callable[[], Any], limit_s: float = 10.0) -> None:
+    """The async twin of wait_for, for conditions on statistics snapshots (no event to await)."""
+    async with asyncio.timeout(limit_s):
+        while not cond():  # noqa: ASYNC110 - polling statistics snapshots in a test
+            await asyncio.sleep(0.01)
 
 
 @pytest.fixture

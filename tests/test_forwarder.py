@@ -23,6 +23,7 @@ from gateway.forwarder import Backoff, Forwarder
 from gateway.influx import InfluxWriter, parse_retry_after
 from gateway.spool import Spool
 from gateway.stack import PrivateInfluxDB
+from tests.conftest import until
 
 T0 = 1_795_850_797_000_000_000
 
@@ -350,3 +351,21 @@ def test_backoff_is_capped_and_resets() -> None:
     assert delays[-1] >= 2.0
     b.reset()
     assert b.next() <= 0.5
+
+
+async def test_idle_forwarder_reports_whether_influxdb_answers(
+    spool: Spool, influx: PrivateInfluxDB, db_name: str
+) -> None:
+    writer = InfluxWriter(url=influx.url, database=db_name)
+    fwd = Forwarder(spool=spool, writer=writer, idle_probe_s=0.05)
+    task = asyncio.create_task(fwd.run())
+    try:
+        await until(lambda: fwd.statistics().connected is True)
+        influx.stop()
+        await until(lambda: fwd.statistics().connected is False)
+        assert "does not answer /ping" in (fwd.statistics().last_error or "")
+        assert fwd.statistics().state == "idle"
+    finally:
+        task.cancel()
+        await asyncio.wait([task])
+        await writer.aclose()

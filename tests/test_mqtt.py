@@ -28,7 +28,7 @@ from gateway.mqtt import MqttSource
 from gateway.pipeline import Committer, Pipeline
 from gateway.spool import SeenLookup, Spool
 from gateway.stack import PrivateMosquitto, free_port
-from tests.conftest import Publisher
+from tests.conftest import Publisher, until
 
 TOPIC = "garden/taman-uji/polder-1/telemetry"
 
@@ -63,13 +63,6 @@ async def rig(tmp_path: Path, mosquitto: PrivateMosquitto) -> AsyncIterator[Rig]
     yield Rig(spool, pipeline, committer, seen, make_source)
     seen.close()
     await spool.close()
-
-
-async def until(cond: Callable[[], Any], limit_s: float = 10.0) -> None:
-    """Wait for a condition on the components' statistics, which have no events to await."""
-    async with asyncio.timeout(limit_s):
-        while not cond():  # noqa: ASYNC110 - polling statistics snapshots in a test
-            await asyncio.sleep(0.01)
 
 
 @contextlib.asynccontextmanager
