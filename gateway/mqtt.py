@@ -175,6 +175,7 @@ class MqttSource:
         self._redeliveries = 0
         self._redeliveries_matched = 0
         self._backoff = Backoff(config.reconnect_min_s, config.reconnect_max_s)
+        self.refused_subscriptions: list[tuple[str, str]] = []
         self.broker = f"{config.host}:{config.port}"
 
     def statistics(self) -> MqttStats:
@@ -234,6 +235,7 @@ class MqttSource:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         client.on_socket_open = self._on_socket_open
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = self._on_register_write
@@ -425,6 +427,17 @@ class MqttSource:
             self._connack.set_exception(MqttConnectError(f"connection lost: {reason}"))
         if self._closed is not None:
             self._closed.set()
+
+    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int,
+                      reasons: list[ReasonCode], properties: Any) -> None:
+        refused = [(topic, str(r)) for topic, r in zip(self._topics, reasons, strict=False)
+                   if r.is_failure]
+        if refused:
+            # An ACL that denies a topic filter: the gateway would receive nothing on it.
+            self.refused_subscriptions = refused
+            self._last_error = "broker refused subscriptions: " + ", ".join(
+                f"{t} ({r})" for t, r in refused)
+            log.error("mqtt broker=%s %s", self.broker, self._last_error)
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         self._messages += 1

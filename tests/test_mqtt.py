@@ -213,3 +213,18 @@ async def test_tls_with_the_right_ca_connects_and_a_wrong_ca_is_refused(
             await until(lambda: bad.statistics().last_error is not None)
         assert not bad.statistics().connected
         assert "CERTIFICATE_VERIFY_FAILED" in (bad.statistics().last_error or "")
+
+
+def test_a_subscription_the_broker_refuses_is_reported(rig: Rig) -> None:
+    # Mosquitto 2.0.11 grants even subscriptions its ACL denies, so no local broker refuses
+    # one; this drives the SUBACK handler directly with what EMQX or a newer Mosquitto send.
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    source = rig.make_source()
+    source._topics = ["garden/+/+/telemetry", "secret/#"]
+    granted = ReasonCode(PacketTypes.SUBACK, "Granted QoS 1")
+    denied = ReasonCode(PacketTypes.SUBACK, "Not authorized")
+    source._on_subscribe(None, None, 1, [granted, denied], None)  # type: ignore[arg-type]
+    assert source.refused_subscriptions == [("secret/#", "Not authorized")]
+    assert "broker refused subscriptions: secret/# (Not authorized)" in (
+        source.statistics().last_error or "")
