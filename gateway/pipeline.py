@@ -158,22 +158,39 @@ class Pipeline:
         self.received += 1
         route = self.route(topic)
         if route is None:
-            return self._reject("(unrouted)", topic, payload, received_at_ns,
+            return self.reject("(unrouted)", topic, payload, received_at_ns,
                                 DecodeError("no subscription matches this topic",
                                             kind="unknown_format"))
         stats = self.sources[route.source]
         stats.messages += 1
         stats.last_message_ns = received_at_ns
         if len(payload) > self._max_payload:
-            return self._reject(route.source, topic, payload, received_at_ns, DecodeError(
+            return self.reject(route.source, topic, payload, received_at_ns, DecodeError(
                 f"payload of {len(payload)} bytes exceeds ingest.max_payload_bytes="
                 f"{self._max_payload}", kind="oversized"))
+        return self._finish(
+            route.source, topic, payload, received_at_ns,
+            lambda: route.fmt.decode(topic, payload, received_at_ns, route.options),
+            route.fmt.own_measurement)
+
+    def accept(self, source: str, where: str, payload: bytes, received_at_ns: int,
+               decode: Callable[[], list[Reading]]) -> Outcome:
+        """Input from a source other than MQTT (a serial line, a Modbus poll): ``decode``
+        makes the readings; enrichment, encoding and bad-input handling are the same."""
+        self.received += 1
+        stats = self.sources.setdefault(source, SourceStats())
+        stats.messages += 1
+        stats.last_message_ns = received_at_ns
+        return self._finish(source, where, payload, received_at_ns, decode, False)
+
+    def _finish(self, source: str, where: str, payload: bytes, received_at_ns: int,
+                decode: Callable[[], list[Reading]], own_measurement: bool) -> Outcome:
         try:
-            readings = route.fmt.decode(topic, payload, received_at_ns, route.options)
-            lines = [self._encode(r, route.fmt.own_measurement) for r in readings]
+            readings = decode()
+            lines = [self._encode(r, own_measurement) for r in readings]
         except DecodeError as exc:
-            return self._reject(route.source, topic, payload, received_at_ns, exc)
-        stats.readings += len(lines)
+            return self.reject(source, where, payload, received_at_ns, exc)
+        self.sources[source].readings += len(lines)
         self.readings += len(lines)
         return Outcome(lines, None, any(r.time_ns == received_at_ns for r in readings))
 
@@ -209,7 +226,7 @@ class Pipeline:
                  or self._site}
         return extra, config.kind if config else None
 
-    def _reject(self, source: str, topic: str, payload: bytes, received_at_ns: int,
+    def reject(self, source: str, topic: str, payload: bytes, received_at_ns: int,
                 exc: DecodeError) -> Outcome:
         self.rejected += 1
         stats = self.sources.setdefault(source, SourceStats())
