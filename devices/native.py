@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import orjson
 
-from devices.reading import DecodeError, FieldValue, Reading
+from devices.reading import DecodeError, FieldValue, Reading, whole_numbers_as_floats
 from devices.timeparse import TimePolicy, choose_time, json_time_to_ns
 
 _SCALARS = (int, float, bool, str)
@@ -28,6 +28,9 @@ class Options:
     default_utc_offset_minutes: int = 0
     time: TimePolicy = field(default_factory=TimePolicy)
     rename: Mapping[str, str] = field(default_factory=dict)
+    # "float": whole numbers are stored as floats (see whole_numbers_as_floats); "int" keeps
+    # them, for exact counters from firmware that always prints integers.
+    integers: Literal["float", "int"] = "float"
 
 
 def decode(topic: str, payload: bytes, received_at_ns: int, opts: Options) -> list[Reading]:
@@ -78,6 +81,6 @@ def _reading(payload: bytes, site: str, device: str, received_at_ns: int, opts: 
     return Reading(
         opts.measurement,
         (("device", device), ("site", site)),
-        tuple(fields),
+        whole_numbers_as_floats(fields, opts.integers),
         choose_time(device_ns, received_at_ns, opts.time),
     )

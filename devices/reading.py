@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 FieldValue = float | int | bool | str
@@ -87,6 +87,20 @@ def check_name(what: str, name: str) -> None:
         )
     if len(_VALID_NAMES) < _VALID_NAMES_MAX:
         _VALID_NAMES.add(name)
+
+
+def whole_numbers_as_floats(
+    fields: Iterable[tuple[str, FieldValue]], integers: str
+) -> tuple[tuple[str, FieldValue], ...]:
+    """Make whole numbers floats unless ``integers == "int"``.
+
+    InfluxDB fixes a field's type with its first point and refuses the other type after that.
+    Firmware prints 31 after 30.5 (ArduinoJson, ``Serial.print``), so a sensor value that
+    happens to be whole would be refused as a type conflict; as a float it is not.
+    """
+    if integers == "int":
+        return tuple(fields)
+    return tuple((k, float(v) if type(v) is int else v) for k, v in fields)
 
 
 def check_value(key: str, value: object) -> FieldValue:

@@ -144,7 +144,8 @@ def _flatten(
             name = rename.get(name, name)
             if name in out:
                 raise DecodeError(f"field {name!r} repeated", kind="bad_name")
-            out[name] = value
+            # Always a float: Tasmota prints 29 after 29.4, and InfluxDB would refuse the int.
+            out[name] = float(value)
         elif kind is dict:
             _flatten(value, f"{prefix}{_snake(key)}_", units, rename, out, depth + 1)
 

@@ -18,7 +18,9 @@ SEC = 10**9
 RECEIVED = 1_795_850_800 * SEC
 TOPIC = "garden/taman-kota/polder-1/telemetry"
 TAGS = (("device", "polder-1"), ("site", "taman-kota"))
-OPTS = Options()
+# integers="int": these tables check how each value is typed; the default, which makes whole
+# numbers floats for InfluxDB's sake, has its own test.
+OPTS = Options(integers="int")
 
 
 def one(payload: bytes, topic: str = TOPIC, opts: Options = OPTS) -> Reading:
@@ -202,3 +204,10 @@ def test_arbitrary_json(value: Any) -> None:
     except (orjson.JSONEncodeError, TypeError):
         payload = repr(value).encode()
     decodes_or_refuses(TOPIC, payload)
+
+
+def test_whole_numbers_become_floats_by_default() -> None:
+    # ArduinoJson prints 31.0 as 31: as an integer it would make InfluxDB refuse the field.
+    (reading,) = decode(TOPIC, b'{"level_cm": 31, "pump_on": true}', RECEIVED, Options())
+    assert reading.fields == (("level_cm", 31.0), ("pump_on", True))
+    assert type(reading.fields[0][1]) is float

@@ -191,9 +191,10 @@ def test_shapes(payload: dict[str, Any], expected: list[Reading]) -> None:
     assert readings(payload) == expected
 
 
-def test_field_types_are_kept() -> None:
+def test_numbers_are_always_floats() -> None:
+    # Tasmota prints 29 after 29.4; an int would make InfluxDB refuse the field's later points.
     (reading,) = readings({"X": {"A": 1, "B": 1.0}})
-    assert [type(v) for _, v in reading.fields] == [int, float]
+    assert [type(v) for _, v in reading.fields] == [float, float]
 
 
 def test_options() -> None:
@@ -261,7 +262,6 @@ def test_unknown_topic(topic: str) -> None:
         (b'{"X": {"A\\u0000": 1}}', "bad_name"),
         (b'{"X": {"Temperature": 1, "temperature_c": 2}}', "bad_name"),
         (b'{"X": {"Time": 1}}', "bad_name"),
-        (b'{"X": {"A": 18446744073709551615}}', "range"),
         (b'{"X": ' * 12 + b"1" + b"}" * 12, "malformed"),
     ],
 )
