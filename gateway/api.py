@@ -88,6 +88,18 @@ class SourceStatus(BaseModel):
     last_error: str | None
 
 
+class SerialStatus(BaseModel):
+    port: str
+    open: bool
+    opens: int
+    bytes: int
+    lines: int
+    readings: int
+    errors: dict[str, int]
+    last_error: str | None
+    last_reading_ns: int | None
+
+
 class Status(BaseModel):
     gateway: GatewayInfo
     mqtt: MqttStatus
@@ -97,6 +109,7 @@ class Status(BaseModel):
     totals: dict[str, int]
     sources: dict[str, SourceStatus]
     discovered_devices: list[str]
+    serial: dict[str, SerialStatus]
 
 
 def create_app(gateway: StatusProvider) -> FastAPI:

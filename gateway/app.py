@@ -5,6 +5,7 @@ Tasks (named as they appear in tracebacks):
 ``mqtt[<host>:<port>].receive`` keeps the broker connection;
 ``influx[<url>].forward`` sends the spool to InfluxDB;
 ``gateway.housekeeping`` prunes redelivery keys and logs one summary line a minute;
+``serial[<name>].read`` reads a line-printing sensor on a serial port;
 ``api.serve`` is the status API.
 
 Shutdown (SIGTERM, SIGINT): stop reading MQTT, commit what was received and acknowledge it,
@@ -29,6 +30,7 @@ from gateway.forwarder import Forwarder
 from gateway.influx import InfluxWriter
 from gateway.mqtt import MqttSource
 from gateway.pipeline import Committer, Pipeline
+from gateway.serial_source import SerialLineSource
 from gateway.spool import SeenLookup, Spool
 
 log = logging.getLogger(__name__)
@@ -99,6 +101,15 @@ class Gateway:
             committer=self.committer,
             seen=self.seen,
         )
+        self.serial = [
+            SerialLineSource(
+                name=s.name, port=s.port, baudrate=s.baudrate,
+                options=config.serial_options(i), max_line_bytes=s.max_line_bytes,
+                pipeline=self.pipeline, committer=self.committer,
+                reopen_min_s=s.reopen_min_s, reopen_max_s=s.reopen_max_s,
+            )
+            for i, s in enumerate(config.serial)
+        ]
         self.app = create_app(self)
         self.api_port: int | None = None
         self.stopping = False
@@ -152,6 +163,7 @@ class Gateway:
             "totals": spool.totals,
             "sources": pipe["sources"],
             "discovered_devices": pipe["discovered_devices"],
+            "serial": {s.name: s.describe() for s in self.serial},
         }
 
     # -- running -------------------------------------------------------------------------
@@ -165,6 +177,8 @@ class Gateway:
                                      name=f"influx[{cfg.influx.url}].forward")
             receive = tg.create_task(self.mqtt.run(), name=f"mqtt[{self.mqtt.broker}].receive")
             house = tg.create_task(self._housekeeping(), name="gateway.housekeeping")
+            serial = [tg.create_task(s.run(), name=f"serial[{s.name}].read")
+                      for s in self.serial]
             if cfg.api.enabled:
                 server = _QuietServer(uvicorn.Config(
                     self.app, host=cfg.api.host, port=cfg.api.port, log_level="warning",
@@ -178,6 +192,8 @@ class Gateway:
             deadline = time.monotonic() + cfg.shutdown_grace_s
             log.info("gateway stopping: grace=%.1fs", cfg.shutdown_grace_s)
             self.mqtt.pause()
+            for task in serial:
+                await _cancel(task)
             await _cancel(commit)
             await self.committer.flush()
             await self.mqtt.close(timeout=min(2.0, max(0.1, deadline - time.monotonic())))

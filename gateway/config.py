@@ -31,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from devices import serial_lines
 from devices.formats import FORMATS
 from gateway.errors import ConfigError
 
@@ -146,6 +147,18 @@ class SubscriptionConfig(_Model):
         return value
 
 
+class SerialSourceConfig(_Model):
+    """A line-printing sensor on a serial port (see devices/serial_lines.py for options)."""
+
+    name: str = Field(pattern=_ID)
+    port: str = Field(min_length=1, description="Prefer /dev/serial/by-id/... (stable)")
+    baudrate: int = Field(9600, gt=0)
+    max_line_bytes: int = Field(512, ge=16, le=65536)
+    reopen_min_s: float = Field(0.5, gt=0)
+    reopen_max_s: float = Field(30.0, gt=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
 class DeviceConfig(_Model):
     id: str = Field(pattern=_ID)
     name: str = ""
@@ -167,6 +180,7 @@ class Config(_Model):
     api: ApiConfig = ApiConfig()
     subscriptions: tuple[SubscriptionConfig, ...] = ()
     devices: tuple[DeviceConfig, ...] = ()
+    serial: tuple[SerialSourceConfig, ...] = ()
     shutdown_grace_s: float = Field(10.0, gt=0, le=300)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -182,6 +196,10 @@ class Config(_Model):
     @property
     def mqtt_client_id(self) -> str:
         return self.mqtt.client_id or f"garden-gateway-{self.gateway.id}"
+
+    def serial_options(self, index: int) -> serial_lines.Options:
+        """The typed options of serial source ``index`` (validated at load)."""
+        return TypeAdapter(serial_lines.Options).validate_python(self.serial[index].options)
 
     def decoder_options(self, index: int) -> Any:
         """The typed options object of subscription ``index`` (validated at load)."""
@@ -343,20 +361,25 @@ def validate_raw(
         config = Config.model_validate(raw)
     except ValidationError as exc:
         problems.extend(_describe(e, env_paths) for e in exc.errors())
-    subs = raw.get("subscriptions")
-    if isinstance(subs, list):
-        for i, sub in enumerate(subs):
-            if not isinstance(sub, dict) or sub.get("format") not in FORMATS:
+    for section, options_of in (
+        ("subscriptions", lambda item: FORMATS[item["format"]].options
+         if item.get("format") in FORMATS else None),
+        ("serial", lambda item: serial_lines.Options),
+    ):
+        items = raw.get(section)
+        if not isinstance(items, list):
+            continue
+        for i, item in enumerate(items):
+            options_type = options_of(item) if isinstance(item, dict) else None
+            if options_type is None:
                 continue
-            opts = sub.get("options") or {}
-            options_type = FORMATS[sub["format"]].options
             try:
-                TypeAdapter(options_type).validate_python(opts)
+                TypeAdapter(options_type).validate_python(item.get("options") or {})
             except ValidationError as exc:
                 known = [f.name for f in dataclasses.fields(options_type)]
                 for e in exc.errors():
                     e2 = dict(e)
-                    e2["loc"] = ("subscriptions", i, "options", *e["loc"])
+                    e2["loc"] = (section, i, "options", *e["loc"])
                     problems.append(_describe(e2, env_paths, known if len(e["loc"]) == 1
                                               else None))
     if problems or config is None:
