@@ -168,10 +168,12 @@ class Pipeline:
             return self.reject(route.source, topic, payload, received_at_ns, DecodeError(
                 f"payload of {len(payload)} bytes exceeds ingest.max_payload_bytes="
                 f"{self._max_payload}", kind="oversized"))
-        return self._finish(
-            route.source, topic, payload, received_at_ns,
-            lambda: route.fmt.decode(topic, payload, received_at_ns, route.options),
-            route.fmt.own_measurement)
+        try:
+            readings = route.fmt.decode(topic, payload, received_at_ns, route.options)
+        except DecodeError as exc:
+            return self.reject(route.source, topic, payload, received_at_ns, exc)
+        return self._finish(route.source, topic, payload, received_at_ns, readings,
+                            route.fmt.own_measurement)
 
     def accept(self, source: str, where: str, payload: bytes, received_at_ns: int,
                decode: Callable[[], list[Reading]]) -> Outcome:
@@ -181,12 +183,15 @@ class Pipeline:
         stats = self.sources.setdefault(source, SourceStats())
         stats.messages += 1
         stats.last_message_ns = received_at_ns
-        return self._finish(source, where, payload, received_at_ns, decode, False)
-
-    def _finish(self, source: str, where: str, payload: bytes, received_at_ns: int,
-                decode: Callable[[], list[Reading]], own_measurement: bool) -> Outcome:
         try:
             readings = decode()
+        except DecodeError as exc:
+            return self.reject(source, where, payload, received_at_ns, exc)
+        return self._finish(source, where, payload, received_at_ns, readings, False)
+
+    def _finish(self, source: str, where: str, payload: bytes, received_at_ns: int,
+                readings: list[Reading], own_measurement: bool) -> Outcome:
+        try:
             lines = [self._encode(r, own_measurement) for r in readings]
         except DecodeError as exc:
             return self.reject(source, where, payload, received_at_ns, exc)
