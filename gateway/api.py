@@ -41,6 +41,8 @@ class MqttStatus(BaseModel):
     last_error: str | None
     redeliveries: int
     redeliveries_matched: int
+    unacknowledged: int
+    flow_pauses: int
 
 
 class InfluxStatus(BaseModel):

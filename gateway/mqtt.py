@@ -67,6 +67,8 @@ class MqttStats:
     acks: int
     redeliveries: int
     redeliveries_matched: int
+    unacknowledged: int
+    flow_pauses: int
 
 
 def redelivery_key(topic: str, mid: int, payload: bytes) -> int:
@@ -174,6 +176,9 @@ class MqttSource:
         self._acks = 0
         self._redeliveries = 0
         self._redeliveries_matched = 0
+        self._unacked = 0
+        self._throttled = False
+        self._flow_pauses = 0
         self._backoff = Backoff(config.reconnect_min_s, config.reconnect_max_s)
         self.refused_subscriptions: list[tuple[str, str]] = []
         self.broker = f"{config.host}:{config.port}"
@@ -191,6 +196,8 @@ class MqttSource:
             acks=self._acks,
             redeliveries=self._redeliveries,
             redeliveries_matched=self._redeliveries_matched,
+            unacknowledged=self._unacked,
+            flow_pauses=self._flow_pauses,
         )
 
     # -- supervision ---------------------------------------------------------------------
@@ -246,6 +253,9 @@ class MqttSource:
         loop = asyncio.get_running_loop()
         cfg = self._config
         self._generation += 1
+        # Unacknowledged messages of an old connection will come again; start counting anew.
+        self._unacked = 0
+        self._throttled = False
         client = self._client = self._new_client()
         self._connack = loop.create_future()
         self._closed = asyncio.Event()
@@ -363,7 +373,7 @@ class MqttSource:
     def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         def register() -> None:
             self._sock = sock
-            if not self._paused:
+            if not self._paused and not self._throttled:
                 asyncio.get_running_loop().add_reader(sock, self._readable, client)
         self._call(register)
 
@@ -398,14 +408,15 @@ class MqttSource:
         # burst costs one wake-up, not one per message.
         for _ in range(_READ_BURST):
             before = self._messages
-            if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS or self._paused:
+            if (client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS or self._paused
+                    or self._throttled):
                 return
             if self._messages == before and not (
                     isinstance(client, _BufferedClient) and client.buffered):
                 return
         # A long burst: let other tasks run, then go on with what is already buffered (the
         # socket may be drained, so no readable event would come for it).
-        if client is self._client:
+        if client is self._client and not self._throttled:
             asyncio.get_running_loop().call_soon(self._readable, client)
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any,
@@ -451,6 +462,9 @@ class MqttSource:
         received_at = self._clock_ns()
         key: int | None = None
         if qos:
+            self._unacked += 1
+            if self._unacked >= self._config.receive_maximum and not self._throttled:
+                self._throttle()
             key = redelivery_key(topic, mid, payload)
             if msg.dup:
                 self._redeliveries += 1
@@ -475,3 +489,23 @@ class MqttSource:
             return
         client.ack(mid, qos)
         self._acks += 1
+        self._unacked -= 1
+        if self._throttled and self._unacked <= self._config.receive_maximum // 2:
+            self._unthrottle(client)
+
+    def _throttle(self) -> None:
+        # Our own bound on messages read but not yet committed: Mosquitto 2.0.11 does not
+        # always hold to the receive maximum we ask for (eclipse-mosquitto#2301), and without
+        # this a burst would pile up in memory instead of waiting at the broker.
+        self._throttled = True
+        self._flow_pauses += 1
+        if self._sock is not None:
+            asyncio.get_running_loop().remove_reader(self._sock)
+
+    def _unthrottle(self, client: paho.Client) -> None:
+        self._throttled = False
+        if self._sock is not None and not self._paused:
+            loop = asyncio.get_running_loop()
+            loop.add_reader(self._sock, self._readable, client)
+            # Bytes may already sit in our read buffer, where no readable event will tell.
+            loop.call_soon(self._readable, client)

@@ -228,3 +228,29 @@ def test_a_subscription_the_broker_refuses_is_reported(rig: Rig) -> None:
     assert source.refused_subscriptions == [("secret/#", "Not authorized")]
     assert "broker refused subscriptions: secret/# (Not authorized)" in (
         source.statistics().last_error or "")
+
+
+async def test_reading_stops_while_too_many_messages_wait_for_their_commit(
+    rig: Rig, mosquitto: PrivateMosquitto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = asyncio.Event()
+    real_append = rig.spool.append
+
+    async def slow_append(*a: Any, **kw: Any) -> int:
+        await gate.wait()
+        return await real_append(*a, **kw)
+
+    monkeypatch.setattr(rig.spool, "append", slow_append)
+    # MQTT 3.1.1: the broker's window (20 by default) is wider than ours (10), so only the
+    # gateway's own flow control can hold the line.
+    source = rig.make_source(protocol="3.1.1", receive_maximum=10)
+    async with running(source.run(), rig.committer.run()):
+        await until(lambda: source.statistics().connected)
+        await publish(mosquitto.port, [{"level_cm": float(i)} for i in range(50)])
+        await until(lambda: source.statistics().flow_pauses >= 1)
+        await asyncio.sleep(0.2)
+        assert source.statistics().messages <= 11
+        gate.set()
+        await until(lambda: source.statistics().acks == 50)
+        await until(lambda: rig.spool.statistics().rows == 50)
+    assert source.statistics().unacknowledged == 0
