@@ -7,6 +7,7 @@ touches the machine's default ports or system services.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,17 @@ async def until(cond: Callable[[], Any], limit_s: float = 10.0) -> None:
     async with asyncio.timeout(limit_s):
         while not cond():  # noqa: ASYNC110 - polling statistics snapshots in a test
             await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def running(*coros: Any) -> AsyncIterator[list[asyncio.Task[Any]]]:
+    tasks = [asyncio.create_task(c) for c in coros]
+    try:
+        yield tasks
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.wait(tasks)
 
 
 @pytest.fixture

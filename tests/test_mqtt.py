@@ -8,7 +8,6 @@ unacknowledged message writes the very same point.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 import subprocess
 import time
@@ -28,7 +27,7 @@ from gateway.mqtt import MqttSource
 from gateway.pipeline import Committer, Pipeline
 from gateway.spool import SeenLookup, Spool
 from gateway.stack import PrivateMosquitto, free_port
-from tests.conftest import Publisher, until
+from tests.conftest import Publisher, running, until
 
 TOPIC = "garden/taman-uji/polder-1/telemetry"
 
@@ -63,17 +62,6 @@ async def rig(tmp_path: Path, mosquitto: PrivateMosquitto) -> AsyncIterator[Rig]
     yield Rig(spool, pipeline, committer, seen, make_source)
     seen.close()
     await spool.close()
-
-
-@contextlib.asynccontextmanager
-async def running(*coros: Any) -> AsyncIterator[list[asyncio.Task[Any]]]:
-    tasks = [asyncio.create_task(c) for c in coros]
-    try:
-        yield tasks
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.wait(tasks)
 
 
 async def publish(port: int, payloads: list[dict[str, Any]]) -> None:

@@ -18,7 +18,7 @@ from gateway.pipeline import Committer, Pipeline
 from gateway.serial_source import SerialLineSource
 from gateway.spool import Spool
 from gateway.stack import PrivateInfluxDB, PrivateMosquitto
-from tests.conftest import GatewayProcess, base_config, until, wait_for
+from tests.conftest import GatewayProcess, base_config, running, until, wait_for
 
 
 class FakePort:
@@ -133,8 +133,7 @@ async def test_unplugged_adapter_is_reported_and_resumes_by_itself(
             options=serial_lines.Options(format="json", device="kebun-2"),
             max_line_bytes=256, pipeline=pipeline, committer=committer,
             reopen_min_s=0.05, reopen_max_s=0.1)
-        tasks = [asyncio.create_task(source.run()), asyncio.create_task(committer.run())]
-        try:
+        async with running(source.run(), committer.run()):
             await until(lambda: source.statistics().open)
             port.write(b'{"soil_moisture_pct": 41}\n')
             await until(lambda: spool.statistics().rows == 1)
@@ -150,10 +149,6 @@ async def test_unplugged_adapter_is_reported_and_resumes_by_itself(
             port.write(b'{"soil_moisture_pct": 40}\n')
             await until(lambda: spool.statistics().rows == 2)
             assert source.statistics().opens == 2
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.wait(tasks)
     assert [ln.split(" ")[1] for ln in await lines_in(spool)] == [
         "soil_moisture_pct=41.0", "soil_moisture_pct=40.0"]
 
@@ -175,17 +170,12 @@ async def test_a_line_is_stamped_when_its_last_byte_arrives(
             options=serial_lines.Options(format="csv", device="kebun-2",
                                          columns=("temperature_c", "humidity_pct")),
             max_line_bytes=256, pipeline=pipeline, committer=committer, clock_ns=fake_clock)
-        tasks = [asyncio.create_task(source.run()), asyncio.create_task(committer.run())]
-        try:
+        async with running(source.run(), committer.run()):
             await until(lambda: source.statistics().open)
             port.write(b"29.")
             await until(lambda: source.statistics().bytes == 3)
             port.write(b"5,78\n")
             await until(lambda: spool.statistics().rows == 1)
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.wait(tasks)
     (line,) = await lines_in(spool)
     # Two reads, two clock readings; the line carries the second, when it was complete.
     assert len(stamps) == 2
@@ -202,14 +192,9 @@ async def test_lines_in_one_read_get_distinct_timestamps(
             options=serial_lines.Options(format="kv", device="kebun-2"),
             max_line_bytes=256, pipeline=pipeline, committer=committer,
             clock_ns=lambda: 1_800_000_000_000_000_000)
-        tasks = [asyncio.create_task(source.run()), asyncio.create_task(committer.run())]
-        try:
+        async with running(source.run(), committer.run()):
             await until(lambda: source.statistics().open)
             port.write(b"t=1\nt=2\nt=3\n")
             await until(lambda: spool.statistics().rows == 3)
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.wait(tasks)
     stamps = [int(line.rsplit(" ", 1)[1]) for line in await lines_in(spool)]
     assert stamps == [1_800_000_000_000_000_000 + i for i in range(3)]
