@@ -129,6 +129,8 @@ class ReadExchange:
     request: bytes = field(init=False)
     values: list[int] | list[bool] | None = field(init=False, default=None)
     error: RtuError | None = field(init=False, default=None)
+    # The complete answer frame, once received (with a wrong CRC too).
+    answer: bytes = field(init=False, default=b"")
     # Bytes that came after the answer (line noise, a late answer): the caller drops them.
     leftover: bytes = field(init=False, default=b"")
     _buffer: bytearray = field(init=False, default_factory=bytearray)
@@ -174,9 +176,13 @@ class ReadExchange:
                               f"expected {code}", bytes(frame))
         if len(frame) < size:
             return False
-        answer = bytes(frame[:size])
+        answer = self.answer = bytes(frame[:size])
         self.leftover = bytes(frame[size:])
         if not crc_ok(answer):
+            shown = min(len(answer), len(self.request))
+            if answer[:shown] == self.request[:shown]:
+                return self._fail("mismatch", "the answer starts with our own request: the "
+                                  "adapter echoes what it sends (set echo)", answer)
             return self._fail("crc", f"CRC error in the answer {answer.hex(' ')}", answer)
         if answer[0] != self.unit:
             return self._fail("mismatch", f"answer from unit {answer[0]}, asked unit "

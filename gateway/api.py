@@ -6,10 +6,10 @@ Routes read the gateway's ``status()`` snapshot, built from each component's
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from fastapi import FastAPI
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class StatusProvider(Protocol):
@@ -102,6 +102,49 @@ class SerialStatus(BaseModel):
     last_reading_ns: int | None
 
 
+class ModbusBlockStatus(BaseModel):
+    function: str
+    address: int
+    count: int
+    polls: int
+    ok: int
+    errors: dict[str, int] = Field(description="timeout, crc, exception, mismatch, malformed, nan")
+    last_error: str | None
+    last_exception: int | None = Field(description="The slave's last exception code (2: "
+                                       "illegal data address)")
+    last_ok_ns: int | None
+
+
+class ModbusSlaveStatus(BaseModel):
+    unit: int
+    state: Literal["unknown", "online", "offline"] = Field(
+        description="unknown: not asked yet; offline: no answer to offline_after polls in a row")
+    interval_s: float
+    polls: int
+    answered: int
+    failures_in_row: int
+    went_offline: int
+    next_poll_in_s: float | None
+    last_error: str | None
+    last_reading_ns: int | None
+    errors: dict[str, int]
+    blocks: dict[str, ModbusBlockStatus] = Field(description="Keyed function@address")
+
+
+class ModbusStatus(BaseModel):
+    port: str
+    open: bool
+    opens: int
+    bytes_in: int
+    bytes_out: int
+    polls: int
+    stray_bytes: int = Field(description="Bytes that arrived when no answer was expected")
+    errors: dict[str, int] = Field(description="open_failed, port_gone")
+    last_error: str | None
+    last_reading_ns: int | None
+    slaves: dict[str, ModbusSlaveStatus] = Field(description="Keyed by device id")
+
+
 class Status(BaseModel):
     gateway: GatewayInfo
     mqtt: MqttStatus
@@ -112,6 +155,7 @@ class Status(BaseModel):
     sources: dict[str, SourceStatus]
     discovered_devices: list[str]
     serial: dict[str, SerialStatus]
+    modbus: dict[str, ModbusStatus]
 
 
 def create_app(gateway: StatusProvider) -> FastAPI:

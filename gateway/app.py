@@ -6,6 +6,7 @@ Tasks (named as they appear in tracebacks):
 ``influx[<url>].forward`` sends the spool to InfluxDB;
 ``gateway.housekeeping`` prunes redelivery keys and logs one summary line a minute;
 ``serial[<name>].read`` reads a line-printing sensor on a serial port;
+``modbus[<name>].poll`` polls the Modbus RTU slaves on one RS485 bus;
 ``api.serve`` is the status API.
 
 Shutdown (SIGTERM, SIGINT): stop reading MQTT, commit what was received and acknowledge it,
@@ -28,6 +29,7 @@ from gateway.api import create_app
 from gateway.config import Config
 from gateway.forwarder import Forwarder
 from gateway.influx import InfluxWriter
+from gateway.modbus_source import ModbusBus, SlaveSpec
 from gateway.mqtt import MqttSource
 from gateway.pipeline import Committer, Pipeline
 from gateway.serial_source import SerialLineSource
@@ -110,6 +112,19 @@ class Gateway:
             )
             for i, s in enumerate(config.serial)
         ]
+        self.modbus = [
+            ModbusBus(
+                name=b.name, port=b.port, baudrate=b.baudrate, bytesize=b.bytesize,
+                parity=b.parity, stopbits=b.stopbits, timeout_s=b.timeout_s,
+                turnaround_s=b.turnaround_s, echo=b.echo, offline_after=b.offline_after,
+                offline_retry_s=b.offline_retry_s, reopen_min_s=b.reopen_min_s,
+                reopen_max_s=b.reopen_max_s, pipeline=self.pipeline, committer=self.committer,
+                slaves=[SlaveSpec(device=s.device, unit=s.unit, interval_s=s.interval_s,
+                                  measurement=s.measurement, blocks=s.blocks)
+                        for s in b.slaves],
+            )
+            for b in config.modbus
+        ]
         self.app = create_app(self)
         self.api_port: int | None = None
         self.stopping = False
@@ -165,6 +180,7 @@ class Gateway:
             "sources": pipe["sources"],
             "discovered_devices": pipe["discovered_devices"],
             "serial": {s.name: s.describe() for s in self.serial},
+            "modbus": {b.name: b.describe() for b in self.modbus},
         }
 
     # -- running -------------------------------------------------------------------------
@@ -180,6 +196,8 @@ class Gateway:
             house = tg.create_task(self._housekeeping(), name="gateway.housekeeping")
             serial = [tg.create_task(s.run(), name=f"serial[{s.name}].read")
                       for s in self.serial]
+            serial += [tg.create_task(b.run(), name=f"modbus[{b.name}].poll")
+                       for b in self.modbus]
             if cfg.api.enabled:
                 server = _QuietServer(uvicorn.Config(
                     self.app, host=cfg.api.host, port=cfg.api.port, log_level="warning",

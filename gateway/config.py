@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +34,7 @@ from pydantic import (
 
 from devices import serial_lines
 from devices.formats import FORMATS
+from devices.modbus import Block
 from gateway.errors import ConfigError
 
 ENV_PREFIX = "GARDEN_GATEWAY_"
@@ -159,6 +161,51 @@ class SerialSourceConfig(_Model):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class ModbusSlaveConfig(_Model):
+    """A slave on a Modbus RTU bus and its register map (see devices/modbus.py)."""
+
+    device: str = Field(pattern=_ID, description="Device id: the 'device' tag in InfluxDB")
+    unit: int = Field(ge=1, le=247, description="The slave's unit address on the bus")
+    interval_s: float = Field(10.0, gt=0, description="Seconds between polls of this slave")
+    measurement: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+                             description="InfluxDB measurement (a block may set its own)")
+    blocks: tuple[Block, ...] = Field(min_length=1, description="Read requests, in order")
+
+
+class ModbusBusConfig(_Model):
+    """One RS485 bus (one USB-RS485 adapter) and the slaves polled on it in turn."""
+
+    name: str = Field(pattern=_ID)
+    port: str = Field(min_length=1, description="Prefer /dev/serial/by-id/... (stable)")
+    baudrate: int = Field(9600, gt=0)
+    bytesize: Literal[7, 8] = 8
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    timeout_s: float = Field(1.0, gt=0, le=30,
+                             description="How long to wait for a complete answer")
+    turnaround_s: float = Field(0.02, ge=0, le=5,
+                                description="Quiet time on the bus before each request")
+    echo: bool = Field(False, description="The adapter echoes what it sends (some do)")
+    offline_after: int = Field(3, ge=1, description="Polls without an answer until offline")
+    offline_retry_s: float = Field(30.0, gt=0, description="Poll interval while offline")
+    reopen_min_s: float = Field(0.5, gt=0)
+    reopen_max_s: float = Field(30.0, gt=0)
+    slaves: tuple[ModbusSlaveConfig, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_slaves(self) -> ModbusBusConfig:
+        units: set[int] = set()
+        devices: set[str] = set()
+        for slave in self.slaves:
+            if slave.unit in units:
+                raise ValueError(f"unit {slave.unit} appears twice on bus {self.name!r}")
+            if slave.device in devices:
+                raise ValueError(f"device {slave.device!r} appears twice on bus {self.name!r}")
+            units.add(slave.unit)
+            devices.add(slave.device)
+        return self
+
+
 class DeviceConfig(_Model):
     id: str = Field(pattern=_ID)
     name: str = ""
@@ -181,6 +228,7 @@ class Config(_Model):
     subscriptions: tuple[SubscriptionConfig, ...] = ()
     devices: tuple[DeviceConfig, ...] = ()
     serial: tuple[SerialSourceConfig, ...] = ()
+    modbus: tuple[ModbusBusConfig, ...] = ()
     shutdown_grace_s: float = Field(10.0, gt=0, le=300)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -191,6 +239,21 @@ class Config(_Model):
             if d.id in seen:
                 raise ValueError(f"device id {d.id!r} appears twice in devices")
             seen.add(d.id)
+        return self
+
+    @model_validator(mode="after")
+    def _one_source_per_port(self) -> Config:
+        names: dict[str, str] = {}
+        ports: dict[str, str] = {}
+        for kind, items in (("serial", self.serial), ("modbus", self.modbus)):
+            for item in items:
+                here = f"{kind} {item.name!r}"
+                if item.name in names:
+                    raise ValueError(f"{here}: the name is already used by {names[item.name]}")
+                if item.port in ports:
+                    raise ValueError(f"{here}: port {item.port} is already read by "
+                                     f"{ports[item.port]}; one source per port")
+                names[item.name] = ports[item.port] = here
         return self
 
     @property
@@ -278,8 +341,7 @@ def _describe(err: Mapping[str, Any], env_paths: dict[tuple[str, ...], str],
     if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
         msg = "unknown key"
         if known is None:
-            parent_model = _model_at(loc[:-1])
-            known = list(parent_model.model_fields) if parent_model is not None else []
+            known = _keys_at(loc[:-1])
         close = difflib.get_close_matches(loc[-1], known, n=1)
         if close:
             msg += f" (did you mean {close[0]!r}?)"
@@ -298,27 +360,29 @@ def _describe(err: Mapping[str, Any], env_paths: dict[tuple[str, ...], str],
     return f"{key}: {msg}"
 
 
-def _model_at(loc: tuple[str, ...]) -> type[BaseModel] | None:
-    model: type[BaseModel] = Config
+def _fields_of(kind: Any) -> dict[str, Any] | None:
+    """Field name → annotation of a pydantic model or a dataclass (Block, Register)."""
+    if isinstance(kind, type) and issubclass(kind, BaseModel):
+        return {name: f.annotation for name, f in kind.model_fields.items()}
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+        hints = typing.get_type_hints(kind)
+        return {f.name: hints[f.name] for f in dataclasses.fields(kind)}
+    return None
+
+
+def _keys_at(loc: tuple[str, ...]) -> list[str]:
+    """The keys allowed at ``loc`` in the config (for "did you mean")."""
+    fields = _fields_of(Config)
     for part in loc:
         if part.isdigit():
             continue
-        field = model.model_fields.get(part)
-        if field is None:
-            return None
-        ann = field.annotation
-        candidates = [ann, *getattr(ann, "__args__", ())]
-        nxt = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)),
-                   None)
-        if nxt is None:
-            for c in candidates:
-                for inner in getattr(c, "__args__", ()):
-                    if isinstance(inner, type) and issubclass(inner, BaseModel):
-                        nxt = inner
-        if nxt is None:
-            return None
-        model = nxt
-    return model
+        ann = fields.get(part) if fields is not None else None
+        if ann is None:
+            return []
+        candidates = [ann, *typing.get_args(ann)]
+        candidates += [inner for c in candidates for inner in typing.get_args(c)]
+        fields = next((f for c in candidates if (f := _fields_of(c)) is not None), None)
+    return list(fields or ())
 
 
 def load_config(path: Path, env: Mapping[str, str] | None = None) -> LoadedConfig:
@@ -360,7 +424,14 @@ def validate_raw(
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
-        problems.extend(_describe(e, env_paths) for e in exc.errors())
+        errors = exc.errors()
+        # A list whose only item is invalid is also "too short": say only the first thing.
+        locs = [tuple(e["loc"]) for e in errors]
+        problems.extend(
+            _describe(e, env_paths) for e in errors
+            if not (e["type"] == "too_short"
+                    and any(len(o) > len(e["loc"]) and o[:len(e["loc"])] == tuple(e["loc"])
+                            for o in locs)))
     for section, options_of in (
         ("subscriptions", lambda item: FORMATS[item["format"]].options
          if item.get("format") in FORMATS else None),
