@@ -1,4 +1,4 @@
-"""``garden-gateway``: run, check-config, demo.
+"""``garden-gateway``: run, check-config, demo, simulate.
 
 Exit codes: 0 ok; 1 the gateway failed while running; 2 bad config or usage.
 """
@@ -7,13 +7,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import logging
+import math
 import os
 import signal
 import sys
 import tempfile
 from pathlib import Path
 
+from devices.simulators.garden import GardenSensor
+from devices.simulators.polder import REGISTERS, PolderSlave
+from gateway import simulate
 from gateway.config import LoadedConfig, load_config
 from gateway.errors import ConfigError, GatewayError, StackError
 
@@ -143,6 +149,135 @@ def cmd_demo(args: argparse.Namespace) -> int:
         stack.__exit__(None, None, None)
 
 
+def _simulator(
+    args: argparse.Namespace, port: simulate.PtyPort
+) -> tuple[simulate.GardenRunner | simulate.PolderRunner, str]:
+    """The runner ``args`` ask for on ``port``, and what to print: where, and the config."""
+    shown = f"{port.path} (-> {port.tty})" if port.link is not None else port.path
+    runner: simulate.GardenRunner | simulate.PolderRunner
+    if args.device_kind == "polder":
+        slave = PolderSlave(args.unit, seed=args.seed)
+        for field, value in args.set:
+            slave.set(field, value)
+        runner = simulate.PolderRunner(port, slave)
+        fixed = ", ".join(f"{k}={v}" for k, v in args.set)
+        head = [
+            f"# Polder water-level station, Modbus RTU slave unit {args.unit}, on {shown}",
+            *([f"# Fixed: {fixed}"] if fixed else []),
+            "# Register map: devices.simulators.polder.BLOCKS. Paste into the gateway config:",
+        ]
+        config = simulate.polder_config(port.path, unit=args.unit)
+    else:
+        sensor = GardenSensor(args.device, args.format, args.checksum, seed=args.seed)
+        runner = simulate.GardenRunner(port, sensor, interval_s=args.interval)
+        checksums = " with NMEA checksums" if args.checksum == "nmea" else ""
+        head = [
+            f"# Garden sensor {args.device}: a {args.format} line every {args.interval:g} s"
+            f"{checksums}, on {shown}",
+            "# Paste into the gateway config:",
+        ]
+        config = simulate.garden_config(port.path, sensor)
+    text = "\n".join([*head, simulate.to_yaml(config).rstrip(), "# Ctrl-C stops the simulator."])
+    return runner, text
+
+
+async def _simulate(args: argparse.Namespace) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    with contextlib.ExitStack() as cleanup:
+        try:
+            port = cleanup.enter_context(simulate.pty_port(args.link))
+        except OSError as exc:
+            print(f"simulate: cannot make the pseudo-terminal or its link: {exc}",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        runner, text = _simulator(args, port)
+        print(text, flush=True)
+        await runner.run(stop)
+        stats = dataclasses.asdict(runner.statistics())
+        log.info("simulator stopped: %s", " ".join(f"{k}={v}" for k, v in stats.items()))
+    return EXIT_OK
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    _setup_logging("INFO")
+    return asyncio.run(_simulate(args))
+
+
+def _override(text: str) -> tuple[str, float | int | bool]:
+    try:
+        return simulate.parse_override(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of seconds, more than 0")
+    return value
+
+
+def _device_id(text: str) -> str:
+    try:
+        GardenSensor(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _unit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 247:
+        raise argparse.ArgumentTypeError(f"{text!r}: unit addresses are 1..247")
+    return value
+
+
+def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "simulate", help="run a simulated sensor on a pseudo-terminal (for a demo or a bench)",
+        description="Run a simulated sensor on a pseudo-terminal and print the port and the "
+        "config that reads it. Runs until Ctrl-C or SIGTERM.",
+    )
+    kinds = parser.add_subparsers(dest="device_kind", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--link", type=Path,
+                        help="also make this symlink to the port (like /dev/serial/by-id/...)")
+    common.add_argument("--seed", type=int, default=0,
+                        help="weather seed: the same seed gives the same rain (default 0)")
+    polder = kinds.add_parser(
+        "polder", parents=[common], help="a polder water-level station (Modbus RTU slave)",
+        description="A polder water-level station answering Modbus RTU reads of the register "
+        "map devices.simulators.polder.BLOCKS. Fields: "
+        f"{', '.join(REGISTERS)}.",
+    )
+    polder.add_argument("--unit", type=_unit, default=1, help="slave unit address (default 1)")
+    polder.add_argument("--set", type=_override, action="append", default=[],
+                        metavar="FIELD=VALUE",
+                        help="fix a field, e.g. level_mm=1850 or pump_on=false (repeatable)")
+    polder.set_defaults(func=cmd_simulate)
+    garden = kinds.add_parser(
+        "garden", parents=[common], help="a line-printing garden sensor (Arduino style)",
+        description="A garden sensor printing soil moisture, temperature, humidity and rain "
+        "as text lines, as an Arduino or ESP32 sketch does.",
+    )
+    garden.add_argument("--interval", type=_positive, default=5.0,
+                        help="seconds between lines (default 5)")
+    garden.add_argument("--format", choices=("kv", "json", "csv"), default="kv")
+    garden.add_argument("--checksum", choices=("none", "nmea"), default="none")
+    garden.add_argument("--device", type=_device_id, default="kebun-1",
+                        help="device id in the lines (default kebun-1)")
+    garden.set_defaults(func=cmd_simulate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="garden-gateway",
@@ -162,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workdir", help="folder for the private servers (default: a new one)")
     demo.add_argument("--api-port", type=int, default=8080)
     demo.set_defaults(func=cmd_demo)
+    _add_simulate(sub)
     return parser
 
 
