@@ -27,6 +27,10 @@ would be). This process keeps the master end and writes to it, as an Arduino on 
   busy at ``--rate`` for ``--seconds``; busy at ``--scale-rate`` for half as long. A busy
   window follows a 1 s lead-in at its rate, so it opens in steady state: work deferred out of
   the window (the spool commit, the 1 s InfluxDB flush) is matched by work deferred into it.
+- reference, in the same run: a second gateway configured as before readings without an
+  acknowledgement got their own commit interval (``spool.unacked_commit_interval_s: 0.05``,
+  a commit every 50 ms as for MQTT QoS 1), warmed up the same way, one busy window at
+  ``--rate``; its cost is taken against the first gateway's idle window.
 - serial cost = busy - idle, in % of one core; CPU per line = that cost in CPU seconds over
   the lines written in the window. Figures are medians over ``--runs`` with min-max beside.
 - correctness: at the end every line written in the run (warm-up, lead-ins, windows) must be
@@ -74,6 +78,8 @@ TARGET_PCT = 2.0
 WARMUP_S = 2.0
 LEAD_IN_S = 1.0
 POLL_S = 0.05
+# The reference gateway commits serial lines as often as MQTT QoS 1 messages (the old default).
+REFERENCE_COMMIT_S = 0.05
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -152,7 +158,7 @@ class Gateway:
     """``python -m gateway run`` with one serial source, as a child in a session of its own."""
 
     def __init__(self, folder: Path, port: Path, broker: PrivateMosquitto,
-                 influx: PrivateInfluxDB, db: str) -> None:
+                 influx: PrivateInfluxDB, db: str, spool: dict[str, Any] | None = None) -> None:
         self.api = f"http://127.0.0.1:{free_port()}"
         cfg = {
             "data_dir": str(folder / "data"),
@@ -161,6 +167,7 @@ class Gateway:
             "influx": {"url": influx.url, "database": db},
             "api": {"host": "127.0.0.1", "port": int(self.api.rsplit(":", 1)[1])},
             "log_level": "WARNING",
+            "spool": spool or {},
             # A park gateway always has its MQTT subscription; here it receives nothing.
             "subscriptions": [{"topic": f"garden/{SITE}/+/telemetry", "format": "native",
                                "name": "native"}],
@@ -281,6 +288,7 @@ class Run:
     idle: Window
     busy: Window
     scale: Window | None
+    reference: Window | None
     written: int
     delivered: int
     worst_late_ms: float
@@ -293,20 +301,45 @@ class Run:
         return self.cost_pct(busy) / 100 * busy.wall_s / busy.lines * 1e6
 
 
-def one_run(workdir: Path, number: int, broker: PrivateMosquitto, influx: PrivateInfluxDB,
-            args: argparse.Namespace) -> Run:
-    folder = workdir / f"run{number}"
+def started(folder: Path, broker: PrivateMosquitto, influx: PrivateInfluxDB, db: str,
+            rate: float, spool: dict[str, Any] | None = None) -> tuple[Gateway, FakePort]:
+    """A gateway on a fresh port and database, warmed up: every warm-up line delivered."""
     folder.mkdir()
-    db = f"serial{number}"
     influx.create_database(db)
     port = FakePort(folder / "ttyKEBUN")
-    gw = Gateway(folder, port.link, broker, influx, db)
+    gw = Gateway(folder, port.link, broker, influx, db, spool)
     try:
         gw.start()
         start = time.monotonic()
-        port.paced(args.rate, start, start + WARMUP_S)
+        port.paced(rate, start, start + WARMUP_S)
         if wait_count(influx, db, port.seq, timeout=30) < port.seq:
             raise RuntimeError(f"warm-up lines not delivered; {gw.log}:\n{gw.log_tail()}")
+    except BaseException:
+        gw.stop()
+        port.close()
+        raise
+    return gw, port
+
+
+def reference_window(workdir: Path, number: int, broker: PrivateMosquitto,
+                     influx: PrivateInfluxDB, args: argparse.Namespace) -> tuple[Window, bool]:
+    """The busy window of a gateway committing serial lines every 50 ms, as before."""
+    db = f"serial{number}ref"
+    gw, port = started(workdir / f"run{number}ref", broker, influx, db, args.rate,
+                       {"unacked_commit_interval_s": REFERENCE_COMMIT_S})
+    try:
+        busy = window(gw, port, args.rate, args.seconds)
+        return busy, wait_count(influx, db, port.seq, timeout=30) == port.seq
+    finally:
+        gw.stop()
+        port.close()
+
+
+def one_run(workdir: Path, number: int, broker: PrivateMosquitto, influx: PrivateInfluxDB,
+            args: argparse.Namespace) -> Run:
+    db = f"serial{number}"
+    gw, port = started(workdir / f"run{number}", broker, influx, db, args.rate)
+    try:
         idle = window(gw, port, 0, args.seconds)
         busy = window(gw, port, args.rate, args.seconds)
         scale = (window(gw, port, args.scale_rate, args.seconds / 2)
@@ -317,10 +350,16 @@ def one_run(workdir: Path, number: int, broker: PrivateMosquitto, influx: Privat
         if gw.proc is not None and gw.proc.poll() is not None:
             raise RuntimeError(f"gateway exited; {gw.log}:\n{gw.log_tail()}")
         serial: dict[str, Any] = gw.status()["serial"][SOURCE]
-        return Run(idle, busy, scale, port.seq, delivered, port.worst_late_s * 1000, serial)
     finally:
         gw.stop()
         port.close()
+    reference = None
+    if args.reference:
+        reference, ref_delivered = reference_window(workdir, number, broker, influx, args)
+        if not ref_delivered:
+            raise RuntimeError("the reference gateway did not deliver every line")
+    return Run(idle, busy, scale, reference, port.seq, delivered, port.worst_late_s * 1000,
+               serial)
 
 
 def machine() -> str:
@@ -362,6 +401,8 @@ def main() -> int:
                     help="length of the idle and busy windows (default 20)")
     ap.add_argument("--scale-rate", type=float, default=500.0,
                     help="a second rate, for half as long, to show scaling; 0 skips it")
+    ap.add_argument("--no-reference", dest="reference", action="store_false",
+                    help="skip the reference gateway (commits every 50 ms) in each run")
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "serial.json")
     ap.add_argument("--profile", type=Path, metavar="PATH",
                     help="after the first run's windows, py-spy attached to the gateway for "
@@ -380,6 +421,8 @@ def main() -> int:
             runs.append(run)
             scaled = (f"  {args.scale_rate:.0f}/s {run.scale.pct:5.2f}%"
                       if run.scale is not None else "")
+            if run.reference is not None:
+                scaled += f"  reference {args.rate:.0f}/s {run.reference.pct:5.2f}%"
             print(f"  run {number}  idle {run.idle.pct:5.2f}%  {args.rate:.0f}/s "
                   f"{run.busy.pct:5.2f}%{scaled}  delivered {run.delivered:,}/{run.written:,}",
                   flush=True)
@@ -406,6 +449,16 @@ def main() -> int:
             (f"gateway CPU at {args.scale_rate:g} lines/s, % of one core", spread(scale_busy)),
             (f"serial cost at {args.scale_rate:g} lines/s, % of one core", spread(scale_cost)),
             (f"CPU per line at {args.scale_rate:g} lines/s, us", spread(scale_per_line, ".0f")),
+        ]
+    ref_runs = [r for r in runs if r.reference is not None]
+    ref_cost: list[float] = []
+    if ref_runs:
+        ref_cost = [r.cost_pct(r.reference) for r in ref_runs if r.reference is not None]
+        ref_per_line = [r.per_line_us(r.reference) for r in ref_runs if r.reference is not None]
+        rows += [
+            (f"reference (commit every {REFERENCE_COMMIT_S * 1000:g} ms): serial cost at "
+             f"{args.rate:g} lines/s, %", spread(ref_cost)),
+            (f"reference: CPU per line at {args.rate:g} lines/s, us", spread(ref_per_line, ".0f")),
         ]
     all_delivered = all(r.delivered == r.written for r in runs)
     errors = [r.serial.get("errors", {}) for r in runs]
@@ -451,6 +504,8 @@ def main() -> int:
             "per_line_us": summary(per_line),
             "scale_cost_pct": summary(scale_cost) if scale_cost else None,
             "scale_per_line_us": summary(scale_per_line) if scale_per_line else None,
+            "reference_commit_s": REFERENCE_COMMIT_S,
+            "reference_cost_pct": summary(ref_cost) if ref_cost else None,
             "per_run": [{**asdict(r), "idle_pct": r.idle.pct, "busy_pct": r.busy.pct,
                          "cost_pct": r.cost_pct(r.busy)} for r in runs],
         }, indent=2))

@@ -68,6 +68,7 @@ class Gateway:
         self.committer = Committer(
             spool=self.spool,
             interval_s=config.spool.commit_interval_s,
+            unacked_interval_s=config.spool.unacked_commit_interval_s,
             max_readings=config.spool.commit_max_readings,
             max_pending_acks=max(1, config.mqtt.receive_maximum // 2),
         )

@@ -112,6 +112,9 @@ class InfluxConfig(_Model):
 class SpoolConfig(_Model):
     max_bytes: int = Field(512 * 1024 * 1024, ge=64 * 1024)
     commit_interval_s: float = Field(0.05, gt=0, le=5)
+    # Readings no one can be asked for again (serial, Modbus, MQTT QoS 0): a power cut loses at
+    # most this much of them; longer means fewer fsyncs (CPU, SD card wear).
+    unacked_commit_interval_s: float = Field(1.0, gt=0, le=60)
     commit_max_readings: int = Field(5000, ge=1)
     dead_letter_max_rows: int = Field(10_000, ge=1)
     quarantine_max_rows: int = Field(10_000, ge=1)

@@ -150,7 +150,7 @@ class Forwarder:
         spool = self._spool
         while True:
             spool.appended.clear()
-            rows = spool.statistics().rows
+            rows = spool.rows
             if rows >= self._batch_size:
                 return
             if rows:
@@ -193,22 +193,22 @@ class Forwarder:
             return False
         self._backoff.reset()
         self._next_attempt_at = None
-        self._state = "writing" if self._spool.statistics().rows else "idle"
+        self._state = "writing" if self._spool.rows else "idle"
         return True
 
     async def drain(self, deadline: float) -> int:
         """On shutdown: deliver what can be delivered before ``deadline`` (monotonic)."""
         remaining = deadline - self._monotonic()
         if remaining <= 0:
-            return self._spool.statistics().rows
+            return self._spool.rows
         try:
             async with asyncio.timeout(remaining):
-                while self._spool.statistics().rows:
+                while self._spool.rows:
                     if not await self._forward_no_wait():
                         break
         except TimeoutError:
             pass
-        return self._spool.statistics().rows
+        return self._spool.rows
 
     async def _forward_no_wait(self) -> bool:
         if not self._db_checked and self._create_database:

@@ -296,6 +296,11 @@ class SpoolDB:
 
     # -- inspection ----------------------------------------------------------------------
 
+    @property
+    def rows(self) -> int:
+        """Rows waiting to be sent (a counter: no query, no file access)."""
+        return self._rows
+
     def statistics(self) -> SpoolStats:
         try:
             file_bytes = sum(
@@ -402,6 +407,10 @@ class Spool:
     async def quarantined(self, limit: int = 100) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = await self._run(self.db.quarantined, limit)
         return rows
+
+    @property
+    def rows(self) -> int:
+        return self.db.rows
 
     def statistics(self) -> SpoolStats:
         return self.db.statistics()

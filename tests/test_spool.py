@@ -212,3 +212,40 @@ async def test_committer_bounds_unacknowledged_input_while_the_disk_refuses(
     assert acked == [1]
     assert spool.statistics().rows == 101
     await spool.close()
+
+
+async def test_committer_commits_unacknowledged_readings_at_the_longer_interval(
+    tmp_path: Path,
+) -> None:
+    """Serial/Modbus/QoS 0 readings wait up to unacked_interval_s; a QoS 1 message joining
+    the batch brings its commit forward to interval_s, and takes them along."""
+    import asyncio
+
+    from gateway.pipeline import Committer, Outcome
+    from tests.conftest import running, until
+
+    spool = Spool.open(tmp_path / "s.db", max_bytes=10**7)
+    committer = Committer(spool=spool, interval_s=0.01, unacked_interval_s=0.4,
+                          max_readings=10**6)
+    loop = asyncio.get_running_loop()
+    async with running(committer.run()):
+        added = loop.time()
+        committer.add(Outcome([line(1)]))
+        committer.add(Outcome([line(2)]))
+        await until(lambda: spool.rows == 2, 5)
+        waited = loop.time() - added
+        assert committer.commits == 1
+        assert waited >= 0.4  # not before the unacknowledged deadline
+
+        # A QoS 1 message: the batch is due at the short interval, long before 30 s.
+        slow = Committer(spool=spool, interval_s=0.01, unacked_interval_s=30,
+                         max_readings=10**6)
+        acked: list[int] = []
+        async with running(slow.run()):
+            slow.add(Outcome([line(3)]))
+            await asyncio.sleep(0)  # the committer is now waiting out the 30 s
+            slow.add(Outcome([line(4)]), ack=lambda: acked.append(4))
+            await until(lambda: acked == [4], 5)
+            assert spool.rows == 4  # the unacknowledged line went with it
+            assert slow.commits == 1
+    await spool.close()
