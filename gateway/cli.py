@@ -16,12 +16,19 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import yaml
+
+from devices.simulators import polder
 from devices.simulators.garden import GardenSensor
 from devices.simulators.polder import REGISTERS, PolderSlave
 from gateway import simulate
 from gateway.config import LoadedConfig, load_config
 from gateway.errors import ConfigError, GatewayError, StackError
+
+if TYPE_CHECKING:
+    from gateway.stack import Stack
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -95,6 +102,40 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
 
 
+# The demo's simulated sensors stand in for the example config's serial and Modbus sources.
+DEMO_GARDEN_DEVICE = "kebun-2"
+DEMO_SENSOR_INTERVAL_S = 5.0
+
+
+def _demo_config(path: Path, garden_port: str, polder_port: str,
+                 garden: GardenSensor) -> dict[str, object] | None:
+    """``path``'s config with its serial and Modbus sources pointed at the simulators."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        print(f"{path}: cannot read: {exc}", file=sys.stderr)
+        return None
+    if not isinstance(raw, dict):
+        print(f"{path}: the top level must be a mapping of keys", file=sys.stderr)
+        return None
+    raw.update(simulate.garden_config(garden_port, garden, name="kebun-sim"))
+    raw.update(simulate.polder_config(polder_port, name="polder-sim",
+                                      interval_s=DEMO_SENSOR_INTERVAL_S))
+    return raw
+
+
+async def _demo(loaded: LoadedConfig, banner: str, runners: list[simulate.GardenRunner
+                | simulate.PolderRunner]) -> int:
+    stop_sims = asyncio.Event()
+    tasks = [asyncio.create_task(r.run(stop_sims), name=f"simulator {i}")
+             for i, r in enumerate(runners)]
+    try:
+        return await _serve(loaded, on_started=banner)
+    finally:
+        stop_sims.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.stack import Stack
 
@@ -107,46 +148,75 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"demo: {exc}", file=sys.stderr)
         return EXIT_FAILED
     try:
-        assert stack.mosquitto is not None
-        assert stack.influx is not None
-        api_port = args.api_port
-        env = {
-            "GARDEN_GATEWAY_DATA_DIR": str(workdir / "data"),
-            "GARDEN_GATEWAY_MQTT__HOST": "127.0.0.1",
-            "GARDEN_GATEWAY_MQTT__PORT": str(stack.mosquitto.port),
-            "GARDEN_GATEWAY_INFLUX__URL": stack.influx.url,
-            "GARDEN_GATEWAY_API__PORT": str(api_port),
-            # The demo is for this machine only, whatever the example config says.
-            "GARDEN_GATEWAY_API__HOST": "127.0.0.1",
-        }
-        os.environ.update(env)
-        loaded = _load(args.config)
-        if loaded is None:
-            return EXIT_USAGE
-        _setup_logging(loaded.config.log_level)
-        cfg = loaded.config
-        banner = "\n".join([
-            "",
-            "Garden Gateway demo is running. Where to look:",
-            f"  status API   http://127.0.0.1:{api_port}/api/v1/status",
-            f"  API docs     http://127.0.0.1:{api_port}/docs",
-            f"  broker       mqtt://127.0.0.1:{stack.mosquitto.port}  (private, in {workdir})",
-            f"  InfluxDB     {stack.influx.url}  database {cfg.influx.database}",
-            "  send a reading:",
-            f"    mosquitto_pub -p {stack.mosquitto.port} -q 1 -t "
-            f"garden/{cfg.gateway.site}/polder-1/telemetry -m '{{\"level_cm\": 182.5}}'",
-            "  see it in InfluxDB:",
-            f"    curl -sG {stack.influx.url}/query --data-urlencode db={cfg.influx.database} "
-            "--data-urlencode 'q=SELECT * FROM /.*/ ORDER BY time DESC LIMIT 5'",
-            "  Ctrl-C stops everything.",
-            "",
-        ])
-        try:
-            return asyncio.run(_serve(loaded, on_started=banner))
-        except KeyboardInterrupt:
-            return EXIT_OK
+        with contextlib.ExitStack() as ports:
+            return _demo_with_stack(args, workdir, stack, ports)
     finally:
         stack.__exit__(None, None, None)
+
+
+def _demo_with_stack(args: argparse.Namespace, workdir: Path, stack: Stack,
+                     ports: contextlib.ExitStack) -> int:
+    assert stack.mosquitto is not None
+    assert stack.influx is not None
+    # Where udev would put the adapters' stable names.
+    by_id = workdir / "dev" / "serial" / "by-id"
+    by_id.mkdir(parents=True, exist_ok=True)
+    try:
+        garden_port = ports.enter_context(simulate.pty_port(by_id / "usb-kebun-sim-if00"))
+        polder_port = ports.enter_context(simulate.pty_port(by_id / "usb-polder-rs485-sim-if00"))
+    except OSError as exc:
+        print(f"demo: cannot make the simulators' pseudo-terminals: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    garden = GardenSensor(DEMO_GARDEN_DEVICE, "kv", "nmea")
+    raw = _demo_config(args.config, garden_port.path, polder_port.path, garden)
+    if raw is None:
+        return EXIT_USAGE
+    config_path = workdir / "gateway.yaml"
+    config_path.write_text(simulate.to_yaml(raw), encoding="utf-8")
+    api_port = args.api_port
+    env = {
+        "GARDEN_GATEWAY_DATA_DIR": str(workdir / "data"),
+        "GARDEN_GATEWAY_MQTT__HOST": "127.0.0.1",
+        "GARDEN_GATEWAY_MQTT__PORT": str(stack.mosquitto.port),
+        "GARDEN_GATEWAY_INFLUX__URL": stack.influx.url,
+        "GARDEN_GATEWAY_API__PORT": str(api_port),
+        # The demo is for this machine only, whatever the example config says.
+        "GARDEN_GATEWAY_API__HOST": "127.0.0.1",
+    }
+    os.environ.update(env)
+    loaded = _load(config_path)
+    if loaded is None:
+        return EXIT_USAGE
+    _setup_logging(loaded.config.log_level)
+    cfg = loaded.config
+    runners: list[simulate.GardenRunner | simulate.PolderRunner] = [
+        simulate.GardenRunner(garden_port, garden, interval_s=DEMO_SENSOR_INTERVAL_S),
+        simulate.PolderRunner(polder_port, PolderSlave(1)),
+    ]
+    banner = "\n".join([
+        "",
+        "Garden Gateway demo is running. Where to look:",
+        f"  status API   http://127.0.0.1:{api_port}/api/v1/status",
+        f"  API docs     http://127.0.0.1:{api_port}/docs",
+        f"  broker       mqtt://127.0.0.1:{stack.mosquitto.port}  (private, in {workdir})",
+        f"  InfluxDB     {stack.influx.url}  database {cfg.influx.database}",
+        f"  config       {config_path}  ({args.config} with the simulators below)",
+        f"  simulators   garden sensor {DEMO_GARDEN_DEVICE} (kv lines) on {garden_port.path}",
+        f"               polder water level {polder.DEVICE} (Modbus RTU unit 1) on "
+        f"{polder_port.path}",
+        "  send a reading:",
+        f"    mosquitto_pub -p {stack.mosquitto.port} -q 1 -t "
+        f"garden/{cfg.gateway.site}/polder-1/telemetry -m '{{\"level_cm\": 182.5}}'",
+        "  see it in InfluxDB:",
+        f"    curl -sG {stack.influx.url}/query --data-urlencode db={cfg.influx.database} "
+        "--data-urlencode 'q=SELECT * FROM /.*/ ORDER BY time DESC LIMIT 5'",
+        "  Ctrl-C stops everything.",
+        "",
+    ])
+    try:
+        return asyncio.run(_demo(loaded, banner, runners))
+    except KeyboardInterrupt:
+        return EXIT_OK
 
 
 def _simulator(

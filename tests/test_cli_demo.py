@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -58,6 +59,29 @@ def test_demo_prints_where_to_look_takes_a_reading_and_stops_everything(tmp_path
         wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/api/v1/status", timeout=2)
                  .json()["counts"]["written"] >= 1, what="the reading written to InfluxDB")
         assert status["gateway"]["id"] == "gw-taman-bukit-pelangi"
+        # The simulated garden sensor (serial) and polder station (Modbus RTU) reach InfluxDB.
+        where = re.search(r"InfluxDB\s+(\S+)\s+database (\S+)", text)
+        assert where is not None
+        influx_url, database = where.groups()
+
+        def stored(query: str) -> list[list[object]]:
+            body = httpx.get(f"{influx_url}/query", params={"db": database, "q": query},
+                             timeout=5).json()
+            series = body["results"][0].get("series", [])
+            return series[0]["values"] if series else []
+
+        garden = wait_for(lambda: stored(
+            "SELECT soil_moisture_pct FROM garden_env WHERE device = 'kebun-2'"),
+            timeout=30, what="the garden simulator's readings in InfluxDB")
+        polder = wait_for(lambda: stored(
+            "SELECT level_m, level_mm FROM polder WHERE device = 'polder-1' "
+            "AND level_m > 0"), timeout=30, what="the polder simulator's readings in InfluxDB")
+        assert 0 < float(garden[0][1]) <= 100
+        assert abs(float(polder[0][1]) * 1000 - float(polder[0][2])) <= 1
+        status = httpx.get(f"http://127.0.0.1:{port}/api/v1/status", timeout=2).json()
+        assert status["serial"]["kebun-sim"]["open"] is True
+        assert status["serial"]["kebun-sim"]["errors"] == {}
+        assert status["modbus"]["polder-sim"]["slaves"]["polder-1"]["state"] == "online"
         pids = _children(proc.pid)
         assert len(pids) >= 2  # mosquitto and influxd
         proc.send_signal(signal.SIGINT)
