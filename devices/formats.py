@@ -6,7 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from devices import collectd, esphome, influx, jsonmap, native, tasmota
+from devices import collectd, esphome, influx, jsonmap, native, presence, tasmota
+from devices.presence import Presence
 from devices.reading import Reading
 
 
@@ -18,13 +19,19 @@ class Format:
     decode: Callable[[str, bytes, int, Any], list[Reading]]
     # True when each reading names its own measurement, which the device's kind must not replace.
     own_measurement: bool = False
+    # Recognizes the format's presence topics (a device's own online/offline), given the
+    # topic, the payload and the options; None where the format has none.
+    presence: Callable[[str, bytes, Any], Presence | None] | None = None
 
 
 FORMATS: dict[str, Format] = {
-    "native": Format("native", native.Options, native.decode),
+    "native": Format("native", native.Options, native.decode,
+                     presence=lambda t, p, o: presence.native(t, p, o.topic_prefix)),
     "collectd": Format("collectd", collectd.Options, collectd.decode),
-    "tasmota": Format("tasmota", tasmota.Options, tasmota.decode),
-    "esphome": Format("esphome", esphome.Options, esphome.decode),
+    "tasmota": Format("tasmota", tasmota.Options, tasmota.decode,
+                      presence=lambda t, p, o: presence.tasmota(t, p, o.topic_prefix)),
+    "esphome": Format("esphome", esphome.Options, esphome.decode,
+                      presence=lambda t, p, o: presence.esphome(t, p)),
     "influx": Format("influx", influx.Options, influx.decode, own_measurement=True),
     "json": Format("json", jsonmap.Options, jsonmap.decode),
 }

@@ -7,6 +7,8 @@ Tasks (named as they appear in tracebacks):
 ``gateway.housekeeping`` prunes redelivery keys and logs one summary line a minute;
 ``serial[<name>].read`` reads a line-printing sensor on a serial port;
 ``modbus[<name>].poll`` polls the Modbus RTU slaves on one RS485 bus;
+``liveness.watch`` turns silence into offline devices, writes ``device_status`` points and
+the gateway's heartbeat;
 ``api.serve`` is the status API.
 
 Shutdown (SIGTERM, SIGINT): stop reading MQTT, commit what was received and acknowledge it,
@@ -26,14 +28,18 @@ from typing import Any
 import uvicorn
 
 from gateway.api import create_app
+from gateway.clock import Clock, SystemClock
 from gateway.config import Config
 from gateway.forwarder import Forwarder
 from gateway.influx import InfluxWriter
+from gateway.liveness import Liveness
 from gateway.modbus_source import ModbusBus, SlaveSpec
 from gateway.mqtt import MqttSource
-from gateway.pipeline import Committer, Pipeline
+from gateway.pipeline import Committer, Outcome, Pipeline
+from gateway.registry import Registry
 from gateway.serial_source import SerialLineSource
 from gateway.spool import SeenLookup, Spool
+from gateway.state_topics import StatePublisher, gateway_status_topic, iso
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +58,9 @@ class _QuietServer(uvicorn.Server):
 
 
 class Gateway:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, clock: Clock | None = None) -> None:
         self.config = config
+        self.clock = clock or SystemClock()
         self.started_ns = time.time_ns()
         self._started_mono = time.monotonic()
         spool_path = config.data_dir / "spool.sqlite3"
@@ -96,6 +103,17 @@ class Gateway:
             auth_retry_s=influx.auth_retry_s,
             create_database=influx.create_database and influx.api == "v1",
         )
+        self.registry = Registry(config.data_dir / "state.sqlite3")
+        self.liveness = Liveness(
+            registry=self.registry, config=config.liveness, devices=config.devices,
+            gateway_id=config.gateway.id, site=config.gateway.site, clock=self.clock,
+            emit=self._emit,
+        )
+        self.pipeline.on_readings.append(self.liveness.readings)
+        self.pipeline.on_presence.append(
+            lambda said, source: self.liveness.presence(said.device, said.site, said.online,
+                                                        said.said))
+        publish_states = config.liveness.publish_mqtt
         self.mqtt = MqttSource(
             config=config.mqtt,
             client_id=config.mqtt_client_id,
@@ -103,7 +121,13 @@ class Gateway:
             pipeline=self.pipeline,
             committer=self.committer,
             seen=self.seen,
+            status_topic=(gateway_status_topic(config.gateway.site, config.gateway.id)
+                          if publish_states else None),
+            on_connected=self._connected if publish_states else None,
         )
+        self.states = StatePublisher(liveness=self.liveness, publish=self.mqtt.publish)
+        if publish_states:
+            self.liveness.listeners.append(self.states.transition)
         self.serial = [
             SerialLineSource(
                 name=s.name, port=s.port, baudrate=s.baudrate,
@@ -126,9 +150,80 @@ class Gateway:
             )
             for b in config.modbus
         ]
+        self.own_points = 0
         self.app = create_app(self)
         self.api_port: int | None = None
         self.stopping = False
+
+    def _emit(self, lines: list[str]) -> None:
+        """Points the gateway makes itself (device_status) take the readings' path."""
+        if lines:
+            self.own_points += len(lines)
+            self.committer.add(Outcome(lines))
+
+    def _connected(self) -> None:
+        self.states.republish()
+
+    # -- devices, outages, sites (the API's views) ---------------------------------------
+
+    def devices_view(self, *, site: str | None = None, kind: str | None = None,
+                     state: str | None = None, include_removed: bool = False
+                     ) -> list[dict[str, Any]]:
+        now = self.clock.now_ns()
+        chosen = [d for d in self.liveness.devices.values()
+                  if (include_removed or d.origin != "removed")
+                  and (site is None or d.site == site) and (kind is None or d.kind == kind)
+                  and (state is None or d.state == state)]
+        chosen.sort(key=lambda d: (d.site, d.kind or "", d.id))
+        uptime = self.liveness.uptime(now, chosen)
+        return [self.liveness.view(d, uptime[d.id]) for d in chosen]
+
+    def outages_view(self, *, device: str | None = None, site: str | None = None,
+                     since_ns: int | None = None, ongoing: bool | None = None,
+                     limit: int = 100) -> list[dict[str, Any]]:
+        now = self.clock.now_ns()
+        return [{"id": o.id, "device": o.device, "site": o.site, "kind": o.kind,
+                 "start_ns": o.start_ns, "end_ns": o.end_ns, "start": iso(o.start_ns),
+                 "end": iso(o.end_ns), "duration_s": round(o.duration_s(now), 3),
+                 "ongoing": o.end_ns is None, "cause": o.cause, "end_cause": o.end_cause}
+                for o in self.registry.outages(device=device, site=site, since_ns=since_ns,
+                                               ongoing=ongoing, limit=limit)]
+
+    def sites(self) -> list[str]:
+        return sorted({d.site for d in self.liveness.devices.values() if d.origin != "removed"})
+
+    def site_view(self, site: str) -> dict[str, Any] | None:
+        now = self.clock.now_ns()
+        members = [d for d in self.liveness.devices.values()
+                   if d.site == site and d.origin != "removed"]
+        if not members:
+            return None
+
+        def tally(ds: list[Any]) -> dict[str, int]:
+            return {"up": sum(d.state == "online" for d in ds), "total": len(ds),
+                    "down": sum(d.state == "offline" for d in ds),
+                    "unknown": sum(d.state == "unknown" for d in ds)}
+
+        aps = [d for d in members if d.kind == "wifi_ap"]
+        sensors = [d for d in members if d.kind not in ("wifi_ap", "gateway")]
+        gateways = [d for d in members if d.kind == "gateway"]
+        return {
+            "site": site,
+            "time_ns": now,
+            "gateways": [{"id": g.id, "state": g.state, "since_ns": g.since_ns}
+                         for g in gateways],
+            "aps": tally(aps),
+            "sensors": tally(sensors),
+            "clients_now": self._clients_now(aps),
+            "wifi": None,
+            "uptime_pct": self.liveness.site_uptime(site, now),
+            "open_outages": len(self.registry.outages(site=site, ongoing=True, limit=10_000)),
+        }
+
+    def _clients_now(self, aps: list[Any]) -> int | None:
+        counts = [d.latest.get("clients") for d in aps if d.state == "online"]
+        found = [int(c) for c in counts if isinstance(c, (int, float)) and not isinstance(c, bool)]
+        return sum(found) if found else None
 
     # -- status --------------------------------------------------------------------------
 
@@ -170,6 +265,7 @@ class Gateway:
                 "readings": pipe["readings"],
                 "rejected": pipe["rejected"],
                 "spooled": commit["committed_lines"],
+                "own_points": self.own_points,
                 "acknowledged": mqtt.acks,
                 "written": fwd.written,
                 "quarantined": fwd.quarantined,
@@ -180,6 +276,7 @@ class Gateway:
             "totals": spool.totals,
             "sources": pipe["sources"],
             "discovered_devices": pipe["discovered_devices"],
+            "liveness": self.liveness.statistics(),
             "serial": {s.name: s.describe() for s in self.serial},
             "modbus": {b.name: b.describe() for b in self.modbus},
         }
@@ -189,12 +286,14 @@ class Gateway:
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.config
         server: _QuietServer | None = None
+        self.liveness.start()
         async with asyncio.TaskGroup() as tg:
             commit = tg.create_task(self.committer.run(), name="spool.commit")
             forward = tg.create_task(self.forwarder.run(),
                                      name=f"influx[{cfg.influx.url}].forward")
             receive = tg.create_task(self.mqtt.run(), name=f"mqtt[{self.mqtt.broker}].receive")
             house = tg.create_task(self._housekeeping(), name="gateway.housekeeping")
+            watch = tg.create_task(self.liveness.run(), name="liveness.watch")
             serial = [tg.create_task(s.run(), name=f"serial[{s.name}].read")
                       for s in self.serial]
             serial += [tg.create_task(b.run(), name=f"modbus[{b.name}].poll")
@@ -214,6 +313,7 @@ class Gateway:
             self.mqtt.pause()
             for task in serial:
                 await _cancel(task)
+            await _cancel(watch)
             await _cancel(commit)
             await self.committer.flush()
             await self.mqtt.close(timeout=min(2.0, max(0.1, deadline - time.monotonic())))
@@ -223,6 +323,8 @@ class Gateway:
             await _cancel(house)
             if server is not None:
                 server.should_exit = True
+        self.liveness.stop()
+        self.registry.close()
         await self.spool.close()
         self.seen.close()
         await self.writer.aclose()

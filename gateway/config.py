@@ -120,6 +120,24 @@ class SpoolConfig(_Model):
     quarantine_max_rows: int = Field(10_000, ge=1)
 
 
+class LivenessConfig(_Model):
+    # Offline after this many expected reports (a device's interval_s) did not come.
+    missed_intervals: float = Field(3.0, ge=1, le=1000)
+    # A device that says itself "offline" (its last will) must stay so this long before an
+    # outage is recorded: a quick reconnect is not an outage (flapping damped).
+    hold_s: float = Field(60.0, ge=0, le=86400)
+    # The expected interval of a discovered device (not in the device list).
+    default_interval_s: float = Field(60.0, gt=0)
+    # device_status points for every device, besides one on every transition.
+    report_interval_s: float = Field(60.0, ge=1, le=86400)
+    # The gateway notes it is alive this often; after a power cut its outage is counted
+    # from the last note.
+    heartbeat_s: float = Field(30.0, ge=1, le=3600)
+    # Publish each device's state (retained) on garden/<site>/<device>/state, and the
+    # gateway's birth and last will on garden/<site>/gateway/<id>/status.
+    publish_mqtt: bool = True
+
+
 class IngestConfig(_Model):
     max_payload_bytes: int = Field(64 * 1024, ge=16)
     allow_discovery: bool = Field(
@@ -227,6 +245,7 @@ class Config(_Model):
     influx: InfluxConfig = InfluxConfig()
     spool: SpoolConfig = SpoolConfig()
     ingest: IngestConfig = IngestConfig()
+    liveness: LivenessConfig = LivenessConfig()
     api: ApiConfig = ApiConfig()
     subscriptions: tuple[SubscriptionConfig, ...] = ()
     devices: tuple[DeviceConfig, ...] = ()

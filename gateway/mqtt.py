@@ -149,6 +149,7 @@ class MqttSource:
         seen: SeenLookup | None,
         clock_ns: Callable[[], int] = time.time_ns,
         on_connected: Callable[[], None] | None = None,
+        status_topic: str | None = None,
     ) -> None:
         self._config = config
         self._client_id = client_id
@@ -158,6 +159,11 @@ class MqttSource:
         self._seen = seen
         self._clock_ns = clock_ns
         self._on_connected_hook = on_connected
+        # The gateway's own presence: last will "offline" registered with CONNECT, "online"
+        # published after CONNACK, "offline" published by a clean shutdown; all retained.
+        self._status_topic = status_topic
+        self.published = 0
+        self.publish_failures = 0
         self._client: paho.Client | None = None
         self._generation = 0
         self._sock: socket.socket | None = None
@@ -239,6 +245,8 @@ class MqttSource:
             )
         if cfg.tls is not None:
             client.tls_set_context(_tls_context(cfg.tls))
+        if self._status_topic is not None:
+            client.will_set(self._status_topic, b"offline", qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -292,6 +300,8 @@ class MqttSource:
         self._state = "connected"
         self._last_error = None
         self._subscribe(client, session_present)
+        if self._status_topic is not None:
+            self.publish(self._status_topic, b"online")
         log.info("mqtt connected broker=%s client_id=%s session_present=%s topics=%d",
                  self.broker, self._client_id, session_present, len(self._topics))
         if self._on_connected_hook is not None:
@@ -310,7 +320,8 @@ class MqttSource:
         if self._config.protocol == "5":
             # retainHandling=1: retained messages only for a subscription that is new, so a
             # reconnect does not replay every retained message.
-            opts = SubscribeOptions(qos=1, retainHandling=1)
+            # noLocal: what the gateway publishes itself (states, its status) never comes back.
+            opts = SubscribeOptions(qos=1, retainHandling=1, noLocal=True)
             topics: list[tuple[str, Any]] = [(t, opts) for t in self._topics]
         elif session_present:
             return
@@ -355,12 +366,29 @@ class MqttSource:
         if client is None or not self._connected or self._closed is None:
             return
         self._state = "closing"
+        if self._status_topic is not None:
+            # A clean DISCONNECT discards the will: say "offline" ourselves, before it.
+            self.publish(self._status_topic, b"offline")
         client.disconnect()
         try:
             async with asyncio.timeout(timeout):
                 await self._closed.wait()
         except TimeoutError:
             log.warning("mqtt broker=%s did not close in %.1fs", self.broker, timeout)
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = True) -> bool:
+        """Publish at QoS 1 now if connected; False when not (the caller publishes again on
+        the next connection: these are retained states, the latest is all that matters)."""
+        client = self._client
+        if client is None or not self._connected:
+            return False
+        info = client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self.publish_failures += 1
+            log.warning("mqtt publish topic=%s failed: %s", topic, info.rc)
+            return False
+        self.published += 1
+        return True
 
     # -- paho callbacks (run on the loop thread) -----------------------------------------
 

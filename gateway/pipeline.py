@@ -30,6 +30,7 @@ from typing import Any
 from paho.mqtt.client import topic_matches_sub
 
 from devices.formats import FORMATS, Format
+from devices.presence import Presence
 from devices.reading import DecodeError, Reading, Tags, check_name
 from gateway.config import Config, DeviceConfig
 from gateway.errors import SpoolError
@@ -126,6 +127,11 @@ class Pipeline:
         self.rejected = 0
         # Per device: the tags and measurement to add, computed once.
         self._enrich_cache: dict[Tags, tuple[dict[str, str], str | None]] = {}
+        # Who hears of good readings and presence messages (liveness, Wi-Fi usage); plain
+        # functions that never wait.
+        self.on_readings: list[Callable[[Sequence[Reading]], None]] = []
+        self.on_presence: list[Callable[[Presence, str], None]] = []
+        self.presences = 0
 
     @classmethod
     def from_config(cls, config: Config, **kwargs: Any) -> Pipeline:
@@ -171,6 +177,10 @@ class Pipeline:
                 f"payload of {len(payload)} bytes exceeds ingest.max_payload_bytes="
                 f"{self._max_payload}", kind="oversized"))
         try:
+            if route.fmt.presence is not None:
+                said = route.fmt.presence(topic, payload, route.options)
+                if said is not None:
+                    return self._presence(route.source, said)
             readings = route.fmt.decode(topic, payload, received_at_ns, route.options)
         except DecodeError as exc:
             return self.reject(route.source, topic, payload, received_at_ns, exc)
@@ -191,6 +201,17 @@ class Pipeline:
             return self.reject(source, where, payload, received_at_ns, exc)
         return self._finish(source, where, payload, received_at_ns, readings, False)
 
+    def _presence(self, source: str, said: Presence) -> Outcome:
+        if said.device not in self._devices and not self._allow_discovery:
+            raise DecodeError(f"device {said.device!r} is not in the device list and "
+                              "ingest.allow_discovery is off", device=said.device,
+                              kind="unknown_device")
+        check_name("device id", said.device)
+        self.presences += 1
+        for listener in self.on_presence:
+            listener(said, source)
+        return Outcome([])
+
     def _finish(self, source: str, where: str, payload: bytes, received_at_ns: int,
                 readings: list[Reading], own_measurement: bool) -> Outcome:
         try:
@@ -199,6 +220,8 @@ class Pipeline:
             return self.reject(source, where, payload, received_at_ns, exc)
         self.sources[source].readings += len(lines)
         self.readings += len(lines)
+        for listener in self.on_readings:
+            listener(readings)
         return Outcome(lines, None, any(r.time_ns == received_at_ns for r in readings))
 
     def _encode(self, reading: Reading, own_measurement: bool) -> str:
@@ -250,6 +273,7 @@ class Pipeline:
             "received": self.received,
             "readings": self.readings,
             "rejected": self.rejected,
+            "presences": self.presences,
             "discovered_devices": sorted(self.discovered),
             "sources": {
                 name: {

@@ -1,0 +1,77 @@
+"""Wall-clock time for the parts that reason about it: liveness, outages, uptime, alerts.
+
+Everything that decides "has this device been silent for three intervals?" or "has it been
+down for five minutes?" takes a :class:`Clock` instead of calling ``time`` and
+``asyncio.sleep`` itself, so that tests move time forward with :class:`FakeClock` instead of
+waiting for it.
+
+:class:`SystemClock` is the real one: ``time.time_ns()`` for timestamps and ``asyncio.sleep``
+for waiting (the event loop's monotonic clock, so an NTP step does not stretch a wait).
+:class:`FakeClock` stands still until a test calls :meth:`FakeClock.advance`, which wakes every
+sleeper whose deadline has come.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now_ns(self) -> int:
+        """Nanoseconds since the epoch."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Return after ``seconds`` (at once when ``seconds <= 0``)."""
+        ...
+
+
+class SystemClock:
+    def now_ns(self) -> int:
+        return time.time_ns()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+
+class FakeClock:
+    """A clock that moves only when told to; sleepers wake in deadline order."""
+
+    def __init__(self, start_ns: int = 1_800_000_000 * 10**9) -> None:
+        self._now = start_ns
+        self._sleepers: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    def now_ns(self) -> int:
+        return self._now
+
+    @property
+    def sleepers(self) -> int:
+        """How many sleeps are waiting (a test waits for this before advancing)."""
+        return sum(1 for _, _, f in self._sleepers if not f.done())
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers,
+                       (self._now + int(seconds * 1e9), next(self._order), future))
+        await future
+
+    def set(self, now_ns: int) -> None:
+        """Jump to ``now_ns`` (forward only) and wake whoever is due."""
+        if now_ns < self._now:
+            raise ValueError("a FakeClock only moves forward")
+        self._now = now_ns
+        while self._sleepers and self._sleepers[0][0] <= now_ns:
+            _, _, future = heapq.heappop(self._sleepers)
+            if not future.done():
+                future.set_result(None)
+
+    def advance(self, seconds: float) -> None:
+        self.set(self._now + int(seconds * 1e9))
