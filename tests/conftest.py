@@ -261,3 +261,53 @@ def influx_count(server: PrivateInfluxDB, db: str, measurement: str, field: str)
     except (StackError, httpx.HTTPError):
         # The database may not exist yet while we wait for the gateway to create it.
         return 0
+
+
+@contextlib.asynccontextmanager
+async def gateway_in_process(tmp_path: Path, cfg: dict[str, Any],
+                             clock: Any = None) -> AsyncIterator[Any]:
+    """The gateway on this test's event loop (for a FakeClock), its API served for real."""
+    from gateway.app import Gateway
+    from gateway.config import validate_raw
+
+    config = validate_raw(json.loads(json.dumps(cfg)), env={}, base=tmp_path).config
+    gateway = Gateway(config, clock=clock)
+    stop = asyncio.Event()
+    task = asyncio.create_task(gateway.run(stop), name="gateway under test")
+    api = f"http://127.0.0.1:{cfg['api']['port']}"
+    try:
+        async with httpx.AsyncClient(base_url=api, timeout=5) as http:
+            async with asyncio.timeout(30):
+                while True:
+                    if task.done():
+                        task.result()
+                    with contextlib.suppress(httpx.TransportError):
+                        if (await http.get("/health")).status_code == 200:
+                            break
+                    await asyncio.sleep(0.02)
+            setattr(gateway, "http", http)  # noqa: B010 - the test's handle on the API
+            yield gateway
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+class Watcher:
+    """Subscribes and keeps the last message per topic (retained ones included)."""
+
+    def __init__(self, port: int, topic: str, client_id: str = "test-watcher") -> None:
+        self.last: dict[str, bytes] = {}
+        self.retained: dict[str, bool] = {}
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe(topic, qos=1)
+        self.client.loop_start()
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        self.last[msg.topic] = bytes(msg.payload)
+        self.retained[msg.topic] = bool(msg.retain)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

@@ -1,0 +1,338 @@
+"""Liveness, outages, uptime, presence and the MQTT state topics, against the real broker and
+InfluxDB; time moves with a FakeClock wherever the rule is about time."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devices import presence
+from devices.reading import DecodeError
+from gateway.clock import FakeClock
+from gateway.errors import StackError
+from gateway.registry import uptime_parts
+from gateway.stack import PrivateInfluxDB, PrivateMosquitto
+from tests.conftest import (
+    Publisher,
+    Watcher,
+    base_config,
+    gateway_in_process,
+    until,
+    wait_for,
+)
+
+S = 10**9
+SITE = "taman-uji"
+
+
+def config(tmp_path: Path, mosquitto: PrivateMosquitto, influx: PrivateInfluxDB, db: str,
+           **overrides: Any) -> dict[str, Any]:
+    cfg = base_config(tmp_path, mosquitto, influx, db, **overrides)
+    cfg["subscriptions"] = [
+        *cfg["subscriptions"],
+        {"name": "native-status", "topic": "garden/+/+/status", "format": "native"},
+        {"name": "tasmota-lwt", "topic": "tele/+/LWT", "format": "tasmota"},
+        {"name": "esphome-status", "topic": "+/status", "format": "esphome"},
+    ]
+    return cfg
+
+
+def state_of(watcher: Watcher, device: str) -> str | None:
+    raw = watcher.last.get(f"garden/{SITE}/{device}/state")
+    return None if raw is None else str(json.loads(raw)["state"])
+
+
+async def test_silence_opens_an_outage_everywhere_and_a_reading_closes_it(
+    tmp_path: Path, mosquitto: PrivateMosquitto, influx_server: PrivateInfluxDB, db_name: str,
+    publisher_factory: Any,
+) -> None:
+    clock = FakeClock(time.time_ns())
+    cfg = config(tmp_path, mosquitto, influx_server, db_name,
+                 devices=[{"id": "polder-1", "kind": "polder", "name": "Polder utara",
+                           "zone": "polder", "interval_s": 60}],
+                 liveness={"missed_intervals": 3, "report_interval_s": 3600})
+    watcher = Watcher(mosquitto.port, f"garden/{SITE}/+/state")
+    pub: Publisher = publisher_factory(mosquitto.port)
+    try:
+        async with gateway_in_process(tmp_path, cfg, clock) as gw:
+            t0 = clock.now_ns()
+            devices = {d["id"]: d for d in (await gw.http.get("/api/v1/devices")).json()}
+            assert devices["polder-1"]["state"] == "unknown"
+            assert devices["gw-test"]["state"] == "online"
+            assert devices["gw-test"]["kind"] == "gateway"
+
+            pub.publish(f"garden/{SITE}/polder-1/telemetry", {"level_cm": 150})
+            await until(lambda: gw.liveness.devices["polder-1"].state == "online")
+            dev = (await gw.http.get("/api/v1/devices", params={"kind": "polder"})).json()[0]
+            assert (dev["state"], dev["since_ns"], dev["name"], dev["zone"]) == (
+                "online", t0, "Polder utara", "polder")
+            assert dev["latest"]["fields"] == {"level_cm": 150.0}
+            await until(lambda: state_of(watcher, "polder-1") == "online")
+
+            # Two missed reports are not yet an outage: the next deadline is 3 intervals on.
+            clock.advance(179)
+            assert gw.liveness.check() == t0 + 180 * S
+            assert gw.liveness.devices["polder-1"].state == "online"
+            clock.advance(2)
+            await until(lambda: gw.liveness.devices["polder-1"].state == "offline")
+
+            [outage] = (await gw.http.get("/api/v1/outages",
+                                          params={"device": "polder-1"})).json()
+            # It went down when the first missed report was due.
+            assert (outage["start_ns"], outage["ongoing"]) == (t0 + 60 * S, True)
+            assert outage["cause"] == "no reading for 3 intervals of 60 s"
+            assert outage["duration_s"] == pytest.approx(121)
+            await until(lambda: state_of(watcher, "polder-1") == "offline")
+            fresh = Watcher(mosquitto.port, f"garden/{SITE}/polder-1/state", "test-late")
+            try:
+                await until(lambda: f"garden/{SITE}/polder-1/state" in fresh.last)
+                assert fresh.retained[f"garden/{SITE}/polder-1/state"] is True
+                body = json.loads(fresh.last[f"garden/{SITE}/polder-1/state"])
+                assert (body["state"], body["gateway"], body["kind"]) == (
+                    "offline", "gw-test", "polder")
+            finally:
+                fresh.close()
+
+            def status_points() -> list[Any]:
+                try:
+                    return influx_server.points(
+                        db_name, "SELECT state, up FROM device_status WHERE device = 'polder-1'")
+                except StackError:  # the gateway has not created the database yet
+                    return []
+            # The first report (unknown) and the transition to online share t0 on the
+            # stopped clock, so the later point replaces the earlier: online, then offline.
+            await until(lambda: len(status_points()) >= 2, 20)
+            assert [(p["state"], p["up"]) for p in status_points()] == [("online", 1),
+                                                                         ("offline", 0)]
+
+            clock.advance(119)  # t0 + 300 s
+            pub.publish(f"garden/{SITE}/polder-1/telemetry", {"level_cm": 151})
+            await until(lambda: gw.liveness.devices["polder-1"].state == "online")
+            [outage] = (await gw.http.get("/api/v1/outages",
+                                          params={"device": "polder-1"})).json()
+            assert (outage["end_ns"], outage["ongoing"]) == (t0 + 300 * S, False)
+            assert outage["duration_s"] == 240
+            assert outage["end_cause"] == "reading"
+            dev = (await gw.http.get("/api/v1/devices", params={"kind": "polder"})).json()[0]
+            # Observed 300 s since it was first seen, down 240 of them.
+            assert dev["uptime_pct"] == {"24h": 20.0, "7d": 20.0, "30d": 20.0}
+            await until(lambda: state_of(watcher, "polder-1") == "online")
+    finally:
+        watcher.close()
+
+
+async def test_a_device_saying_offline_is_held_so_a_quick_reconnect_is_no_outage(
+    tmp_path: Path, mosquitto: PrivateMosquitto, influx_server: PrivateInfluxDB, db_name: str,
+    publisher_factory: Any,
+) -> None:
+    clock = FakeClock(time.time_ns())
+    cfg = config(tmp_path, mosquitto, influx_server, db_name,
+                 devices=[{"id": "kebun-1", "kind": "garden_env", "interval_s": 300}],
+                 liveness={"hold_s": 60})
+    pub: Publisher = publisher_factory(mosquitto.port)
+    async with gateway_in_process(tmp_path, cfg, clock) as gw:
+        kebun = gw.liveness.devices["kebun-1"]
+        pub.publish("tele/kebun-1/LWT", "Online", retain=True)
+        await until(lambda: kebun.state == "online")
+
+        pub.publish("tele/kebun-1/LWT", "Offline", retain=True)
+        await until(lambda: kebun.presence == "offline")
+        clock.advance(30)
+        pub.publish("tele/kebun-1/LWT", "Online", retain=True)
+        await until(lambda: kebun.presence == "online")
+        clock.advance(60)
+        gw.liveness.check()
+        assert kebun.state == "online"
+        assert (await gw.http.get("/api/v1/outages", params={"device": "kebun-1"})).json() == []
+
+        pub.publish("tele/kebun-1/LWT", "Offline", retain=True)
+        await until(lambda: kebun.presence == "offline")
+        said_at = clock.now_ns()
+        clock.advance(59)
+        assert gw.liveness.check() == said_at + 60 * S
+        clock.advance(2)
+        await until(lambda: kebun.state == "offline")
+        [outage] = (await gw.http.get("/api/v1/outages", params={"device": "kebun-1"})).json()
+        assert (outage["start_ns"], outage["cause"]) == (said_at, "LWT Offline")
+
+        # ESPHome and native presence: discovered and known devices alike.
+        pub.publish("pompa-1/status", "online", retain=True)
+        await until(lambda: "pompa-1" in gw.liveness.devices
+                    and gw.liveness.devices["pompa-1"].state == "online")
+        assert gw.liveness.devices["pompa-1"].origin == "discovered"
+        pub.publish(f"garden/{SITE}/polder-1/status", "offline", retain=True)
+        await until(lambda: getattr(gw.liveness.devices.get("polder-1"), "state", None)
+                    == "offline")
+        pub.publish(f"garden/{SITE}/polder-1/status", "maybe")
+        await until(lambda: gw.status()["sources"]["native-status"]["errors"] == {"malformed": 1})
+        assert gw.status()["counts"]["rejected"] == 1
+
+
+async def test_a_restart_restores_states_and_counts_the_downtime_as_the_gateways(
+    tmp_path: Path, mosquitto: PrivateMosquitto, influx_server: PrivateInfluxDB, db_name: str,
+    publisher_factory: Any,
+) -> None:
+    clock = FakeClock(time.time_ns())
+    cfg = config(tmp_path, mosquitto, influx_server, db_name,
+                 devices=[{"id": "polder-1", "kind": "polder", "interval_s": 60}])
+    pub: Publisher = publisher_factory(mosquitto.port)
+    async with gateway_in_process(tmp_path, cfg, clock) as gw:
+        first_start = clock.now_ns()
+        pub.publish(f"garden/{SITE}/polder-1/telemetry", {"level_cm": 150})
+        await until(lambda: gw.liveness.devices["polder-1"].state == "online")
+        clock.advance(100)
+    stopped_at = clock.now_ns()
+
+    clock.advance(600)  # the gateway is off for ten minutes
+    async with gateway_in_process(tmp_path, cfg, clock) as gw:
+        restart = clock.now_ns()
+        polder = gw.liveness.devices["polder-1"]
+        assert (polder.state, polder.since_ns) == ("online", first_start)
+        assert (await gw.http.get("/api/v1/outages", params={"device": "polder-1"})).json() == []
+        [down] = (await gw.http.get("/api/v1/outages", params={"device": "gw-test"})).json()
+        assert (down["start_ns"], down["end_ns"], down["cause"]) == (
+            stopped_at, restart, "gateway stopped")
+        # Silence is counted from the restart, not from before the stop.
+        assert gw.liveness.check() == restart + 180 * S
+        clock.advance(100)
+        devices = {d["id"]: d for d in (await gw.http.get("/api/v1/devices")).json()}
+        # polder-1: observed 800 - 600 s, never down; the gateway: down 600 of 800 s.
+        assert devices["polder-1"]["uptime_pct"]["24h"] == 100.0
+        assert devices["gw-test"]["uptime_pct"]["24h"] == 25.0
+
+
+def test_birth_will_and_a_crash_recorded_as_the_gateways_outage(
+    tmp_path: Path, mosquitto: PrivateMosquitto, influx_server: PrivateInfluxDB, db_name: str,
+    gateway_factory: Any, publisher_factory: Any,
+) -> None:
+    topic = f"garden/{SITE}/gateway/gw-test/status"
+    cfg = config(tmp_path, mosquitto, influx_server, db_name,
+                 mqtt={"keepalive_s": 5})
+    watcher = Watcher(mosquitto.port, topic)
+    try:
+        gw = gateway_factory(cfg)
+        wait_for(lambda: watcher.last.get(topic) == b"online", what="the birth message")
+        late = Watcher(mosquitto.port, topic, "test-late-status")
+        try:
+            wait_for(lambda: topic in late.last, what="the retained birth")
+            assert (late.last[topic], late.retained[topic]) == (b"online", True)
+        finally:
+            late.close()
+        pub: Publisher = publisher_factory(mosquitto.port)
+        pub.publish(f"garden/{SITE}/polder-1/telemetry", {"level_cm": 150})
+        wait_for(lambda: any(d["state"] == "online" for d in httpx_get(gw.api, "/api/v1/devices")
+                             if d["id"] == "polder-1"), what="polder-1 online")
+        assert gw.terminate() == 0
+        # A clean stop says "offline" itself (the broker drops the will on DISCONNECT).
+        wait_for(lambda: watcher.last.get(topic) == b"offline", what="offline on a clean stop")
+
+        gw.start()
+        wait_for(lambda: watcher.last.get(topic) == b"online", what="the birth again")
+        gw.kill()
+        # SIGKILL: the broker sees the connection drop and publishes the will.
+        wait_for(lambda: watcher.last.get(topic) == b"offline", what="the last will")
+
+        gw.start()
+        outages = httpx_get(gw.api, "/api/v1/outages?device=gw-test")
+        causes = [o["cause"] for o in outages]
+        assert causes == ["gateway lost power or crashed (time of its last heartbeat)",
+                          "gateway stopped"]
+        polder = [d for d in httpx_get(gw.api, "/api/v1/devices") if d["id"] == "polder-1"]
+        assert polder[0]["state"] == "online"
+        late = Watcher(mosquitto.port, f"garden/{SITE}/+/state", "test-late")
+        try:
+            wait_for(lambda: state_of(late, "polder-1") == "online",
+                     what="the retained device state")
+        finally:
+            late.close()
+    finally:
+        watcher.close()
+
+
+def httpx_get(api: str, path: str) -> Any:
+    import httpx
+
+    response = httpx.get(api + path, timeout=5)
+    response.raise_for_status()
+    return response.json()
+
+
+async def test_site_summary(
+    tmp_path: Path, mosquitto: PrivateMosquitto, influx_server: PrivateInfluxDB, db_name: str,
+    publisher_factory: Any,
+) -> None:
+    clock = FakeClock(time.time_ns())
+    cfg = config(tmp_path, mosquitto, influx_server, db_name, devices=[
+        {"id": "ap-1", "kind": "wifi_ap"}, {"id": "ap-2", "kind": "wifi_ap"},
+        {"id": "polder-1", "kind": "polder"}, {"id": "kebun-1", "kind": "garden_env"}])
+    pub: Publisher = publisher_factory(mosquitto.port)
+    async with gateway_in_process(tmp_path, cfg, clock) as gw:
+        pub.publish(f"garden/{SITE}/ap-1/telemetry", {"clients": 5})
+        pub.publish(f"garden/{SITE}/polder-1/telemetry", {"level_cm": 150})
+        await until(lambda: gw.liveness.statistics()["online"] == 3)  # with the gateway
+        site = (await gw.http.get(f"/api/v1/sites/{SITE}")).json()
+        assert site["aps"] == {"up": 1, "down": 0, "unknown": 1, "total": 2}
+        assert site["sensors"] == {"up": 1, "down": 0, "unknown": 1, "total": 2}
+        assert site["clients_now"] == 5
+        assert site["gateways"][0]["id"] == "gw-test"
+        assert site["uptime_pct"]["24h"] is None  # nothing observed for any time yet
+        clock.advance(60)
+        site = (await gw.http.get(f"/api/v1/sites/{SITE}")).json()
+        assert site["uptime_pct"]["24h"] == 100.0
+        assert (await gw.http.get("/api/v1/sites")).json() == [SITE]
+        assert (await gw.http.get("/api/v1/sites/elsewhere")).status_code == 404
+
+
+# -- pure parts -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("kw", "observed", "down", "pct"), [
+    # never seen: nothing observed
+    ({"first_seen_ns": None, "outages": [], "gateway_down": []}, 0, 0, None),
+    ({"first_seen_ns": 0, "outages": [], "gateway_down": []}, 100, 0, 100.0),
+    ({"first_seen_ns": 0, "outages": [(10, 20)], "gateway_down": []}, 100, 10, 90.0),
+    # an ongoing outage runs to now
+    ({"first_seen_ns": 0, "outages": [(90, None)], "gateway_down": []}, 100, 10, 90.0),
+    # the window starts at 0: an outage from before counts only inside it
+    ({"first_seen_ns": -50, "outages": [(-20, 10)], "gateway_down": []}, 100, 10, 90.0),
+    # seen first at 50: only 50 observed
+    ({"first_seen_ns": 50, "outages": [(60, 70)], "gateway_down": []}, 50, 10, 80.0),
+    # the gateway's downtime is not observed, and not the device's fault
+    ({"first_seen_ns": 0, "outages": [(10, 40)], "gateway_down": [(20, 60)]}, 60, 10, 83.333),
+    # overlapping outages count once
+    ({"first_seen_ns": 0, "outages": [(10, 30), (20, 40)], "gateway_down": []}, 100, 30, 70.0),
+])
+def test_uptime_parts(kw: dict[str, Any], observed: int, down: int, pct: float | None) -> None:
+    parts = uptime_parts(window_start_ns=0, now_ns=100, **kw)
+    assert (parts.observed_ns, parts.down_ns, parts.pct) == (observed, down, pct)
+
+
+@pytest.mark.parametrize(("parse", "topic", "payload", "expected"), [
+    (presence.native, "garden/taman/polder-1/status", b"online",
+     presence.Presence("polder-1", "taman", True, "status online")),
+    (presence.native, "garden/taman/polder-1/status", b"offline\n",
+     presence.Presence("polder-1", "taman", False, "status offline")),
+    (presence.native, "garden/taman/polder-1/telemetry", b"{}", None),
+    (presence.native, "garden/taman/gateway/gw-1/status", b"online", None),
+    (presence.tasmota, "tele/kebun-1/LWT", b"Online",
+     presence.Presence("kebun-1", None, True, "LWT Online")),
+    (presence.tasmota, "tele/kebun-1/LWT", b"Offline",
+     presence.Presence("kebun-1", None, False, "LWT Offline")),
+    (presence.tasmota, "tele/kebun-1/SENSOR", b"{}", None),
+    (presence.esphome, "pompa-1/status", b"offline",
+     presence.Presence("pompa-1", None, False, "status offline")),
+    (presence.esphome, "pompa-1/sensor/x/state", b"1", None),
+])
+def test_presence(parse: Any, topic: str, payload: bytes,
+                  expected: presence.Presence | None) -> None:
+    assert parse(topic, payload) == expected
+
+
+def test_presence_with_another_word_is_malformed() -> None:
+    with pytest.raises(DecodeError) as caught:
+        presence.tasmota("tele/kebun-1/LWT", b"rebooting")
+    assert (caught.value.kind, caught.value.device) == ("malformed", "kebun-1")
