@@ -249,6 +249,7 @@ class Status(BaseModel):
     sources: dict[str, SourceStatus]
     discovered_devices: list[str]
     liveness: dict[str, int]
+    alerts: dict[str, Any] = Field(description="Per target: sent, failed, dropped, pending")
     serial: dict[str, SerialStatus]
     modbus: dict[str, ModbusStatus]
 

@@ -9,6 +9,7 @@ Tasks (named as they appear in tracebacks):
 ``modbus[<name>].poll`` polls the Modbus RTU slaves on one RS485 bus;
 ``liveness.watch`` turns silence into offline devices, writes ``device_status`` points and
 the gateway's heartbeat;
+``alerts.deliver`` sends the down/recovered notifications (webhooks, Telegram);
 ``api.serve`` is the status API.
 
 Shutdown (SIGTERM, SIGINT): stop reading MQTT, commit what was received and acknowledge it,
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator
@@ -27,12 +29,13 @@ from typing import Any
 
 import uvicorn
 
+from gateway.alerts import Alerter, Subject
 from gateway.api import create_app
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
 from gateway.forwarder import Forwarder
 from gateway.influx import InfluxWriter
-from gateway.liveness import Liveness
+from gateway.liveness import Liveness, Transition
 from gateway.modbus_source import ModbusBus, SlaveSpec
 from gateway.mqtt import MqttSource
 from gateway.pipeline import Committer, Outcome, Pipeline
@@ -128,6 +131,9 @@ class Gateway:
         self.states = StatePublisher(liveness=self.liveness, publish=self.mqtt.publish)
         if publish_states:
             self.liveness.listeners.append(self.states.transition)
+        self.alerter = Alerter(config.alerts, clock=self.clock, gateway_id=config.gateway.id,
+                               site=config.gateway.site)
+        self.liveness.listeners.append(self._alert)
         self.serial = [
             SerialLineSource(
                 name=s.name, port=s.port, baudrate=s.baudrate,
@@ -163,6 +169,13 @@ class Gateway:
 
     def _connected(self) -> None:
         self.states.republish()
+
+    def _alert(self, t: Transition) -> None:
+        subject = Subject(t.device, t.name, t.kind, t.site, t.zone)
+        if t.new == "offline":
+            self.alerter.down(subject, t.at_ns, _cause_id(t.cause, self.config.liveness))
+        elif t.new == "online" and t.old == "offline":
+            self.alerter.up(subject, t.at_ns)
 
     # -- devices, outages, sites (the API's views) ---------------------------------------
 
@@ -277,6 +290,7 @@ class Gateway:
             "sources": pipe["sources"],
             "discovered_devices": pipe["discovered_devices"],
             "liveness": self.liveness.statistics(),
+            "alerts": dataclasses.asdict(self.alerter.statistics()),
             "serial": {s.name: s.describe() for s in self.serial},
             "modbus": {b.name: b.describe() for b in self.modbus},
         }
@@ -286,7 +300,11 @@ class Gateway:
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.config
         server: _QuietServer | None = None
-        self.liveness.start()
+        gateway_down = self.liveness.start()
+        if gateway_down is not None and gateway_down.end_ns is not None:
+            gw = self.liveness.devices[cfg.gateway.id]
+            self.alerter.gateway_was_down(Subject(gw.id, gw.name, gw.kind, gw.site, gw.zone),
+                                          gateway_down.start_ns, gateway_down.end_ns)
         async with asyncio.TaskGroup() as tg:
             commit = tg.create_task(self.committer.run(), name="spool.commit")
             forward = tg.create_task(self.forwarder.run(),
@@ -294,6 +312,7 @@ class Gateway:
             receive = tg.create_task(self.mqtt.run(), name=f"mqtt[{self.mqtt.broker}].receive")
             house = tg.create_task(self._housekeeping(), name="gateway.housekeeping")
             watch = tg.create_task(self.liveness.run(), name="liveness.watch")
+            alerts = tg.create_task(self.alerter.run(), name="alerts.deliver")
             serial = [tg.create_task(s.run(), name=f"serial[{s.name}].read")
                       for s in self.serial]
             serial += [tg.create_task(b.run(), name=f"modbus[{b.name}].poll")
@@ -321,6 +340,7 @@ class Gateway:
             await _cancel(forward)
             left = await self.forwarder.drain(deadline)
             await _cancel(house)
+            await _cancel(alerts)
             if server is not None:
                 server.should_exit = True
         self.liveness.stop()
@@ -328,6 +348,7 @@ class Gateway:
         await self.spool.close()
         self.seen.close()
         await self.writer.aclose()
+        await self.alerter.aclose()
         st = self.spool.statistics()
         log.info("gateway stopped: spool rows=%d left for next start (written=%d)", left,
                  st.totals["written"])
@@ -347,6 +368,17 @@ class Gateway:
                 s["counts"]["spooled"], s["counts"]["written"], s["spool"]["rows"],
                 s["mqtt"]["state"], s["influx"]["state"],
             )
+
+
+def _cause_id(cause: str | None, cfg: Any) -> str | None:
+    """The outage's cause in Bahasa Indonesia, for the people who read the alerts."""
+    if cause is None:
+        return None
+    if cause.startswith("no reading for"):
+        return f"tidak ada data selama {cfg.missed_intervals:g} kali interval laporan"
+    if "offline" in cause.lower():
+        return f"perangkat melaporkan dirinya offline ({cause})"
+    return cause
 
 
 async def _cancel(task: asyncio.Task[Any]) -> None:

@@ -35,6 +35,7 @@ from pydantic import (
 from devices import serial_lines
 from devices.formats import FORMATS
 from devices.modbus import Block
+from gateway.alerts import AlertsConfig
 from gateway.errors import ConfigError
 
 ENV_PREFIX = "GARDEN_GATEWAY_"
@@ -246,6 +247,7 @@ class Config(_Model):
     spool: SpoolConfig = SpoolConfig()
     ingest: IngestConfig = IngestConfig()
     liveness: LivenessConfig = LivenessConfig()
+    alerts: AlertsConfig = AlertsConfig()
     api: ApiConfig = ApiConfig()
     subscriptions: tuple[SubscriptionConfig, ...] = ()
     devices: tuple[DeviceConfig, ...] = ()
@@ -336,7 +338,32 @@ def apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str, tuple[st
     return applied
 
 
+def _alert_targets(raw: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    alerts = raw.get("alerts")
+    targets = alerts.get("targets") if isinstance(alerts, dict) else None
+    if not isinstance(targets, list):
+        return []
+    return [(i, t) for i, t in enumerate(targets) if isinstance(t, dict)]
+
+
 def _read_secret_files(raw: dict[str, Any], base: Path, problems: list[str]) -> None:
+    # A Telegram bot token from a file: alerts.targets[i].bot_token_file (read, then dropped).
+    for i, target in _alert_targets(raw):
+        if target.get("bot_token_file") is None:
+            continue
+        where = f"alerts.targets.{i}"
+        file_value = target.pop("bot_token_file")
+        if target.get("bot_token") is not None:
+            problems.append(f"{where}.bot_token: set both directly and through bot_token_file; "
+                            "keep one")
+            continue
+        path = Path(str(file_value))
+        if not path.is_absolute():
+            path = base / path
+        try:
+            target["bot_token"] = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            problems.append(f"{where}.bot_token_file: cannot read {path}: {exc.strerror}")
     for section, key in (("mqtt", "password"), ("influx", "password"), ("influx", "token")):
         sec = raw.get(section)
         if not isinstance(sec, dict):
@@ -435,6 +462,12 @@ def validate_raw(
             warnings.append(
                 f"{section}.{key} is written in the YAML file; prefer "
                 f"{ENV_PREFIX}{section.upper()}__{key.upper()} or {section}.{key}_file"
+            )
+    for i, target in _alert_targets(raw):
+        if target.get("bot_token") is not None:
+            warnings.append(
+                f"alerts.targets.{i}.bot_token is written in the YAML file; prefer "
+                f"{ENV_PREFIX}ALERTS__TARGETS__{i}__BOT_TOKEN or alerts.targets.{i}.bot_token_file"
             )
     applied = apply_env(raw, env)
     env_paths = {p: v for v, p in applied.items()}

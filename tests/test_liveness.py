@@ -336,3 +336,55 @@ def test_presence_with_another_word_is_malformed() -> None:
     with pytest.raises(DecodeError) as caught:
         presence.tasmota("tele/kebun-1/LWT", b"rebooting")
     assert (caught.value.kind, caught.value.device) == ("malformed", "kebun-1")
+
+
+async def test_an_outage_past_the_threshold_alerts_in_bahasa_indonesia_and_recovery_too(
+    tmp_path: Path, mosquitto: PrivateMosquitto, influx_server: PrivateInfluxDB, db_name: str,
+    publisher_factory: Any,
+) -> None:
+    from tests.test_alerts import TG_PATH, Receiver, telegram
+
+    receiver = Receiver()
+    await receiver.start()
+    clock = FakeClock(time.time_ns())
+    token_file = tmp_path / "bot-token"
+    token_file.write_text(TG_PATH.split("/")[1][3:] + "\n")
+    tg = telegram(receiver)
+    del tg["bot_token"]
+    cfg = config(tmp_path, mosquitto, influx_server, db_name,
+                 devices=[{"id": "polder-1", "kind": "polder", "name": "Polder utara",
+                           "interval_s": 60}],
+                 alerts={"down_after_s": 300, "targets": [
+                     {"kind": "webhook", "name": "diskominfo", "url": receiver.url("/hook")},
+                     {**tg, "bot_token_file": str(token_file)}]})
+    pub: Publisher = publisher_factory(mosquitto.port)
+    try:
+        async with gateway_in_process(tmp_path, cfg, clock) as gw:
+            t0 = clock.now_ns()
+            pub.publish(f"garden/{SITE}/polder-1/telemetry", {"level_cm": 150})
+            await until(lambda: gw.liveness.devices["polder-1"].state == "online")
+            clock.advance(181)
+            await until(lambda: gw.liveness.devices["polder-1"].state == "offline")
+            # Down since t0 + 60 s; the alert waits until it has lasted 300 s.
+            clock.advance(178)
+            assert gw.status()["alerts"]["waiting"] == 1
+            clock.advance(2)
+            [down] = await receiver.wait_for("/hook", 1)
+            body = down.json()
+            assert (body["event"], body["device"], body["site"]) == ("down", "polder-1", SITE)
+            assert body["text"].startswith("🔴 Sensor polder Polder utara (polder-1) di "
+                                           f"{SITE} mati sejak ")
+            assert "tidak ada data selama 3 kali interval laporan" in body["text"]
+            [tg_down] = await receiver.wait_for(TG_PATH, 1)
+            assert tg_down.json()["text"] == body["text"]
+
+            pub.publish(f"garden/{SITE}/polder-1/telemetry", {"level_cm": 151})
+            await until(lambda: gw.liveness.devices["polder-1"].state == "online")
+            up = (await receiver.wait_for("/hook", 2))[1].json()
+            assert up["event"] == "recovered"
+            assert "kembali menyala" in up["text"]
+            assert "setelah mati 5 menit" in up["text"]
+            assert clock.now_ns() - t0 == 361 * S
+            assert TG_PATH.split("/")[1][3:] not in json.dumps(gw.status())
+    finally:
+        await receiver.close()
