@@ -169,6 +169,17 @@ class UptimePct(BaseModel):
     d30: float | None = Field(alias="30d")
 
 
+class ApWifi(BaseModel):
+    rx_bps: float | None
+    tx_bps: float | None
+    rx_bytes_today: int
+    tx_bytes_today: int
+    clients: int | None
+    distinct_clients_today: int
+    day: str
+    counter_events: dict[str, int] = Field(description="wrap32, wrap64, reset, gap")
+
+
 class DeviceView(BaseModel):
     id: str
     name: str
@@ -186,6 +197,7 @@ class DeviceView(BaseModel):
         description="What the device last said itself (its last will), if it does")
     latest: Latest | None = Field(description="The latest value of each field")
     uptime_pct: UptimePct
+    wifi: ApWifi | None = Field(description="For access points: traffic and clients")
 
 
 class OutageView(BaseModel):
@@ -249,6 +261,7 @@ class Status(BaseModel):
     sources: dict[str, SourceStatus]
     discovered_devices: list[str]
     liveness: dict[str, int]
+    wifi: dict[str, int]
     alerts: dict[str, Any] = Field(description="Per target: sent, failed, dropped, pending")
     serial: dict[str, SerialStatus]
     modbus: dict[str, ModbusStatus]

@@ -43,6 +43,7 @@ from gateway.registry import Registry
 from gateway.serial_source import SerialLineSource
 from gateway.spool import SeenLookup, Spool
 from gateway.state_topics import StatePublisher, gateway_status_topic, iso
+from gateway.wifi_usage import WifiUsage
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,11 @@ class Gateway:
             emit=self._emit,
         )
         self.pipeline.on_readings.append(self.liveness.readings)
+        self.wifi = WifiUsage(config=config.wifi, devices=config.devices,
+                              gateway_id=config.gateway.id, site=config.gateway.site,
+                              registry=self.registry, clock=self.clock, emit=self._emit)
+        self.pipeline.on_readings.append(self.wifi.readings)
+        self.pipeline.on_macs.append(self.wifi.macs)
         self.pipeline.on_presence.append(
             lambda said, source: self.liveness.presence(said.device, said.site, said.online,
                                                         said.said))
@@ -189,7 +195,8 @@ class Gateway:
                   and (state is None or d.state == state)]
         chosen.sort(key=lambda d: (d.site, d.kind or "", d.id))
         uptime = self.liveness.uptime(now, chosen)
-        return [self.liveness.view(d, uptime[d.id]) for d in chosen]
+        return [{**self.liveness.view(d, uptime[d.id]), "wifi": self.wifi.ap_view(d.id)}
+                for d in chosen]
 
     def outages_view(self, *, device: str | None = None, site: str | None = None,
                      since_ns: int | None = None, ongoing: bool | None = None,
@@ -228,14 +235,14 @@ class Gateway:
             "aps": tally(aps),
             "sensors": tally(sensors),
             "clients_now": self._clients_now(aps),
-            "wifi": None,
+            "wifi": self.wifi.site_view(site),
             "uptime_pct": self.liveness.site_uptime(site, now),
             "open_outages": len(self.registry.outages(site=site, ongoing=True, limit=10_000)),
         }
 
     def _clients_now(self, aps: list[Any]) -> int | None:
-        counts = [d.latest.get("clients") for d in aps if d.state == "online"]
-        found = [int(c) for c in counts if isinstance(c, (int, float)) and not isinstance(c, bool)]
+        counts = [self.wifi.ap_view(d.id) for d in aps if d.state == "online"]
+        found = [c["clients"] for c in counts if c is not None and c["clients"] is not None]
         return sum(found) if found else None
 
     # -- status --------------------------------------------------------------------------
@@ -290,6 +297,7 @@ class Gateway:
             "sources": pipe["sources"],
             "discovered_devices": pipe["discovered_devices"],
             "liveness": self.liveness.statistics(),
+            "wifi": self.wifi.statistics(),
             "alerts": dataclasses.asdict(self.alerter.statistics()),
             "serial": {s.name: s.describe() for s in self.serial},
             "modbus": {b.name: b.describe() for b in self.modbus},
@@ -301,6 +309,7 @@ class Gateway:
         cfg = self.config
         server: _QuietServer | None = None
         gateway_down = self.liveness.start()
+        self.wifi.restore()
         if gateway_down is not None and gateway_down.end_ns is not None:
             gw = self.liveness.devices[cfg.gateway.id]
             self.alerter.gateway_was_down(Subject(gw.id, gw.name, gw.kind, gw.site, gw.zone),
@@ -313,6 +322,7 @@ class Gateway:
             house = tg.create_task(self._housekeeping(), name="gateway.housekeeping")
             watch = tg.create_task(self.liveness.run(), name="liveness.watch")
             alerts = tg.create_task(self.alerter.run(), name="alerts.deliver")
+            wifi = tg.create_task(self.wifi.run(), name="wifi.report")
             serial = [tg.create_task(s.run(), name=f"serial[{s.name}].read")
                       for s in self.serial]
             serial += [tg.create_task(b.run(), name=f"modbus[{b.name}].poll")
@@ -333,6 +343,8 @@ class Gateway:
             for task in serial:
                 await _cancel(task)
             await _cancel(watch)
+            await _cancel(wifi)
+            self.wifi.save()
             await _cancel(commit)
             await self.committer.flush()
             await self.mqtt.close(timeout=min(2.0, max(0.1, deadline - time.monotonic())))

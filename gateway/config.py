@@ -139,6 +139,22 @@ class LivenessConfig(_Model):
     publish_mqtt: bool = True
 
 
+class WifiConfig(_Model):
+    # Readings of devices of this kind (or, for unlisted devices, this measurement) are APs'.
+    kind: str = "wifi_ap"
+    # The radios: what residents use. lo, eth0, br-lan are not counted.
+    interfaces: tuple[str, ...] = ("wlan*", "phy*", "ath*", "wifi*")
+    # Local days for the daily totals and distinct clients: WITA.
+    utc_offset_minutes: int = Field(480, ge=-720, le=840)
+    # What an AP can really carry: a counter going down is a 32-bit wrap only if the implied
+    # traffic fits under this, else the AP rebooted.
+    max_rate_bps: float = Field(1e9, gt=0)
+    max_gap_s: float = Field(3600.0, gt=0)
+    # A rate or client count older than this is not "now".
+    fresh_s: float = Field(180.0, gt=0)
+    report_interval_s: float = Field(60.0, ge=1, le=86400)
+
+
 class IngestConfig(_Model):
     max_payload_bytes: int = Field(64 * 1024, ge=16)
     allow_discovery: bool = Field(
@@ -248,6 +264,7 @@ class Config(_Model):
     ingest: IngestConfig = IngestConfig()
     liveness: LivenessConfig = LivenessConfig()
     alerts: AlertsConfig = AlertsConfig()
+    wifi: WifiConfig = WifiConfig()
     api: ApiConfig = ApiConfig()
     subscriptions: tuple[SubscriptionConfig, ...] = ()
     devices: tuple[DeviceConfig, ...] = ()

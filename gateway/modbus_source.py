@@ -366,9 +366,10 @@ class ModbusBus:
         where = f"{self.port} unit {spec.unit} {block.function}@{block.address}"
         outcome = self._pipeline.accept(
             self.name, where, frame, stamp,
-            lambda: [decode_block(block, values, device=spec.device,
-                                  measurement=spec.measurement, received_at_ns=stamp,
-                                  source=self.port)])
+            lambda _frame: [decode_block(block, values, device=spec.device,
+                                         measurement=spec.measurement, received_at_ns=stamp,
+                                         source=self.port)],
+            text=False)
         if outcome.dead is not None:
             state.errors[outcome.dead.kind] += 1
             state.last_error = slave.last_error = outcome.dead.error

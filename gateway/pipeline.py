@@ -31,6 +31,7 @@ from paho.mqtt.client import topic_matches_sub
 
 from devices.formats import FORMATS, Format
 from devices.presence import Presence
+from devices.privacy import scrub
 from devices.reading import DecodeError, Reading, Tags, check_name
 from gateway.config import Config, DeviceConfig
 from gateway.errors import SpoolError
@@ -131,7 +132,10 @@ class Pipeline:
         # functions that never wait.
         self.on_readings: list[Callable[[Sequence[Reading]], None]] = []
         self.on_presence: list[Callable[[Presence, str], None]] = []
+        # Client MACs a message carried, already taken out of it (for distinct-client counts).
+        self.on_macs: list[Callable[[Sequence[Reading], Sequence[bytes]], None]] = []
         self.presences = 0
+        self.redacted = 0
 
     @classmethod
     def from_config(cls, config: Config, **kwargs: Any) -> Pipeline:
@@ -164,6 +168,12 @@ class Pipeline:
     def process(self, topic: str, payload: bytes, received_at_ns: int) -> Outcome:
         """Never raises for bad input: it becomes a dead letter."""
         self.received += 1
+        # Before anything else looks at them (decoders, dead letters, logs): no client MAC
+        # address goes any further (README "Privacy").
+        clean = scrub(topic, payload)
+        if clean.redacted:
+            self.redacted += clean.redacted
+            topic, payload = clean.topic, clean.payload
         route = self.route(topic)
         if route is None:
             return self.reject("(unrouted)", topic, payload, received_at_ns,
@@ -184,19 +194,29 @@ class Pipeline:
             readings = route.fmt.decode(topic, payload, received_at_ns, route.options)
         except DecodeError as exc:
             return self.reject(route.source, topic, payload, received_at_ns, exc)
-        return self._finish(route.source, topic, payload, received_at_ns, readings,
-                            route.fmt.own_measurement)
+        outcome = self._finish(route.source, topic, payload, received_at_ns, readings,
+                               route.fmt.own_measurement)
+        if clean.macs and outcome.dead is None:
+            for listener in self.on_macs:
+                listener(readings, clean.macs)
+        return outcome
 
     def accept(self, source: str, where: str, payload: bytes, received_at_ns: int,
-               decode: Callable[[], list[Reading]]) -> Outcome:
+               decode: Callable[[bytes], list[Reading]], *, text: bool = True) -> Outcome:
         """Input from a source other than MQTT (a serial line, a Modbus poll): ``decode``
-        makes the readings; enrichment, encoding and bad-input handling are the same."""
+        makes the readings from ``payload``; enrichment, encoding and bad-input handling are
+        the same. Text (``text``) is scrubbed of client MACs first, as MQTT payloads are."""
         self.received += 1
+        if text:
+            clean = scrub(where, payload)
+            if clean.redacted:
+                self.redacted += clean.redacted
+                payload = clean.payload
         stats = self.sources.setdefault(source, SourceStats())
         stats.messages += 1
         stats.last_message_ns = received_at_ns
         try:
-            readings = decode()
+            readings = decode(payload)
         except DecodeError as exc:
             return self.reject(source, where, payload, received_at_ns, exc)
         return self._finish(source, where, payload, received_at_ns, readings, False)
@@ -274,6 +294,7 @@ class Pipeline:
             "readings": self.readings,
             "rejected": self.rejected,
             "presences": self.presences,
+            "redacted": self.redacted,
             "discovered_devices": sorted(self.discovered),
             "sources": {
                 name: {

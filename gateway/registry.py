@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS outages (
 CREATE INDEX IF NOT EXISTS outages_device ON outages (device, start_ns);
 CREATE INDEX IF NOT EXISTS outages_start ON outages (start_ns);
 CREATE TABLE IF NOT EXISTS gateway (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 # Outages older than this are deleted (uptime looks back 30 days at most).
@@ -216,6 +217,19 @@ class Registry:
                 else:
                     self._db.execute("INSERT OR REPLACE INTO gateway (key, value) VALUES (?, ?)",
                                      (key, value))
+
+    def put_json(self, key: str, value: Any) -> None:
+        self._db.execute("INSERT OR REPLACE INTO documents (key, value) VALUES (?, ?)",
+                         (key, json.dumps(value)))
+
+    def get_json(self, key: str) -> Any:
+        row = self._db.execute("SELECT value FROM documents WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        try:
+            return json.loads(row[0])
+        except ValueError:
+            return None
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)

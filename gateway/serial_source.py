@@ -173,7 +173,7 @@ class SerialLineSource:
         opts = self._options
         outcome = self._pipeline.accept(
             self.name, self.port, line, received_at,
-            lambda: serial_lines.decode(self.port, line, received_at, opts))
+            lambda clean: serial_lines.decode(self.port, clean, received_at, opts))
         if outcome.dead is not None:
             self._errors[outcome.dead.kind] += 1
             self._last_error = outcome.dead.error

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -50,9 +51,17 @@ def test_demo_prints_where_to_look_takes_a_reading_and_stops_everything(tmp_path
                  what="the demo banner")
         text = out.read_text()
         assert f"http://127.0.0.1:{port}/api/v1/status" in text
-        status = wait_for(lambda: (s := httpx.get(
-            f"http://127.0.0.1:{port}/api/v1/status", timeout=2).json())["mqtt"]["connected"]
-            and s, what="demo gateway connected")
+        def get_status() -> dict[str, Any] | None:
+            # The banner comes as the gateway starts; its API may listen a moment later.
+            try:
+                body: dict[str, Any] = httpx.get(f"http://127.0.0.1:{port}/api/v1/status",
+                                                 timeout=2).json()
+            except httpx.TransportError:
+                return None
+            return body
+
+        status = wait_for(lambda: (s := get_status()) is not None and s["mqtt"]["connected"]
+                          and s, what="demo gateway connected")
         # The printed mosquitto_pub line works as written.
         pub_line = next(ln.strip() for ln in text.splitlines() if "mosquitto_pub" in ln)
         subprocess.run(pub_line, shell=True, check=True, timeout=10)  # noqa: S602
