@@ -93,6 +93,9 @@ class Counts(BaseModel):
     dead_lettered: int
     evicted: int
     dropped_uncommitted: int
+    presence_messages: int = Field(description="A device's own online/offline (last will)")
+    macs_redacted: int = Field(description="Client MAC addresses taken out of input")
+    own_topics_ignored: int = Field(description="The gateway's own state topics, heard back")
 
 
 class SourceStatus(BaseModel):

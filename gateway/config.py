@@ -94,6 +94,9 @@ class InfluxConfig(_Model):
     token_file: Path | None = None
     batch_size: int = Field(5000, ge=1, le=100_000)
     flush_interval_s: float = Field(1.0, gt=0, le=3600)
+    # A partial batch is sent once nothing new arrived for this long (a burst has ended),
+    # instead of waiting out flush_interval_s; null: always wait.
+    quiet_flush_s: float | None = Field(0.2, gt=0, le=3600)
     timeout_s: float = Field(15.0, gt=0)
     gzip: bool = True
     create_database: bool = True

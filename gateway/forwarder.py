@@ -90,6 +90,7 @@ class Forwarder:
         rng: random.Random | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         idle_probe_s: float = 30.0,
+        quiet_flush_s: float | None = None,
     ) -> None:
         self._spool = spool
         self._writer = writer
@@ -111,6 +112,9 @@ class Forwarder:
         self._next_attempt_at: float | None = None
         self._pending_since: float | None = None
         self._idle_probe_s = idle_probe_s
+        # A partial batch goes out once nothing new came for this long: the burst is over,
+        # and its tail need not wait out the flush interval.
+        self._quiet_flush_s = quiet_flush_s
         self._db_checked = False
 
     def statistics(self) -> ForwarderStats:
@@ -145,8 +149,9 @@ class Forwarder:
             self._last_error = f"InfluxDB at {self._writer.url} does not answer /ping"
 
     async def _wait_for_work(self) -> None:
-        """Return when a full batch is waiting, or when the oldest unsent line has waited
-        ``flush_interval_s`` (counted from when it appeared, or from the last send)."""
+        """Return when a full batch is waiting, when the oldest unsent line has waited
+        ``flush_interval_s`` (counted from when it appeared, or from the last send), or when
+        nothing was appended for ``quiet_flush_s``."""
         spool = self._spool
         while True:
             spool.appended.clear()
@@ -159,8 +164,13 @@ class Forwarder:
                 wait = self._pending_since + self._flush_interval - self._monotonic()
                 if wait <= 0:
                     return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(spool.appended.wait(), timeout=wait)
+                quiet = self._quiet_flush_s
+                try:
+                    await asyncio.wait_for(spool.appended.wait(),
+                                           timeout=wait if quiet is None else min(wait, quiet))
+                except TimeoutError:
+                    if quiet is not None and quiet < wait:
+                        return
             else:
                 self._pending_since = None
                 if self._state in ("idle", "writing", "starting"):

@@ -44,6 +44,15 @@ MAX_DISCOVERED = 10_000
 _ROUTE_CACHE_MAX = 4096
 
 
+def _own_topic(topic: str, prefix: str) -> bool:
+    """``<prefix>/<site>/<device>/state`` and ``<prefix>/<site>/gateway/<id>/status``."""
+    if not (topic.endswith(("/state", "/status")) and topic.startswith(prefix + "/")):
+        return False
+    parts = topic.split("/")
+    return ((len(parts) == 4 and parts[3] == "state")
+            or (len(parts) == 5 and parts[2] == "gateway" and parts[4] == "status"))
+
+
 class RateLimitedLog:
     """Log a kind of problem at most once per ``interval_s``, saying how many were skipped."""
 
@@ -136,6 +145,7 @@ class Pipeline:
         self.on_macs: list[Callable[[Sequence[Reading], Sequence[bytes]], None]] = []
         self.presences = 0
         self.redacted = 0
+        self.own_topics = 0
 
     @classmethod
     def from_config(cls, config: Config, **kwargs: Any) -> Pipeline:
@@ -186,6 +196,10 @@ class Pipeline:
             return self.reject(route.source, topic, payload, received_at_ns, DecodeError(
                 f"payload of {len(payload)} bytes exceeds ingest.max_payload_bytes="
                 f"{self._max_payload}", kind="oversized"))
+        if route.fmt.name == "native" and _own_topic(topic, route.options.topic_prefix):
+            # What the gateway publishes itself (MQTT 3.1.1 has no noLocal): not input.
+            self.own_topics += 1
+            return Outcome([])
         try:
             if route.fmt.presence is not None:
                 said = route.fmt.presence(topic, payload, route.options)
@@ -295,6 +309,7 @@ class Pipeline:
             "rejected": self.rejected,
             "presences": self.presences,
             "redacted": self.redacted,
+            "own_topics": self.own_topics,
             "discovered_devices": sorted(self.discovered),
             "sources": {
                 name: {

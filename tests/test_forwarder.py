@@ -369,3 +369,21 @@ async def test_idle_forwarder_reports_whether_influxdb_answers(
         task.cancel()
         await asyncio.wait([task])
         await writer.aclose()
+
+
+async def test_the_tail_of_a_burst_goes_out_once_input_is_quiet(
+    spool: Spool, influx: PrivateInfluxDB, db_name: str
+) -> None:
+    # A 30 s flush interval would hold these 3 lines; 0.1 s without new input sends them.
+    writer = InfluxWriter(url=influx.url, database=db_name)
+    fwd = Forwarder(spool=spool, writer=writer, flush_interval_s=30, quiet_flush_s=0.1)
+    task = asyncio.create_task(fwd.run())
+    try:
+        await spool.append(lines(3))
+        await until(lambda: spool.rows == 0, 5)
+        assert fwd.statistics().written == 3
+        assert influx.count(db_name, "polder", "level_cm") == 3
+    finally:
+        task.cancel()
+        await asyncio.wait([task])
+        await writer.aclose()

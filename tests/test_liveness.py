@@ -388,3 +388,21 @@ async def test_an_outage_past_the_threshold_alerts_in_bahasa_indonesia_and_recov
             assert TG_PATH.split("/")[1][3:] not in json.dumps(gw.status())
     finally:
         await receiver.close()
+
+
+async def test_with_mqtt_3_1_1_the_gateways_own_states_heard_back_are_not_input(
+    tmp_path: Path, mosquitto: PrivateMosquitto, influx_server: PrivateInfluxDB, db_name: str,
+    publisher_factory: Any,
+) -> None:
+    clock = FakeClock(time.time_ns())
+    cfg = base_config(tmp_path, mosquitto, influx_server, db_name,
+                      mqtt={"protocol": "3.1.1"},
+                      subscriptions=[{"name": "all", "topic": "garden/#", "format": "native"}])
+    pub: Publisher = publisher_factory(mosquitto.port)
+    async with gateway_in_process(tmp_path, cfg, clock) as gw:
+        pub.publish(f"garden/{SITE}/polder-1/telemetry", {"level_cm": 150})
+        # Its birth, polder-1's state at connect (unknown) and after the reading (online)
+        # come back through garden/#.
+        await until(lambda: gw.status()["counts"]["own_topics_ignored"] >= 3)
+        counts = gw.status()["counts"]
+        assert (counts["rejected"], counts["readings"]) == (0, 1)
