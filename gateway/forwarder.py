@@ -17,7 +17,6 @@ What each answer means (DESIGN.md, delivery guarantee):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import re
