@@ -154,3 +154,31 @@ def test_check_config_cli_ok_and_exit_2(tmp_path: Path) -> None:
     usage = run_cli("check-config")
     assert usage.returncode == 2
     assert "--config" in usage.stderr
+
+
+def test_telegram_bot_token_from_a_file_from_the_environment_or_warned_in_yaml(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "token").write_text("123:ABC\n")
+    base = yaml.safe_load(MINIMAL)
+    target = {"kind": "telegram", "name": "tim", "chat_id": "-100123"}
+    raw = {**base, "alerts": {"targets": [{**target, "bot_token_file": "token"}]}}
+    loaded = load_config(write(tmp_path, yaml.safe_dump(raw)), env={})
+    [tg] = loaded.config.alerts.targets
+    assert tg.kind == "telegram"
+    assert tg.bot_token.get_secret_value() == "123:ABC"
+    assert loaded.warnings == []
+
+    raw = {**base, "alerts": {"targets": [{**target, "bot_token": "x"}]}}
+    env = {"GARDEN_GATEWAY_ALERTS__TARGETS__0__BOT_TOKEN": "456:DEF"}
+    loaded = load_config(write(tmp_path, yaml.safe_dump(raw)), env=env)
+    assert loaded.config.alerts.targets[0].bot_token.get_secret_value() == "456:DEF"
+    assert any("alerts.targets.0.bot_token is written in the YAML" in w
+               for w in loaded.warnings)
+
+    raw = {**base, "alerts": {"targets": [{**target, "bot_token": "x",
+                                           "bot_token_file": "token"}]}}
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, yaml.safe_dump(raw)), env={})
+    assert any("bot_token: set both" in p for p in caught.value.problems)
+    assert "123:ABC" not in str(caught.value.problems)
