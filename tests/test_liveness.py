@@ -406,3 +406,34 @@ async def test_with_mqtt_3_1_1_the_gateways_own_states_heard_back_are_not_input(
         await until(lambda: gw.status()["counts"]["own_topics_ignored"] >= 3)
         counts = gw.status()["counts"]
         assert (counts["rejected"], counts["readings"]) == (0, 1)
+
+
+async def test_after_a_long_stop_the_gateway_reports_its_own_outage(
+    tmp_path: Path, mosquitto: PrivateMosquitto, influx_server: PrivateInfluxDB, db_name: str,
+) -> None:
+    from tests.test_alerts import Receiver
+
+    receiver = Receiver()
+    await receiver.start()
+    clock = FakeClock(time.time_ns())
+    cfg = config(tmp_path, mosquitto, influx_server, db_name, alerts={
+        "down_after_s": 300,
+        "targets": [{"kind": "webhook", "name": "it", "url": receiver.url("/hook")}]})
+    try:
+        async with gateway_in_process(tmp_path, cfg, clock):
+            pass
+        stopped = clock.now_ns()
+        clock.advance(100)  # shorter than down_after_s: no message
+        async with gateway_in_process(tmp_path, cfg, clock) as gw:
+            await until(lambda: gw.status()["alerts"]["suppressed"] == 1)
+        clock.advance(1200)
+        async with gateway_in_process(tmp_path, cfg, clock):
+            [msg] = await receiver.wait_for("/hook", 1)
+        body = msg.json()
+        assert (body["event"], body["device"], body["duration_s"]) == (
+            "gateway_restarted", "gw-test", 1200)
+        assert body["text"].startswith("🟠 Gateway ")
+        assert body["since"] is not None
+        assert stopped < clock.now_ns()
+    finally:
+        await receiver.close()
