@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gateway.alerts import TelegramTarget
 from gateway.config import load_config
 from gateway.errors import ConfigError
 from tests.conftest import ROOT
@@ -165,14 +166,16 @@ def test_telegram_bot_token_from_a_file_from_the_environment_or_warned_in_yaml(
     raw = {**base, "alerts": {"targets": [{**target, "bot_token_file": "token"}]}}
     loaded = load_config(write(tmp_path, yaml.safe_dump(raw)), env={})
     [tg] = loaded.config.alerts.targets
-    assert tg.kind == "telegram"
+    assert isinstance(tg, TelegramTarget)
     assert tg.bot_token.get_secret_value() == "123:ABC"
     assert loaded.warnings == []
 
     raw = {**base, "alerts": {"targets": [{**target, "bot_token": "x"}]}}
     env = {"GARDEN_GATEWAY_ALERTS__TARGETS__0__BOT_TOKEN": "456:DEF"}
     loaded = load_config(write(tmp_path, yaml.safe_dump(raw)), env=env)
-    assert loaded.config.alerts.targets[0].bot_token.get_secret_value() == "456:DEF"
+    [tg] = loaded.config.alerts.targets
+    assert isinstance(tg, TelegramTarget)
+    assert tg.bot_token.get_secret_value() == "456:DEF"
     assert any("alerts.targets.0.bot_token is written in the YAML" in w
                for w in loaded.warnings)
 
