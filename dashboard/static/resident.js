@@ -1,0 +1,193 @@
+/* The residents' page: one park's Wi-Fi, polder water level and garden, live over SSE. */
+(function () {
+  'use strict';
+  var GG = window.GG, t = GG.t;
+
+  GG.add({
+    id: {
+      title: 'Status Taman', skip: 'Langsung ke isi', updated: 'Diperbarui',
+      wifi: 'Wi-Fi Taman', clients_now: 'Pengguna sekarang',
+      clients_24h: 'Jumlah pengguna, 24 jam terakhir',
+      polder: 'Tinggi Air Polder', water_level: 'Tinggi air',
+      polder_24h: 'Tinggi air, 24 jam terakhir, dengan garis batas peringatan',
+      legend_title: 'Arti tingkat peringatan',
+      garden: 'Kondisi Taman', temperature: 'Suhu', humidity: 'Kelembapan',
+      temp_24h: 'Suhu, 24 jam terakhir', hum_24h: 'Kelembapan, 24 jam terakhir',
+      footer: 'Data dari sensor dan titik akses Wi-Fi di taman ini, diperbarui otomatis.',
+      operator_link: 'Halaman petugas',
+      wifi_normal: 'Normal', wifi_gangguan: 'Gangguan', wifi_mati: 'Mati', wifi_unknown: 'Belum ada data',
+      wifi_says_normal: 'Wi-Fi bisa dipakai.',
+      wifi_says_gangguan: 'Sebagian titik akses mati; di beberapa tempat Wi-Fi mungkin tidak ada.',
+      wifi_says_mati: 'Wi-Fi tidak bisa dipakai saat ini.',
+      wifi_says_unknown: 'Status Wi-Fi belum diketahui.',
+      aps: '{up} dari {total} titik akses menyala.',
+      lvl_normal: 'Normal', lvl_waspada: 'Waspada', lvl_siaga: 'Siaga', lvl_awas: 'Awas',
+      lvl_unknown: 'Belum ada data',
+      thresholds: 'Batas: Waspada ≥ {w} · Siaga ≥ {s} · Awas ≥ {a} {u}',
+      leg_normal: 'Normal: di bawah {w} {u}. Aman.',
+      leg_waspada: 'Waspada: mulai {w} {u}. Air naik; ikuti informasi.',
+      leg_siaga: 'Siaga: mulai {s} {u}. Bersiap; jauhi tepi polder.',
+      leg_awas: 'Awas: mulai {a} {u}. Bahaya; jauhi polder dan ikuti arahan petugas.',
+      measured: 'Diukur {ago}',
+      summary: 'terakhir {last}, terendah {lo}, tertinggi {hi}',
+      error: 'Data taman belum bisa diambil. Mencoba lagi…'
+    },
+    en: {
+      title: 'Park Status', skip: 'Skip to content', updated: 'Updated',
+      wifi: 'Park Wi-Fi', clients_now: 'People connected now',
+      clients_24h: 'People connected, last 24 hours',
+      polder: 'Polder Water Level', water_level: 'Water level',
+      polder_24h: 'Water level, last 24 hours, with the warning lines',
+      legend_title: 'What the warning levels mean',
+      garden: 'Garden Conditions', temperature: 'Temperature', humidity: 'Humidity',
+      temp_24h: 'Temperature, last 24 hours', hum_24h: 'Humidity, last 24 hours',
+      footer: "Data from this park's sensors and Wi-Fi access points, updated automatically.",
+      operator_link: 'Staff page',
+      wifi_normal: 'Working', wifi_gangguan: 'Disrupted', wifi_mati: 'Down', wifi_unknown: 'No data yet',
+      wifi_says_normal: 'You can use the Wi-Fi.',
+      wifi_says_gangguan: 'Some access points are down; parts of the park may have no Wi-Fi.',
+      wifi_says_mati: 'The Wi-Fi cannot be used right now.',
+      wifi_says_unknown: 'The Wi-Fi status is not known yet.',
+      aps: '{up} of {total} access points on.',
+      lvl_normal: 'Normal', lvl_waspada: 'Caution (Waspada)', lvl_siaga: 'Warning (Siaga)',
+      lvl_awas: 'Danger (Awas)', lvl_unknown: 'No data yet',
+      thresholds: 'Levels: Caution ≥ {w} · Warning ≥ {s} · Danger ≥ {a} {u}',
+      leg_normal: 'Normal: below {w} {u}. Safe.',
+      leg_waspada: 'Caution (Waspada): from {w} {u}. The water is rising; stay informed.',
+      leg_siaga: 'Warning (Siaga): from {s} {u}. Get ready; keep away from the edge.',
+      leg_awas: 'Danger (Awas): from {a} {u}. Keep away from the polder and follow the officials.',
+      measured: 'Measured {ago}',
+      summary: 'latest {last}, lowest {lo}, highest {hi}',
+      error: 'Could not get the park data yet. Trying again…'
+    }
+  });
+
+  var ICON = { normal: '✓', gangguan: '!', mati: '✕', unknown: '?', waspada: '!', siaga: '!!', awas: '!!!' };
+  var $ = function (id) { return document.getElementById(id); };
+  var data = null;
+  var history = {};
+  var chartKey = '';
+  var DAY_MS = 86400e3;
+
+  function status(node, level, word) {
+    node.setAttribute('data-level', level);
+    node.querySelector('.icon').textContent = ICON[level] || '?';
+    var w = node.querySelector('.word');
+    // Only touch the text when it changes, so aria-live announces changes and nothing else.
+    if (w.textContent !== word) { w.textContent = word; }
+  }
+
+  function withUnit(v, unit) { return v === null || v === undefined ? t('no_data') : GG.num(v) + ' ' + unit; }
+
+  function render() {
+    if (!data) { return; }
+    $('park-name').textContent = data.name || data.site;
+    document.title = (data.name || data.site) + ' · ' + t('title');
+
+    var wifi = data.wifi || { status: 'unknown' };
+    var ws = ICON[wifi.status] ? wifi.status : 'unknown';
+    status($('wifi-status'), ws, t('wifi_' + ws));
+    $('wifi-aps').textContent = t('wifi_says_' + ws) + (wifi.aps_total ? ' ' + t('aps', { up: wifi.aps_up, total: wifi.aps_total }) : '');
+    $('clients').textContent = wifi.clients_now === null || wifi.clients_now === undefined ? '–' : GG.num(wifi.clients_now, 0);
+
+    var p = data.polder;
+    $('polder').hidden = !p;
+    if (p) {
+      var lv = ICON[p.level] ? p.level : 'unknown';
+      status($('polder-status'), lv, t('lvl_' + lv));
+      $('polder-value').textContent = withUnit(p.value, p.unit);
+      var th = p.thresholds || {};
+      var vars = { w: GG.num(th.waspada), s: GG.num(th.siaga), a: GG.num(th.awas), u: p.unit };
+      $('polder-thresholds').textContent = th.waspada === undefined ? '' : t('thresholds', vars);
+      var ul = $('polder-legend');
+      ul.textContent = '';
+      ['normal', 'waspada', 'siaga', 'awas'].forEach(function (k) {
+        ul.appendChild(GG.el('li', { 'data-level': k }, [
+          GG.el('span', { 'class': 'icon', 'aria-hidden': 'true', text: ICON[k] }), ' ' + t('leg_' + k, vars)
+        ]));
+      });
+    }
+
+    var g = data.garden;
+    $('garden').hidden = !g;
+    if (g) {
+      $('temperature').textContent = withUnit(g.temperature_c, '°C');
+      $('humidity').textContent = withUnit(g.humidity_pct, '%');
+    }
+    $('error').hidden = true;
+    tick();
+    drawCharts();
+  }
+
+  // Relative times move on their own; only these texts are redrawn every few seconds.
+  function tick() {
+    if (!data) { return; }
+    $('updated').textContent = GG.ago(data.updated_ns);
+    if (data.polder) { $('polder-time').textContent = data.polder.time_ns ? t('measured', { ago: GG.ago(data.polder.time_ns) }) : ''; }
+    if (data.garden) { $('garden-time').textContent = data.garden.time_ns ? t('measured', { ago: GG.ago(data.garden.time_ns) }) : ''; }
+  }
+
+  function chartOpts(name) {
+    var now = data.time_ns / 1e6;
+    var o = {
+      locale: GG.locale(), empty: t('chart_empty'), fmt: function (v) { return GG.num(v); },
+      startMs: now - DAY_MS, endMs: now, stepS: (history[name] || {}).step_s,
+      summary: function (last, lo, hi) { return t('summary', { last: last, lo: lo, hi: hi }); }
+    };
+    if (name === 'polder' && data.polder && data.polder.thresholds) {
+      var th = data.polder.thresholds;
+      o.label = t('water_level') + ' (' + data.polder.unit + ')';
+      o.thresholds = ['waspada', 'siaga', 'awas'].filter(function (k) { return th[k] !== undefined && th[k] !== null; })
+        .map(function (k) { return { value: th[k], label: t('lvl_' + k).replace(/ \(.*\)/, ''), cls: k }; });
+    } else {
+      o.label = t({ clients: 'clients_now', temperature: 'temperature', humidity: 'humidity' }[name] || name);
+    }
+    return o;
+  }
+
+  function drawCharts() {
+    Object.keys(history).forEach(function (name) {
+      var box = $('chart-' + name);
+      if (box) { window.GGChart.draw(box, history[name].points, chartOpts(name)); }
+    });
+  }
+
+  function loadCharts() {
+    if (!data || !data.charts) { return; }
+    Object.keys(data.charts).forEach(function (name) {
+      var c = data.charts[name];
+      if (!c || !$('chart-' + name)) { return; }
+      GG.getJSON('/api/v1/history?device=' + encodeURIComponent(c.device) + '&field=' +
+                 encodeURIComponent(c.field) + '&range=24h')
+        .then(function (h) { history[name] = h; drawCharts(); })
+        .catch(function () { /* the chart keeps what it had; the next refresh tries again */ });
+    });
+  }
+
+  function accept(body) {
+    data = body;
+    GG.syncClock(body.time_ns);
+    render();
+    var key = JSON.stringify(body.charts || {});
+    if (key !== chartKey) { chartKey = key; loadCharts(); }
+  }
+
+  function load() {
+    return GG.getJSON('/api/v1/resident').then(accept).catch(function () {
+      if (!data) { $('error').textContent = t('error'); $('error').hidden = false; }
+      setTimeout(load, 15000);
+    });
+  }
+
+  document.addEventListener('DOMContentLoaded', function () {
+    $('lang').addEventListener('click', function () { GG.setLang(GG.lang() === 'id' ? 'en' : 'id'); });
+    GG.onLang(render);
+    GG.setLang(GG.lang());
+    var first = true;
+    load();
+    // Every (re)connection fetches the whole state once: events missed while away are not replayed.
+    GG.live({ resident: accept }, function () { if (!first) { load(); loadCharts(); } first = false; });
+    setInterval(tick, 5000);
+    setInterval(loadCharts, 5 * 60e3);
+  });
+})();
