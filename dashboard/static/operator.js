@@ -1,0 +1,311 @@
+/* The operator page: nothing but the token form until GET /api/v1/session says yes. */
+(function () {
+  'use strict';
+  var GG = window.GG, t = GG.t, el = GG.el;
+
+  GG.add({
+    id: {
+      skip: 'Langsung ke isi', op_title: 'Halaman Petugas', logout: 'Keluar',
+      login_title: 'Masuk sebagai petugas', token_label: 'Token operator', login: 'Masuk',
+      wrong_token: 'Token salah. Periksa dan coba lagi.', unreachable: 'Gateway tidak bisa dihubungi.',
+      summary_title: 'Gateway', chart_title: 'Grafik', device: 'Perangkat', field: 'Besaran',
+      range: 'Rentang', devices_title: 'Perangkat', state: 'Status', since: 'Sejak',
+      last_seen: 'Terakhir terdengar', uptime: 'Uptime 24 j / 7 h / 30 h', latest: 'Nilai terakhir',
+      outages_title: 'Gangguan', start: 'Mulai', end: 'Selesai', duration: 'Lama', cause: 'Sebab',
+      dead_title: 'Pesan ditolak (dead letters)', quarantine_title: 'Karantina (ditolak InfluxDB)',
+      at: 'Waktu', source: 'Sumber', kind: 'Jenis', error: 'Galat', payload: 'Isi', reason: 'Alasan',
+      line: 'Baris', resident_link: 'Halaman warga', ongoing: 'masih berlangsung',
+      st_online: 'Menyala', st_offline: 'Mati', st_unknown: 'Belum diketahui',
+      none: 'Tidak ada.', load_failed: 'Sebagian data gagal dimuat: {what}',
+      s_gateway: 'Gateway', s_mqtt: 'MQTT', s_influx: 'InfluxDB', s_spool: 'Spool',
+      s_oldest: 'Tertua belum terkirim', s_counts: 'Diterima / bacaan / ditolak / ditulis',
+      s_tables: 'Dead letters / karantina', s_evicted: 'Dibuang (spool penuh)',
+      yes: 'terhubung', no: 'terputus', rows: 'baris', uptime_for: 'hidup {d}'
+    },
+    en: {
+      skip: 'Skip to content', op_title: 'Operator page', logout: 'Log out',
+      login_title: 'Operator sign-in', token_label: 'Operator token', login: 'Sign in',
+      wrong_token: 'Wrong token. Check it and try again.', unreachable: 'Cannot reach the gateway.',
+      summary_title: 'Gateway', chart_title: 'Chart', device: 'Device', field: 'Field',
+      range: 'Range', devices_title: 'Devices', state: 'State', since: 'Since',
+      last_seen: 'Last heard', uptime: 'Uptime 24 h / 7 d / 30 d', latest: 'Latest values',
+      outages_title: 'Outages', start: 'Start', end: 'End', duration: 'Duration', cause: 'Cause',
+      dead_title: 'Dead letters (refused input)', quarantine_title: 'Quarantine (refused by InfluxDB)',
+      at: 'At', source: 'Source', kind: 'Kind', error: 'Error', payload: 'Payload', reason: 'Reason',
+      line: 'Line', resident_link: 'Residents\' page', ongoing: 'ongoing',
+      st_online: 'Online', st_offline: 'Offline', st_unknown: 'Unknown',
+      none: 'None.', load_failed: 'Some data failed to load: {what}',
+      s_gateway: 'Gateway', s_mqtt: 'MQTT', s_influx: 'InfluxDB', s_spool: 'Spool',
+      s_oldest: 'Oldest unsent', s_counts: 'Received / readings / rejected / written',
+      s_tables: 'Dead letters / quarantine', s_evicted: 'Evicted (spool full)',
+      yes: 'connected', no: 'disconnected', rows: 'rows', uptime_for: 'up {d}'
+    }
+  });
+
+  var ICON = { online: '✓', offline: '✕', unknown: '?' };
+  var $ = function (id) { return document.getElementById(id); };
+  var model = { devices: [], outages: [], status: null, dead: [], quarantine: [] };
+  var es = null, timer = null, signedIn = false, renderQueued = false, outageTimer = null;
+
+  function showLogin(message) {
+    signedIn = false;
+    $('app').hidden = true;
+    $('logout').hidden = true;
+    $('live').hidden = true;
+    $('gw').textContent = '';
+    $('login').hidden = false;
+    $('login-error').textContent = message || '';
+    if (es) { es.close(); es = null; }
+    if (timer) { clearInterval(timer); timer = null; }
+    model = { devices: [], outages: [], status: null, dead: [], quarantine: [] };
+    $('token').focus();
+  }
+
+  function showApp() {
+    signedIn = true;
+    $('login').hidden = true;
+    $('app').hidden = false;
+    $('logout').hidden = false;
+    $('live').hidden = false;
+    refresh();
+    var first = true;
+    // A reconnection fetches everything again: events missed while away are not replayed.
+    es = GG.live({ state: onState, reading: onReading }, function () {
+      if (signedIn && !first) { refresh(); }
+      first = false;
+    });
+    timer = setInterval(function () { refresh(); }, 30000);
+  }
+
+  function authed(url) {
+    return GG.getJSON(url).catch(function (e) {
+      if (e.status === 401) { throw e; }
+      return { failed: url };
+    });
+  }
+
+  function refresh() {
+    return Promise.all([
+      authed('/api/v1/devices'), authed('/api/v1/outages?limit=50'), authed('/api/v1/status'),
+      authed('/api/v1/dead-letters?limit=20'), authed('/api/v1/quarantine?limit=20')
+    ]).then(function (r) {
+      if (!signedIn) { return; }
+      var failed = r.filter(function (x) { return x && x.failed; }).map(function (x) { return x.failed; });
+      if (!r[0].failed) { model.devices = r[0]; }
+      if (!r[1].failed) { model.outages = r[1]; }
+      if (!r[2].failed) { model.status = r[2]; }
+      if (!r[3].failed) { model.dead = r[3]; }
+      if (!r[4].failed) { model.quarantine = r[4]; }
+      $('app-error').hidden = !failed.length;
+      $('app-error').textContent = failed.length ? t('load_failed', { what: failed.join(', ') }) : '';
+      render();
+      fillChartSelects();
+    }).catch(function (e) {
+      if (e.status === 401) { showLogin(); }
+    });
+  }
+
+  function onState(ev) {
+    var d = find(ev.device);
+    if (!d) { refresh(); return; } // a device we have not seen yet: take the whole list
+    d.state = ev.state; d.since_ns = ev.since_ns; d.cause = ev.cause;
+    queueRender();
+    // The outage list changes with a state: ask for it again, once per burst of events.
+    clearTimeout(outageTimer);
+    outageTimer = setTimeout(function () {
+      authed('/api/v1/outages?limit=50').then(function (o) { if (!o.failed) { model.outages = o; queueRender(); } })
+        .catch(function () { /* the 30 s refresh will try again */ });
+    }, 1000);
+  }
+
+  function onReading(ev) {
+    var d = find(ev.device);
+    if (!d) { return; }
+    var latest = d.latest || { fields: {} };
+    var fields = {};
+    Object.keys(latest.fields || {}).forEach(function (k) { fields[k] = latest.fields[k]; });
+    Object.keys(ev.fields || {}).forEach(function (k) { fields[k] = ev.fields[k]; });
+    d.latest = { time_ns: ev.time_ns, fields: fields };
+    d.last_seen_ns = Math.max(d.last_seen_ns || 0, ev.time_ns);
+    queueRender();
+  }
+
+  function find(id) {
+    for (var i = 0; i < model.devices.length; i++) { if (model.devices[i].id === id) { return model.devices[i]; } }
+    return null;
+  }
+
+  function queueRender() {
+    if (renderQueued) { return; }
+    renderQueued = true;
+    setTimeout(function () { renderQueued = false; render(); }, 300);
+  }
+
+  function cell(content, cls) {
+    var td = el('td', cls ? { 'class': cls } : null);
+    (Array.isArray(content) ? content : [content]).forEach(function (c) {
+      td.appendChild(typeof c === 'string' ? document.createTextNode(c) : c);
+    });
+    return td;
+  }
+
+  function fill(tbody, rows, cols) {
+    tbody.textContent = '';
+    if (!rows.length) {
+      tbody.appendChild(el('tr', { 'class': 'empty' }, [el('td', { colspan: String(cols), text: t('none') })]));
+      return;
+    }
+    rows.forEach(function (r) { tbody.appendChild(r); });
+  }
+
+  function stateBadge(state) {
+    var s = ICON[state] ? state : 'unknown';
+    return el('span', { 'class': 'status', 'data-level': s }, [
+      el('span', { 'class': 'icon', 'aria-hidden': 'true', text: ICON[s] }), el('span', { 'class': 'word', text: t('st_' + s) })
+    ]);
+  }
+
+  function pct(v) { return v === null || v === undefined ? '–' : GG.num(v, 1) + ' %'; }
+
+  function values(latest) {
+    if (!latest || !latest.fields) { return '–'; }
+    return Object.keys(latest.fields).sort().map(function (k) {
+      var v = latest.fields[k];
+      return k + ' ' + (typeof v === 'number' ? GG.num(v, 2) : String(v));
+    }).join(', ');
+  }
+
+  function render() {
+    if (!signedIn) { return; }
+    fill($('devices').tBodies[0], model.devices.map(function (d) {
+      var tr = el('tr', { 'data-device': d.id, 'data-state': d.state }, [
+        cell([d.name || d.id, el('small', { text: d.id + ' · ' + d.kind + (d.zone ? ' · ' + d.zone : '') })]),
+        cell(stateBadge(d.state)),
+        cell([GG.ago(d.since_ns), el('small', { text: GG.when(d.since_ns) + (d.cause ? ' · ' + d.cause : '') })]),
+        cell([GG.ago(d.last_seen_ns), el('small', { text: GG.when(d.last_seen_ns) })]),
+        cell([pct((d.uptime_pct || {})['24h']) + ' / ' + pct((d.uptime_pct || {})['7d']) + ' / ' + pct((d.uptime_pct || {})['30d'])], 'num'),
+        cell(values(d.latest))
+      ]);
+      return tr;
+    }), 6);
+
+    fill($('outages').tBodies[0], model.outages.map(function (o) {
+      return el('tr', { 'data-ongoing': String(!!o.ongoing) }, [
+        cell(o.device), cell(GG.when(o.start_ns)), cell(o.ongoing ? t('ongoing') : GG.when(o.end_ns)),
+        cell(GG.duration(o.duration_s), 'num'), cell((o.cause || '–') + (o.end_cause ? ' → ' + o.end_cause : ''))
+      ]);
+    }), 5);
+
+    fill($('dead').tBodies[0], model.dead.map(function (d) {
+      return el('tr', null, [
+        cell(GG.when(d.at_ns)), cell([d.source || '–', el('small', { text: d.topic || '' })]), cell(d.kind || '–'),
+        cell(d.error || '–'), cell(el('code', { text: String(d.payload || '').slice(0, 160) }))
+      ]);
+    }), 5);
+
+    fill($('quarantine').tBodies[0], model.quarantine.map(function (q) {
+      return el('tr', null, [
+        cell(GG.when(q.at_ns)), cell(String(q.status), 'num'), cell(q.reason || '–'),
+        cell(el('code', { text: String(q.line || '').slice(0, 200) }))
+      ]);
+    }), 4);
+
+    renderSummary();
+  }
+
+  function renderSummary() {
+    var s = model.status;
+    var dl = $('summary');
+    dl.textContent = '';
+    if (!s) { return; }
+    function row(label, value, detail) {
+      dl.appendChild(el('dt', { text: label }));
+      dl.appendChild(el('dd', null, detail ? [value, el('small', { text: detail })] : [value]));
+    }
+    var g = s.gateway || {}, m = s.mqtt || {}, i = s.influx || {}, sp = s.spool || {}, c = s.counts || {};
+    $('gw').textContent = (g.id || '') + (g.site ? ' · ' + g.site : '');
+    row(t('s_gateway'), (g.id || '–') + ' · ' + (g.site || '–'),
+      (g.version ? 'v' + g.version + ' · ' : '') + t('uptime_for', { d: GG.duration(g.uptime_s) }));
+    row(t('s_mqtt'), (m.state || '–') + ' (' + t(m.connected ? 'yes' : 'no') + ')', m.last_error || '');
+    row(t('s_influx'), (i.state || '–') + ' (' + t(i.connected ? 'yes' : 'no') + ')', i.last_error || '');
+    var share = sp.max_bytes ? ' (' + GG.num(100 * sp.bytes / sp.max_bytes, 1) + ' %)' : '';
+    row(t('s_spool'), GG.num(sp.rows, 0) + ' ' + t('rows') + ' · ' + GG.num((sp.bytes || 0) / 1024, 1) + ' KiB' + share);
+    row(t('s_oldest'), sp.oldest_unsent_age_s === null || sp.oldest_unsent_age_s === undefined ? '–' : GG.duration(sp.oldest_unsent_age_s));
+    row(t('s_counts'), [c.received, c.readings, c.rejected, c.written].map(function (v) { return GG.num(v, 0); }).join(' / '));
+    row(t('s_tables'), GG.num(sp.dead_letter_rows, 0) + ' / ' + GG.num(sp.quarantine_rows, 0));
+    if (c.evicted) { row(t('s_evicted'), GG.num(c.evicted, 0)); }
+  }
+
+  function numericFields(d) {
+    var f = (d && d.latest && d.latest.fields) || {};
+    return Object.keys(f).filter(function (k) { return typeof f[k] === 'number'; }).sort();
+  }
+
+  function setOptions(select, values, keep) {
+    var same = select.options.length === values.length &&
+      values.every(function (v, i) { return select.options[i].value === v; });
+    if (same) { return; }
+    select.textContent = '';
+    values.forEach(function (v) { select.appendChild(el('option', { value: v, text: v })); });
+    if (values.indexOf(keep) >= 0) { select.value = keep; }
+  }
+
+  function fillChartSelects() {
+    var dev = $('chart-device'), field = $('chart-field');
+    var before = dev.value + '|' + field.value;
+    var withFields = model.devices.filter(function (d) { return numericFields(d).length; });
+    setOptions(dev, withFields.map(function (d) { return d.id; }), dev.value);
+    setOptions(field, numericFields(find(dev.value)), field.value);
+    if (dev.value + '|' + field.value !== before) { drawChart(); }
+  }
+
+  function drawChart() {
+    var device = $('chart-device').value, field = $('chart-field').value, range = $('chart-range').value;
+    var box = $('chart-op');
+    if (!device || !field) { window.GGChart.draw(box, [], { empty: t('chart_empty') }); return; }
+    GG.getJSON('/api/v1/history?device=' + encodeURIComponent(device) + '&field=' + encodeURIComponent(field) +
+               '&range=' + encodeURIComponent(range))
+      .then(function (h) {
+        if ($('chart-device').value !== device || $('chart-field').value !== field) { return; }
+        window.GGChart.draw(box, h.points, {
+          label: device + ' ' + field, stepS: h.step_s, locale: GG.locale(), empty: t('chart_empty'),
+          fmt: function (v) { return GG.num(v, 2); }
+        });
+      })
+      .catch(function (e) { if (e.status === 401) { showLogin(); } else { box.textContent = String(e.message); } });
+  }
+
+  function login(ev) {
+    ev.preventDefault();
+    var token = $('token').value;
+    $('login-error').textContent = '';
+    fetch('/api/v1/session', {
+      method: 'POST', credentials: 'same-origin',
+      headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ token: token })
+    }).then(function (r) {
+      if (r.ok) { $('token').value = ''; showApp(); return; }
+      $('login-error').textContent = r.status === 401 || r.status === 403 ? t('wrong_token') : t('unreachable') + ' (HTTP ' + r.status + ')';
+      $('token').select();
+    }, function () { $('login-error').textContent = t('unreachable'); });
+  }
+
+  function logout() {
+    fetch('/api/v1/session', { method: 'DELETE', credentials: 'same-origin' })
+      .then(function () { showLogin(); }, function () { showLogin(); });
+  }
+
+  document.addEventListener('DOMContentLoaded', function () {
+    $('lang').addEventListener('click', function () { GG.setLang(GG.lang() === 'id' ? 'en' : 'id'); });
+    GG.onLang(function () { render(); if (signedIn) { drawChart(); } });
+    GG.setLang(GG.lang());
+    $('login-form').addEventListener('submit', login);
+    $('logout').addEventListener('click', logout);
+    $('chart-device').addEventListener('change', function () { fillChartSelects(); drawChart(); });
+    $('chart-field').addEventListener('change', drawChart);
+    $('chart-range').addEventListener('change', drawChart);
+    setInterval(function () { if (signedIn) { render(); } }, 5000); // the "… ago" texts move on
+    GG.getJSON('/api/v1/session').then(showApp, function (e) {
+      showLogin(e.status === 401 ? '' : t('unreachable'));
+    });
+  });
+})();
