@@ -24,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from gateway.aio import wait_event
 from gateway.errors import (
     InfluxAuthError,
     InfluxError,
@@ -164,19 +165,15 @@ class Forwarder:
                 if wait <= 0:
                     return
                 quiet = self._quiet_flush_s
-                try:
-                    await asyncio.wait_for(spool.appended.wait(),
-                                           timeout=wait if quiet is None else min(wait, quiet))
-                except TimeoutError:
-                    if quiet is not None and quiet < wait:
-                        return
+                appended = await wait_event(spool.appended,
+                                            wait if quiet is None else min(wait, quiet))
+                if not appended and quiet is not None and quiet < wait:
+                    return
             else:
                 self._pending_since = None
                 if self._state in ("idle", "writing", "starting"):
                     self._state = "idle"
-                try:
-                    await asyncio.wait_for(spool.appended.wait(), timeout=self._idle_probe_s)
-                except TimeoutError:
+                if not await wait_event(spool.appended, self._idle_probe_s):
                     await self._probe()
 
     async def forward_once(self) -> bool:

@@ -36,6 +36,7 @@ import serial
 
 from devices.modbus import Block, decode_block
 from devices.modbus_rtu import ReadExchange, RtuError
+from gateway.aio import wait_event, wait_future
 from gateway.forwarder import Backoff
 from gateway.pipeline import Committer, Pipeline
 
@@ -261,11 +262,8 @@ class ModbusBus:
             raise _PortGone
         if seconds <= 0:
             return
-        try:
-            await asyncio.wait_for(gone.wait(), seconds)
-        except TimeoutError:
-            return
-        raise _PortGone
+        if await wait_event(gone, seconds):
+            raise _PortGone
 
     # -- polling ---------------------------------------------------------------------------
 
@@ -325,7 +323,7 @@ class ModbusBus:
                 raise _PortGone from exc
             self._bytes_out += len(exchange.request)
             try:
-                received_at = await asyncio.wait_for(waiter, self._timeout)
+                received_at = await wait_future(waiter, self._timeout)
             except TimeoutError:
                 got = exchange.received
                 detail = f"{got} bytes of an answer" if got else "no answer"

@@ -19,7 +19,6 @@ second instead of twenty is what the CPU and the SD card prefer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import Counter
@@ -33,6 +32,7 @@ from devices.formats import FORMATS, Format
 from devices.presence import Presence
 from devices.privacy import scrub
 from devices.reading import DecodeError, Reading, Tags, check_name
+from gateway.aio import wait_event
 from gateway.config import Config, DeviceConfig
 from gateway.errors import SpoolError
 from gateway.lineproto import encode
@@ -407,8 +407,7 @@ class Committer:
                 if remaining <= 0:
                     break
                 self._sooner.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._sooner.wait(), timeout=remaining)
+                await wait_event(self._sooner, remaining)
             await self.commit()
 
     async def commit(self) -> None:
