@@ -63,7 +63,10 @@ async def running(*coros: Any) -> AsyncIterator[list[asyncio.Task[Any]]]:
     finally:
         for t in tasks:
             t.cancel()
-        await asyncio.wait(tasks)
+        _, pending = await asyncio.wait(tasks, timeout=10)
+        # A task that swallowed its cancellation would otherwise hang the test until the
+        # suite's timeout, with nothing to say which one.
+        assert not pending, f"still running 10 s after cancel: {[t.get_name() for t in pending]}"
 
 
 @pytest.fixture
