@@ -39,6 +39,9 @@ from gateway.alerts import AlertsConfig
 from gateway.errors import ConfigError
 
 ENV_PREFIX = "GARDEN_GATEWAY_"
+# Secrets that may come from the environment or from a `<key>_file` instead of the YAML file.
+SECRETS = (("mqtt", "password"), ("influx", "password"), ("influx", "token"),
+           ("api", "operator_token"))
 # Identifiers end up in MQTT topics and InfluxDB tags: keep them to a safe alphabet.
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -170,6 +173,85 @@ class ApiConfig(_Model):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    operator_token: SecretStr | None = Field(
+        None, description="Opens /operator and the operator endpoints; without one they stay "
+        "closed (401). Prefer GARDEN_GATEWAY_API__OPERATOR_TOKEN or operator_token_file")
+    operator_token_file: Path | None = None
+    session_max_age_s: int = Field(12 * 3600, ge=60, le=30 * 86400,
+                                   description="How long a browser stays signed in")
+    cors_origins: tuple[str, ...] = Field(
+        (), description="Origins allowed to call the API from a browser; none by default")
+    metrics_public: bool = Field(False, description="Serve /metrics without the token")
+    pages: bool = Field(True, description="Serve the pages (/ and /operator)")
+    sse_keepalive_s: float = Field(15.0, gt=0, le=300)
+    sse_max_clients: int = Field(50, ge=1, le=10_000)
+
+    @field_validator("operator_token")
+    @classmethod
+    def _long_enough(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value()) < 16:
+            raise ValueError("the operator token must be at least 16 characters (try: "
+                             "openssl rand -hex 16)")
+        return v
+
+
+class HistoryTier(_Model):
+    step_s: int = Field(ge=1, le=86400, description="Bucket width")
+    keep_s: int = Field(ge=60, description="How long buckets are kept")
+
+
+class HistoryConfig(_Model):
+    """The gateway's own rollups for the pages' charts (works with InfluxDB down or remote)."""
+
+    enabled: bool = True
+    tiers: tuple[HistoryTier, ...] = Field(
+        (HistoryTier(step_s=60, keep_s=48 * 3600), HistoryTier(step_s=900, keep_s=30 * 86400)),
+        min_length=1)
+    flush_interval_s: float = Field(60.0, gt=0, le=3600,
+                                    description="Seconds between writes to history.sqlite3")
+    max_series: int = Field(5000, ge=1)
+
+    @model_validator(mode="after")
+    def _finer_first(self) -> HistoryConfig:
+        for a, b in zip(self.tiers, self.tiers[1:], strict=False):
+            if not (a.step_s < b.step_s and a.keep_s <= b.keep_s):
+                raise ValueError("tiers go from finer and shorter to coarser and longer")
+        return self
+
+
+class Thresholds(_Model):
+    waspada: float
+    siaga: float
+    awas: float
+
+    @model_validator(mode="after")
+    def _rising(self) -> Thresholds:
+        if not self.waspada < self.siaga < self.awas:
+            raise ValueError("thresholds must rise: waspada < siaga < awas")
+        return self
+
+
+class PolderPage(_Model):
+    device: str = Field(pattern=_ID)
+    field: str = "level_cm"
+    unit: str = "cm"
+    thresholds: Thresholds
+
+
+class GardenPage(_Model):
+    device: str = Field(pattern=_ID)
+    temperature_field: str = "temperature_c"
+    humidity_field: str = "humidity_pct"
+
+
+class PagesConfig(_Model):
+    """What the residents' page shows for this park."""
+
+    name: str = Field("", description="The park's name; the site id when empty")
+    polder: PolderPage | None = None
+    garden: GardenPage | None = None
+    # Older than this, a value is shown as stale (no level, no Wi-Fi verdict).
+    fresh_s: float = Field(900.0, gt=0)
 
 
 class SubscriptionConfig(_Model):
@@ -269,6 +351,8 @@ class Config(_Model):
     alerts: AlertsConfig = AlertsConfig()
     wifi: WifiConfig = WifiConfig()
     api: ApiConfig = ApiConfig()
+    history: HistoryConfig = HistoryConfig()
+    pages: PagesConfig = PagesConfig()
     subscriptions: tuple[SubscriptionConfig, ...] = ()
     devices: tuple[DeviceConfig, ...] = ()
     serial: tuple[SerialSourceConfig, ...] = ()
@@ -384,7 +468,7 @@ def _read_secret_files(raw: dict[str, Any], base: Path, problems: list[str]) -> 
             target["bot_token"] = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
             problems.append(f"{where}.bot_token_file: cannot read {path}: {exc.strerror}")
-    for section, key in (("mqtt", "password"), ("influx", "password"), ("influx", "token")):
+    for section, key in SECRETS:
         sec = raw.get(section)
         if not isinstance(sec, dict):
             continue
@@ -476,7 +560,7 @@ def validate_raw(
     raw: dict[str, Any], *, env: Mapping[str, str], base: Path
 ) -> LoadedConfig:
     warnings: list[str] = []
-    for section, key in (("mqtt", "password"), ("influx", "password"), ("influx", "token")):
+    for section, key in SECRETS:
         sec = raw.get(section)
         if isinstance(sec, dict) and sec.get(key) is not None:
             warnings.append(
