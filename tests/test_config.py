@@ -185,3 +185,46 @@ def test_telegram_bot_token_from_a_file_from_the_environment_or_warned_in_yaml(
         load_config(write(tmp_path, yaml.safe_dump(raw)), env={})
     assert any("bot_token: set both" in p for p in caught.value.problems)
     assert "123:ABC" not in str(caught.value.problems)
+
+
+def test_operator_token_from_a_file_or_the_environment_and_never_too_short(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "operator-token").write_text("0123456789abcdef0123\n")
+    base = yaml.safe_load(MINIMAL)
+    raw = {**base, "api": {"operator_token_file": "operator-token"}}
+    loaded = load_config(write(tmp_path, yaml.safe_dump(raw)), env={})
+    token = loaded.config.api.operator_token
+    assert token is not None
+    assert token.get_secret_value() == "0123456789abcdef0123"
+    assert loaded.warnings == []
+
+    env = {"GARDEN_GATEWAY_API__OPERATOR_TOKEN": "from-the-environment-0001"}
+    loaded = load_config(write(tmp_path, yaml.safe_dump(base)), env=env)
+    token = loaded.config.api.operator_token
+    assert token is not None
+    assert token.get_secret_value() == "from-the-environment-0001"
+
+    raw = {**base, "api": {"operator_token": "short-secret"}}
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, yaml.safe_dump(raw)), env={})
+    [problem] = caught.value.problems
+    assert problem.startswith("api.operator_token:")
+    assert "at least 16 characters" in problem
+    assert "short-secret" not in problem
+
+
+def test_pages_thresholds_must_rise_and_history_tiers_go_coarser(tmp_path: Path) -> None:
+    base = yaml.safe_load(MINIMAL)
+    raw = {**base,
+           "pages": {"polder": {"device": "polder-1",
+                                "thresholds": {"waspada": 2.0, "siaga": 1.5, "awas": 3}}},
+           "history": {"tiers": [{"step_s": 900, "keep_s": 86400},
+                                 {"step_s": 60, "keep_s": 3600}]}}
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, yaml.safe_dump(raw)), env={})
+    problems = caught.value.problems
+    assert any(p.startswith("pages.polder.thresholds:") and "waspada < siaga < awas" in p
+               for p in problems), problems
+    assert any(p.startswith("history.tiers:") or p.startswith("history:") for p in problems), \
+        problems
