@@ -1,0 +1,415 @@
+"""The gateway's status in Prometheus text exposition format 0.0.4: a pure renderer.
+
+``render(status, devices, extra)`` turns the snapshots that ``Gateway.status()`` and
+``Gateway.devices_view()`` build into the text a Prometheus server scrapes from ``/metrics``
+(served as :data:`CONTENT_TYPE`). No I/O, no clock, no prometheus_client at run time: the same
+snapshot always gives the same text.
+
+Conventions kept here:
+
+- every name starts ``garden_gateway_``; counters end in ``_total``; times are seconds
+  (``_seconds``, ``_timestamp_seconds``), sizes bytes (``_bytes``), shares ratios 0..1;
+- a state is a gauge of 1 with the current state as its ``state`` label;
+- what is not known (``None``) gets no sample, never NaN; a family with no sample is left out;
+- gateway id, site and version ride on the one ``garden_gateway_info`` gauge: Prometheus adds
+  the target's own labels (``instance``, ``job``) itself;
+- each family appears once, with its HELP and TYPE, in a fixed order; samples sorted by their
+  label values; label values escaped (backslash, double quote, newline).
+
+``extra`` carries sections the gateway adds later (``{"events": {"clients": 2, ...}}``): each
+flat number in a section becomes the gauge ``garden_gateway_<section>_<key>``, so a new
+section needs no code here. A name that would collide with a family already rendered is left
+out rather than make the exposition invalid.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["CONTENT_TYPE", "render"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_PREFIX = "garden_gateway_"
+# An int: int / int is correctly rounded, where int / 1e9 first rounds the nanoseconds.
+_NS_PER_S = 10**9
+_UPTIME_WINDOWS = ("24h", "7d", "30d")
+_DEVICE_STATES = ("unknown", "online", "offline")
+_UP = {"online": 1, "offline": 0}
+
+_LABEL_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n"})
+_HELP_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n"})
+_NOT_IN_NAME = re.compile(r"[^a-zA-Z0-9_]")
+
+Number = int | float
+
+
+def render(status: Mapping[str, Any], devices: Sequence[Mapping[str, Any]],
+           extra: Mapping[str, Any] | None = None) -> str:
+    """The exposition of one ``status()`` snapshot, the ``devices_view()`` list, and ``extra``.
+
+    A key missing from ``status`` raises ``KeyError``: the snapshot's shape is the API's
+    ``Status`` model, and a renamed key should fail loudly in the tests, not vanish here.
+    """
+    out = _Exposition()
+    _gateway(out, status["gateway"])
+    _counts(out, status["counts"])
+    _mqtt(out, status["mqtt"])
+    _spool(out, status["spool"])
+    _influx(out, status["influx"])
+    _sources(out, status["sources"])
+    _serial(out, status["serial"])
+    _modbus(out, status["modbus"])
+    _alerts(out, status["alerts"])
+    _devices(out, devices)
+    _extra(out, extra or {})
+    return out.text()
+
+
+# -- the exposition ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Family:
+    name: str
+    kind: Literal["counter", "gauge"]
+    doc: str
+    labels: tuple[str, ...]
+    samples: dict[tuple[str, ...], Number] = field(default_factory=dict)
+
+    def add(self, value: object, *label_values: object) -> None:
+        """One sample; none when ``value`` is not a finite number (None above all)."""
+        number = _number(value)
+        if number is None:
+            return
+        if len(label_values) != len(self.labels):
+            raise ValueError(f"{self.name} takes labels {self.labels}, given {label_values!r}")
+        key = tuple("" if v is None else str(v) for v in label_values)
+        # A repeated label set would make the scrape invalid; the first one stands.
+        self.samples.setdefault(key, number)
+
+    def lines(self) -> list[str]:
+        lines = [f"# HELP {self.name} {self.doc.translate(_HELP_ESCAPES)}",
+                 f"# TYPE {self.name} {self.kind}"]
+        for key in sorted(self.samples):
+            value = _format(self.samples[key])
+            if key:
+                pairs = ",".join(f'{label}="{text.translate(_LABEL_ESCAPES)}"'
+                                 for label, text in zip(self.labels, key, strict=True))
+                lines.append(f"{self.name}{{{pairs}}} {value}")
+            else:
+                lines.append(f"{self.name} {value}")
+        return lines
+
+
+class _Exposition:
+    def __init__(self) -> None:
+        self._families: dict[str, _Family] = {}
+
+    def counter(self, name: str, doc: str, *labels: str) -> _Family:
+        if not name.endswith("_total"):
+            raise ValueError(f"counter {name} does not end in _total")
+        return self._family(name, "counter", doc, labels)
+
+    def gauge(self, name: str, doc: str, *labels: str) -> _Family:
+        return self._family(name, "gauge", doc, labels)
+
+    def taken(self, name: str) -> bool:
+        """Whether ``name`` would clash with a family here. OpenMetrics readers name a
+        counter's family without ``_total``, so ``x`` and ``x_total`` clash too."""
+        base = (_PREFIX + name).removesuffix("_total")
+        return any(f.name.removesuffix("_total") == base for f in self._families.values())
+
+    def _family(self, name: str, kind: Literal["counter", "gauge"], doc: str,
+                labels: tuple[str, ...]) -> _Family:
+        if self.taken(name):
+            raise ValueError(f"metric family {name} is defined twice")
+        family = _Family(_PREFIX + name, kind, doc, labels)
+        self._families[family.name] = family
+        return family
+
+    def text(self) -> str:
+        lines = [line for f in self._families.values() if f.samples for line in f.lines()]
+        return "\n".join(lines) + "\n"
+
+
+def _number(value: object) -> Number | None:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return None
+
+
+def _format(value: Number) -> str:
+    # repr is the shortest text that reads back as the same float ("0.5", "1e-05").
+    return str(value) if isinstance(value, int) else repr(value)
+
+
+def _seconds(ns: object) -> float | None:
+    return ns / _NS_PER_S if isinstance(ns, int) and not isinstance(ns, bool) else None
+
+
+def _entries(section: object) -> list[tuple[str, Any]]:
+    """A mapping's items in key order; nothing for ``None``."""
+    if not isinstance(section, Mapping):
+        return []
+    return sorted(section.items(), key=lambda item: str(item[0]))
+
+
+# -- sections ------------------------------------------------------------------------------------
+
+
+def _gateway(out: _Exposition, gw: Mapping[str, Any]) -> None:
+    out.gauge("info", "The gateway's id, site and version (always 1).",
+              "gateway", "site", "version").add(1, gw["id"], gw["site"], gw["version"])
+    out.gauge("uptime_seconds", "Seconds since the gateway process started.").add(
+        gw["uptime_s"])
+
+
+_COUNTS: tuple[tuple[str, str], ...] = (
+    ("received", "MQTT messages received."),
+    ("readings", "Readings decoded from input, all sources."),
+    ("rejected", "Input refused as malformed (kept in the dead-letter table)."),
+    ("spooled", "Lines committed to the spool, the gateway's own points included."),
+    ("own_points", "Points the gateway makes itself (device_status)."),
+    ("acknowledged", "MQTT messages acknowledged once their readings were committed."),
+    ("written", "Lines InfluxDB accepted."),
+    ("quarantined", "Lines InfluxDB refused, moved to the quarantine table."),
+    ("dead_lettered", "Messages stored in the dead-letter table."),
+    ("evicted", "Unsent lines evicted to keep the spool under its size limit."),
+    ("dropped_uncommitted", "Readings dropped because the spool could not keep up."),
+    ("presence_messages", "Online/offline messages devices sent about themselves."),
+    ("macs_redacted", "Client MAC addresses taken out of input."),
+    ("own_topics_ignored", "The gateway's own state topics heard back and ignored."),
+)
+
+
+def _counts(out: _Exposition, counts: Mapping[str, Any]) -> None:
+    for key, doc in _COUNTS:
+        out.counter(f"{key}_total", doc).add(counts[key])
+
+
+def _mqtt(out: _Exposition, mqtt: Mapping[str, Any]) -> None:
+    out.gauge("mqtt_connected", "1 while connected to the MQTT broker.").add(mqtt["connected"])
+    out.gauge("mqtt_state", "The MQTT connection's state (1 for the current one).",
+              "state").add(1, mqtt["state"])
+    out.counter("mqtt_connects_total", "Connections made to the broker.").add(mqtt["connects"])
+    out.counter("mqtt_disconnects_total", "Connections to the broker lost.").add(
+        mqtt["disconnects"])
+    out.counter("mqtt_redeliveries_total", "Messages the broker sent again (DUP).").add(
+        mqtt["redeliveries"])
+    out.counter("mqtt_redeliveries_matched_total",
+                "Redelivered messages found already spooled (not stored twice).").add(
+        mqtt["redeliveries_matched"])
+    out.counter("mqtt_flow_pauses_total",
+                "Times reading from the broker paused for unacknowledged messages.").add(
+        mqtt["flow_pauses"])
+    out.gauge("mqtt_unacknowledged", "Messages received and not yet acknowledged.").add(
+        mqtt["unacknowledged"])
+
+
+def _spool(out: _Exposition, spool: Mapping[str, Any]) -> None:
+    out.gauge("spool_rows", "Lines in the spool not yet written to InfluxDB.").add(spool["rows"])
+    out.gauge("spool_bytes", "Size of the unsent lines.").add(spool["bytes"])
+    out.gauge("spool_max_bytes", "The spool's size limit; beyond it the oldest are evicted.").add(
+        spool["max_bytes"])
+    out.gauge("spool_file_bytes", "Size of the spool's SQLite file.").add(spool["file_bytes"])
+    out.gauge("spool_oldest_unsent_age_seconds", "Age of the oldest unsent line.").add(
+        spool["oldest_unsent_age_s"])
+    out.gauge("spool_pending_commit", "Lines received and waiting for the next commit.").add(
+        spool["pending_commit"])
+    out.counter("spool_commit_failures_total", "Spool transactions that failed.").add(
+        spool["commit_failures"])
+    out.gauge("spool_quarantine_rows", "Lines InfluxDB refused, kept for inspection.").add(
+        spool["quarantine_rows"])
+    out.gauge("spool_dead_letter_rows", "Malformed messages kept for inspection.").add(
+        spool["dead_letter_rows"])
+
+
+def _influx(out: _Exposition, influx: Mapping[str, Any]) -> None:
+    out.gauge("influx_connected",
+              "1 when the last attempt reached InfluxDB, 0 when it did not.").add(
+        influx["connected"])
+    out.gauge("influx_state", "The forwarder's state (1 for the current one).", "state").add(
+        1, influx["state"])
+    out.counter("influx_batches_total", "Batches InfluxDB accepted.").add(influx["batches"])
+    out.counter("influx_retries_total", "Batches tried again after a failure.").add(
+        influx["retries"])
+    out.gauge("influx_last_success_timestamp_seconds",
+              "When InfluxDB last accepted a batch (Unix time).").add(
+        _seconds(influx["last_success_ns"]))
+    out.gauge("influx_next_attempt_seconds", "Seconds until the next attempt after a failure.").add(
+        influx["next_attempt_in_s"])
+
+
+def _sources(out: _Exposition, sources: Mapping[str, Any]) -> None:
+    messages = out.counter("source_messages_total", "Messages per source.", "source")
+    readings = out.counter("source_readings_total", "Readings decoded per source.", "source")
+    errors = out.counter("source_errors_total", "Input a source refused, by kind.",
+                         "source", "kind")
+    last = out.gauge("source_last_message_timestamp_seconds",
+                     "When a source last had a message (Unix time).", "source")
+    for name, s in _entries(sources):
+        messages.add(s["messages"], name)
+        readings.add(s["readings"], name)
+        last.add(_seconds(s["last_message_ns"]), name)
+        for kind, count in _entries(s["errors"]):
+            errors.add(count, name, kind)
+
+
+def _serial(out: _Exposition, ports: Mapping[str, Any]) -> None:
+    is_open = out.gauge("serial_open", "1 while the serial port is open.", "name", "port")
+    opens = out.counter("serial_opens_total", "Times the serial port was opened.", "name")
+    size = out.counter("serial_bytes_total", "Bytes read from the serial port.", "name")
+    lines = out.counter("serial_lines_total", "Lines read from the serial port.", "name")
+    readings = out.counter("serial_readings_total", "Readings decoded from the serial port.",
+                           "name")
+    errors = out.counter("serial_errors_total", "Serial port errors, by kind.", "name", "kind")
+    last = out.gauge("serial_last_reading_timestamp_seconds",
+                     "When the serial port last gave a reading (Unix time).", "name")
+    for name, p in _entries(ports):
+        is_open.add(p["open"], name, p["port"])
+        opens.add(p["opens"], name)
+        size.add(p["bytes"], name)
+        lines.add(p["lines"], name)
+        readings.add(p["readings"], name)
+        last.add(_seconds(p["last_reading_ns"]), name)
+        for kind, count in _entries(p["errors"]):
+            errors.add(count, name, kind)
+
+
+def _modbus(out: _Exposition, buses: Mapping[str, Any]) -> None:
+    is_open = out.gauge("modbus_open", "1 while the RS485 bus's port is open.", "bus", "port")
+    opens = out.counter("modbus_opens_total", "Times the bus's port was opened.", "bus")
+    received = out.counter("modbus_received_bytes_total", "Bytes read from the bus.", "bus")
+    sent = out.counter("modbus_sent_bytes_total", "Bytes written to the bus.", "bus")
+    stray = out.counter("modbus_stray_bytes_total",
+                        "Bytes that arrived when no answer was expected.", "bus")
+    polls = out.counter("modbus_polls_total", "Requests sent on the bus.", "bus")
+    errors = out.counter("modbus_errors_total", "Bus errors, by kind (open_failed, port_gone).",
+                         "bus", "kind")
+    up = out.gauge("modbus_slave_up", "1 while a slave answers, 0 when offline; none until "
+                   "asked.", "bus", "device", "unit")
+    state = out.gauge("modbus_slave_state", "A slave's state (1 for the current one).",
+                      "bus", "device", "unit", "state")
+    slave_polls = out.counter("modbus_slave_polls_total", "Polls of a slave.", "bus", "device")
+    answered = out.counter("modbus_slave_answered_total", "Polls a slave answered.",
+                           "bus", "device")
+    went_offline = out.counter("modbus_slave_went_offline_total",
+                               "Times a slave went offline.", "bus", "device")
+    slave_errors = out.counter("modbus_slave_errors_total", "A slave's errors, by kind.",
+                               "bus", "device", "kind")
+    slave_last = out.gauge("modbus_slave_last_reading_timestamp_seconds",
+                           "When a slave last gave a reading (Unix time).", "bus", "device")
+    block_polls = out.counter("modbus_block_polls_total",
+                              "Reads of a register block (function@address).",
+                              "bus", "device", "block")
+    block_ok = out.counter("modbus_block_ok_total", "Reads of a register block that succeeded.",
+                           "bus", "device", "block")
+    block_errors = out.counter("modbus_block_errors_total",
+                               "A register block's errors, by kind (timeout, crc, exception, "
+                               "mismatch, malformed, nan).", "bus", "device", "block", "kind")
+    for bus, b in _entries(buses):
+        is_open.add(b["open"], bus, b["port"])
+        opens.add(b["opens"], bus)
+        received.add(b["bytes_in"], bus)
+        sent.add(b["bytes_out"], bus)
+        stray.add(b["stray_bytes"], bus)
+        polls.add(b["polls"], bus)
+        for kind, count in _entries(b["errors"]):
+            errors.add(count, bus, kind)
+        for device, s in _entries(b["slaves"]):
+            up.add(_UP.get(s["state"]), bus, device, s["unit"])
+            state.add(1, bus, device, s["unit"], s["state"])
+            slave_polls.add(s["polls"], bus, device)
+            answered.add(s["answered"], bus, device)
+            went_offline.add(s["went_offline"], bus, device)
+            slave_last.add(_seconds(s["last_reading_ns"]), bus, device)
+            for kind, count in _entries(s["errors"]):
+                slave_errors.add(count, bus, device, kind)
+            for block, k in _entries(s["blocks"]):
+                block_polls.add(k["polls"], bus, device, block)
+                block_ok.add(k["ok"], bus, device, block)
+                for kind, count in _entries(k["errors"]):
+                    block_errors.add(count, bus, device, block, kind)
+
+
+def _alerts(out: _Exposition, alerts: Mapping[str, Any]) -> None:
+    # The API types this section only as dict[str, Any]: read it leniently.
+    out.gauge("alerts_enabled", "1 when down/recovered alerts are configured on.").add(
+        alerts.get("enabled"))
+    out.gauge("alerts_waiting", "Devices down whose alert delay is still running.").add(
+        alerts.get("waiting"))
+    out.gauge("alerts_down", "Devices whose down alert went out, not recovered yet.").add(
+        alerts.get("down"))
+    out.counter("alerts_suppressed_total",
+                "Devices back up before their alert delay ran out: nothing sent.").add(
+        alerts.get("suppressed"))
+    sent = out.counter("alerts_sent_total", "Alert messages a target accepted.",
+                       "target", "kind")
+    failed = out.counter("alerts_failed_total", "Alert deliveries that failed.",
+                         "target", "kind")
+    dropped = out.counter("alerts_dropped_total", "Alert messages given up on.",
+                          "target", "kind")
+    retries = out.counter("alerts_retries_total", "Alert deliveries tried again.",
+                          "target", "kind")
+    pending = out.gauge("alerts_pending", "Alert messages waiting to be delivered.",
+                        "target", "kind")
+    targets = alerts.get("targets")
+    # dataclasses.asdict keeps the statistics' tuple; a JSON round trip makes it a list.
+    if not isinstance(targets, Sequence) or isinstance(targets, str):
+        return
+    for t in targets:
+        if isinstance(t, Mapping):
+            labels = (t.get("name"), t.get("kind"))
+            sent.add(t.get("sent"), *labels)
+            failed.add(t.get("failed"), *labels)
+            dropped.add(t.get("dropped"), *labels)
+            retries.add(t.get("retries"), *labels)
+            pending.add(t.get("pending"), *labels)
+
+
+def _devices(out: _Exposition, devices: Sequence[Mapping[str, Any]]) -> None:
+    up = out.gauge("device_up", "1 while a device is online, 0 while offline; none while "
+                   "unknown.", "device", "kind", "site")
+    state = out.gauge("device_state", "A device's state (1 for the current one).",
+                      "device", "kind", "site", "state")
+    last_seen = out.gauge("device_last_seen_timestamp_seconds",
+                          "When a device was last heard from (Unix time).", "device")
+    uptime = out.gauge("device_uptime_ratio",
+                       "Share of the observed time a device was online, over a window.",
+                       "device", "window")
+    tally = out.gauge("devices", "Devices in each state.", "state")
+    counted = dict.fromkeys(_DEVICE_STATES, 0)
+    for d in devices:
+        device, kind, site, now = d["id"], d["kind"], d["site"], d["state"]
+        counted[now] = counted.get(now, 0) + 1
+        up.add(_UP.get(now), device, kind, site)
+        state.add(1, device, kind, site, now)
+        last_seen.add(_seconds(d["last_seen_ns"]), device)
+        pct = d["uptime_pct"]
+        for window in _UPTIME_WINDOWS:
+            value = _number(pct.get(window))
+            if value is not None:
+                uptime.add(value / 100, device, window)
+    for name, count in counted.items():
+        tally.add(count, name)
+
+
+def _extra(out: _Exposition, extra: Mapping[str, Any]) -> None:
+    for section, values in _entries(extra):
+        for key, value in _entries(values):
+            if _number(value) is None:
+                continue
+            name = _NOT_IN_NAME.sub("_", f"{section}_{key}")
+            if out.taken(name):
+                continue
+            out.gauge(name, f"{section}: {key} (from the gateway's {section} statistics).").add(
+                value)
