@@ -382,3 +382,22 @@ def test_what_a_query_answers_equals_a_direct_aggregation_whatever_was_flushed_w
                     assert (lo, hi) == (wlo, whi)
                     assert avg == pytest.approx(total / n, rel=1e-9, abs=1e-9)
         h.close()
+
+
+def test_pending_buckets_are_bounded_while_the_disk_refuses_writes(
+    path: Path, clock: FakeClock,
+) -> None:
+    h = History(path, clock=clock, max_series=5)  # at most max(10_000, 20 x 5) pending
+    for minute in range(2880):
+        for device in range(5):
+            h.record(f"kebun-{device}", "soil_pct", T0 - minute * MIN, 40.0)
+    stats = h.statistics()
+    assert stats["pending_buckets"] == 10_000
+    # Counted per value: at least one for every bucket that found no place.
+    assert isinstance(stats["refused_buckets"], int)
+    assert stats["refused_buckets"] >= 5 * (2880 + 192) - 10_000
+    h.record("kebun-0", "soil_pct", T0, 50.0)  # a bucket it has still takes values
+    assert h.query("kebun-0", "soil_pct", T0 - HOUR, T0 + 1).points[-1] == (T0, 45.0, 40.0, 50.0)
+    assert h.flush() == 10_000
+    assert h.statistics()["pending_buckets"] == 0
+    h.close()
