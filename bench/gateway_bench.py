@@ -48,6 +48,7 @@ from gateway.spool import SpoolDB  # noqa: E402 - after the path is set for a ba
 from gateway.stack import PrivateInfluxDB, PrivateMosquitto, find_executable, free_port  # noqa: E402
 
 SITE = "taman-bench"
+BENCH_TOKEN = "bench-operator-token-0123456789"  # noqa: S105 - a private test gateway
 PUB_CHUNK = 10_000
 POLL_S = 0.02
 
@@ -147,7 +148,7 @@ class Bench:
                      "client_id": f"gw-bench-{db}", "protocol": protocol},
             "influx": {"url": self.influx.url, "database": db,
                        "flush_interval_s": flush_interval_s},
-            "api": {"host": "127.0.0.1", "port": api},
+            "api": {"host": "127.0.0.1", "port": api, "operator_token": BENCH_TOKEN},
             "log_level": "WARNING",
             "subscriptions": [{"topic": f"garden/{SITE}/+/telemetry", "format": "native",
                                "name": "native"}],
@@ -164,7 +165,8 @@ class Bench:
 
         def ready(_: subprocess.Popen[bytes]) -> bool:
             try:
-                status = httpx.get(f"http://127.0.0.1:{api}/api/v1/status", timeout=1).json()
+                status = httpx.get(f"http://127.0.0.1:{api}/api/v1/status", timeout=1,
+                                   headers={"Authorization": f"Bearer {BENCH_TOKEN}"}).json()
             except (httpx.HTTPError, ValueError):
                 return False
             return bool(status["mqtt"]["connected"])

@@ -71,6 +71,7 @@ sys.path.insert(0, str(ROOT))
 from gateway.stack import PrivateInfluxDB, PrivateMosquitto, StackError, free_port  # noqa: E402
 
 SITE = "taman-bench"
+BENCH_TOKEN = "bench-operator-token-0123456789"  # noqa: S105 - a private test gateway
 SOURCE = "kebun"
 DEVICE = "kebun-1"
 MEASUREMENT = "garden_env"
@@ -165,7 +166,8 @@ class Gateway:
             "gateway": {"id": "gw-bench", "site": SITE},
             "mqtt": {"host": "127.0.0.1", "port": broker.port, "client_id": f"gw-bench-{db}"},
             "influx": {"url": influx.url, "database": db},
-            "api": {"host": "127.0.0.1", "port": int(self.api.rsplit(":", 1)[1])},
+            "api": {"host": "127.0.0.1", "port": int(self.api.rsplit(":", 1)[1]),
+                    "operator_token": BENCH_TOKEN},
             "log_level": "WARNING",
             "spool": spool or {},
             # A park gateway always has its MQTT subscription; here it receives nothing.
@@ -188,7 +190,9 @@ class Gateway:
         return self.proc.pid
 
     def status(self) -> dict[str, Any]:
-        body: dict[str, Any] = self._http.get(f"{self.api}/api/v1/status").json()
+        body: dict[str, Any] = self._http.get(
+            f"{self.api}/api/v1/status",
+            headers={"Authorization": f"Bearer {BENCH_TOKEN}"}).json()
         return body
 
     def start(self, timeout: float = 30) -> None:

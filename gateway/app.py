@@ -10,7 +10,9 @@ Tasks (named as they appear in tracebacks):
 ``liveness.watch`` turns silence into offline devices, writes ``device_status`` points and
 the gateway's heartbeat;
 ``alerts.deliver`` sends the down/recovered notifications (webhooks, Telegram);
-``api.serve`` is the status API.
+``history.flush`` writes the charts' rollups to ``history.sqlite3``;
+``events.pump`` turns new readings and the park's summary into the pages' live events;
+``api.serve`` is the status API and the pages.
 
 Shutdown (SIGTERM, SIGINT): stop reading MQTT, commit what was received and acknowledge it,
 say goodbye to the broker (the session stays), deliver what InfluxDB accepts within
@@ -24,22 +26,28 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import uvicorn
 
+from devices.reading import Reading
 from gateway.alerts import Alerter, Subject
 from gateway.api import create_app
+from gateway.auth import OperatorAuth
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
+from gateway.events import EventHub
 from gateway.forwarder import Forwarder
+from gateway.history import History, Tier
 from gateway.influx import InfluxWriter
 from gateway.liveness import Liveness, Transition
+from gateway.metrics import render as render_metrics
 from gateway.modbus_source import ModbusBus, SlaveSpec
 from gateway.mqtt import MqttSource
 from gateway.pipeline import Committer, Outcome, Pipeline
 from gateway.registry import Registry
+from gateway.resident import CLIENTS_FIELD, public_series, resident_view
 from gateway.serial_source import SerialLineSource
 from gateway.spool import SeenLookup, Spool
 from gateway.state_topics import StatePublisher, gateway_status_topic, iso
@@ -51,6 +59,10 @@ __version__ = "0.1.0"
 
 SEEN_KEEP_NS = 3600 * 10**9
 HOUSEKEEPING_S = 60.0
+# How often the pages' live events go out: bursts of readings become one event per device.
+PUMP_S = 0.5
+# How often the site's connected-clients count goes into the local history.
+CLIENTS_SAMPLE_S = 60.0
 
 
 class _QuietServer(uvicorn.Server):
@@ -163,8 +175,24 @@ class Gateway:
             )
             for b in config.modbus
         ]
+        self.history: History | None = None
+        if config.history.enabled:
+            self.history = History(
+                config.data_dir / "history.sqlite3", clock=self.clock,
+                tiers=[Tier(t.step_s, t.keep_s) for t in config.history.tiers],
+                max_series=config.history.max_series)
+            self.pipeline.on_readings.append(self.history.readings)
+        self._public_series = public_series(config.pages, config.gateway.site)
+        self.events = EventHub(max_clients=config.api.sse_max_clients,
+                               keepalive_s=config.api.sse_keepalive_s)
+        self._fresh: dict[str, tuple[int, dict[str, Any]]] = {}
+        self.pipeline.on_readings.append(self._fresh_readings)
+        self.liveness.listeners.append(self._state_event)
+        token = config.api.operator_token
+        self.auth = OperatorAuth(token.get_secret_value() if token else None,
+                                 max_age_s=config.api.session_max_age_s)
         self.own_points = 0
-        self.app = create_app(self)
+        self.app = create_app(self, config=config.api, auth=self.auth, events=self.events)
         self.api_port: int | None = None
         self.stopping = False
 
@@ -176,6 +204,83 @@ class Gateway:
 
     def _connected(self) -> None:
         self.states.republish()
+
+    # -- live events (SSE) -----------------------------------------------------------------
+
+    def _fresh_readings(self, readings: Sequence[Reading]) -> None:
+        # Cheap on the ingest path: remember the newest fields per device; events.pump sends.
+        for r in readings:
+            device = r.tag("device")
+            if device is None:
+                continue
+            at, fields = self._fresh.get(device) or (0, {})
+            fields.update(r.fields)
+            self._fresh[device] = (max(at, r.time_ns), fields)
+
+    def _state_event(self, t: Transition) -> None:
+        d = self.liveness.devices.get(t.device)
+        self.events.publish("state", {
+            "device": t.device, "state": t.new, "old": t.old, "since_ns": t.at_ns,
+            "cause": t.cause, "last_seen_ns": d.last_seen_ns if d is not None else None,
+        }, public=False)
+
+    async def _pump(self) -> None:
+        last_resident: dict[str, Any] | None = None
+        last_sample_ns: int | None = None
+        while True:
+            await asyncio.sleep(PUMP_S)
+            fresh, self._fresh = self._fresh, {}
+            for device, (at, fields) in fresh.items():
+                self.events.publish("reading", {"device": device, "time_ns": at,
+                                                "fields": fields}, public=False)
+            view = self.resident_view()
+            comparable = {k: v for k, v in view.items() if k != "time_ns"}
+            if comparable != last_resident:
+                last_resident = comparable
+                self.events.publish("resident", view, public=True)
+            now = self.clock.now_ns()
+            clients = view["wifi"]["clients_now"]
+            if (self.history is not None and clients is not None
+                    and (last_sample_ns is None
+                         or now - last_sample_ns >= CLIENTS_SAMPLE_S * 1e9)):
+                self.history.record(self.config.gateway.site, CLIENTS_FIELD, now, clients)
+                last_sample_ns = now
+
+    # -- the pages' views ------------------------------------------------------------------
+
+    def now_ns(self) -> int:
+        return self.clock.now_ns()
+
+    def resident_view(self) -> dict[str, Any]:
+        site = self.config.gateway.site
+        aps = [d for d in self.liveness.devices.values()
+               if d.site == site and d.kind == self.config.wifi.kind and d.origin != "removed"]
+        return resident_view(site=site, pages=self.config.pages, wifi_kind=self.config.wifi.kind,
+                             devices=self.liveness.devices, clients_now=self._clients_now(aps),
+                             now_ns=self.clock.now_ns())
+
+    def history_is_public(self, device: str, field: str) -> bool:
+        return (device, field) in self._public_series
+
+    def history_view(self, device: str, field: str, start_ns: int, end_ns: int
+                     ) -> tuple[int, list[tuple[int, float, float, float]]]:
+        if self.history is None:
+            return self.config.history.tiers[0].step_s, []
+        answer = self.history.query(device, field, start_ns, end_ns)
+        return answer.step_s, answer.points
+
+    async def dead_letters(self, limit: int) -> list[dict[str, Any]]:
+        return await self.spool.dead_letters(limit)
+
+    async def quarantined(self, limit: int) -> list[dict[str, Any]]:
+        return await self.spool.quarantined(limit)
+
+    def metrics_text(self) -> str:
+        extra: dict[str, Any] = {"events": self.events.statistics(),
+                                 "api": {"operator_refused": self.auth.refused}}
+        if self.history is not None:
+            extra["history"] = self.history.statistics()
+        return render_metrics(self.status(), self.devices_view(), extra)
 
     def _alert(self, t: Transition) -> None:
         subject = Subject(t.device, t.name, t.kind, t.site, t.zone)
@@ -327,6 +432,10 @@ class Gateway:
             watch = tg.create_task(self.liveness.run(), name="liveness.watch")
             alerts = tg.create_task(self.alerter.run(), name="alerts.deliver")
             wifi = tg.create_task(self.wifi.run(), name="wifi.report")
+            pump = tg.create_task(self._pump(), name="events.pump")
+            history = (tg.create_task(self.history.run(cfg.history.flush_interval_s),
+                                      name="history.flush")
+                       if self.history is not None else None)
             serial = [tg.create_task(s.run(), name=f"serial[{s.name}].read")
                       for s in self.serial]
             serial += [tg.create_task(b.run(), name=f"modbus[{b.name}].poll")
@@ -334,7 +443,7 @@ class Gateway:
             if cfg.api.enabled:
                 server = _QuietServer(uvicorn.Config(
                     self.app, host=cfg.api.host, port=cfg.api.port, log_level="warning",
-                    access_log=False, lifespan="off",
+                    access_log=False, lifespan="off", timeout_graceful_shutdown=2,
                 ))
                 tg.create_task(server.serve(), name="api.serve")
             log.info("gateway started id=%s site=%s data_dir=%s", cfg.gateway.id,
@@ -357,10 +466,16 @@ class Gateway:
             left = await self.forwarder.drain(deadline)
             await _cancel(house)
             await _cancel(alerts)
+            await _cancel(pump)
+            if history is not None:
+                await _cancel(history)  # it writes what it holds once more
+            self.events.close()  # open pages' streams end; their browsers come back later
             if server is not None:
                 server.should_exit = True
         self.liveness.stop()
         self.registry.close()
+        if self.history is not None:
+            self.history.close()
         await self.spool.close()
         self.seen.close()
         await self.writer.aclose()

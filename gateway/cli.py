@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import math
 import os
+import secrets
 import signal
 import sys
 import tempfile
@@ -183,6 +184,9 @@ def _demo_with_stack(args: argparse.Namespace, workdir: Path, stack: Stack,
         # The demo is for this machine only, whatever the example config says.
         "GARDEN_GATEWAY_API__HOST": "127.0.0.1",
     }
+    # A fresh operator token for this run, unless one is given.
+    token = os.environ.get("GARDEN_GATEWAY_API__OPERATOR_TOKEN") or secrets.token_hex(16)
+    env["GARDEN_GATEWAY_API__OPERATOR_TOKEN"] = token
     os.environ.update(env)
     loaded = _load(config_path)
     if loaded is None:
@@ -196,7 +200,10 @@ def _demo_with_stack(args: argparse.Namespace, workdir: Path, stack: Stack,
     banner = "\n".join([
         "",
         "Garden Gateway demo is running. Where to look:",
-        f"  status API   http://127.0.0.1:{api_port}/api/v1/status",
+        f"  park page    http://127.0.0.1:{api_port}/",
+        f"  operators    http://127.0.0.1:{api_port}/operator  (token {token})",
+        f"  status API   curl -H 'Authorization: Bearer {token}' "
+        f"http://127.0.0.1:{api_port}/api/v1/status",
         f"  API docs     http://127.0.0.1:{api_port}/docs",
         f"  broker       mqtt://127.0.0.1:{stack.mosquitto.port}  (private, in {workdir})",
         f"  InfluxDB     {stack.influx.url}  database {cfg.influx.database}",

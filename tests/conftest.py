@@ -93,6 +93,12 @@ def db_name() -> str:
     return f"garden_t{os.getpid()}_{next(_db_names)}"
 
 
+# The operator token every test gateway is configured with (tests/test_api.py checks that the
+# operator endpoints refuse without it).
+OPERATOR_TOKEN = "test-operator-token-0123456789"
+OPERATOR = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+
+
 def base_config(
     tmp_path: Path, broker: PrivateMosquitto, server: PrivateInfluxDB, database: str,
     **overrides: Any,
@@ -105,7 +111,7 @@ def base_config(
         "influx": {"url": server.url, "database": database, "flush_interval_s": 0.2,
                    "backoff_min_s": 0.1, "backoff_max_s": 0.5, "auth_retry_s": 0.3},
         "spool": {"commit_interval_s": 0.02},
-        "api": {"host": "127.0.0.1", "port": free_port()},
+        "api": {"host": "127.0.0.1", "port": free_port(), "operator_token": OPERATOR_TOKEN},
         "shutdown_grace_s": 5,
         "subscriptions": [
             {"name": "native", "topic": "garden/+/+/telemetry", "format": "native"},
@@ -161,7 +167,7 @@ class GatewayProcess:
             return False
 
     def status(self) -> dict[str, Any]:
-        response = httpx.get(f"{self.api}/api/v1/status", timeout=5)
+        response = httpx.get(f"{self.api}/api/v1/status", timeout=5, headers=OPERATOR)
         response.raise_for_status()
         body: dict[str, Any] = response.json()
         return body
@@ -279,7 +285,7 @@ async def gateway_in_process(tmp_path: Path, cfg: dict[str, Any],
     task = asyncio.create_task(gateway.run(stop), name="gateway under test")
     api = f"http://127.0.0.1:{cfg['api']['port']}"
     try:
-        async with httpx.AsyncClient(base_url=api, timeout=5) as http:
+        async with httpx.AsyncClient(base_url=api, timeout=5, headers=OPERATOR) as http:
             async with asyncio.timeout(30):
                 while True:
                     if task.done():

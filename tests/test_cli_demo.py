@@ -51,11 +51,15 @@ def test_demo_prints_where_to_look_takes_a_reading_and_stops_everything(tmp_path
                  what="the demo banner")
         text = out.read_text()
         assert f"http://127.0.0.1:{port}/api/v1/status" in text
+        assert f"http://127.0.0.1:{port}/operator" in text
+        found = re.search(r"Authorization: Bearer ([0-9a-f]{32})", text)
+        assert found is not None, text
+        operator = {"Authorization": f"Bearer {found.group(1)}"}
         def get_status() -> dict[str, Any] | None:
             # The banner comes as the gateway starts; its API may listen a moment later.
             try:
                 body: dict[str, Any] = httpx.get(f"http://127.0.0.1:{port}/api/v1/status",
-                                                 timeout=2).json()
+                                                 timeout=2, headers=operator).json()
             except httpx.TransportError:
                 return None
             return body
@@ -65,7 +69,8 @@ def test_demo_prints_where_to_look_takes_a_reading_and_stops_everything(tmp_path
         # The printed mosquitto_pub line works as written.
         pub_line = next(ln.strip() for ln in text.splitlines() if "mosquitto_pub" in ln)
         subprocess.run(pub_line, shell=True, check=True, timeout=10)  # noqa: S602
-        wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/api/v1/status", timeout=2)
+        wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/api/v1/status", timeout=2,
+                           headers=operator)
                  .json()["counts"]["written"] >= 1, what="the reading written to InfluxDB")
         assert status["gateway"]["id"] == "gw-taman-bukit-pelangi"
         # The simulated garden sensor (serial) and polder station (Modbus RTU) reach InfluxDB.
@@ -87,7 +92,8 @@ def test_demo_prints_where_to_look_takes_a_reading_and_stops_everything(tmp_path
             "AND level_m > 0"), timeout=30, what="the polder simulator's readings in InfluxDB")
         assert 0 < float(garden[0][1]) <= 100
         assert abs(float(polder[0][1]) * 1000 - float(polder[0][2])) <= 1
-        status = httpx.get(f"http://127.0.0.1:{port}/api/v1/status", timeout=2).json()
+        status = httpx.get(f"http://127.0.0.1:{port}/api/v1/status", timeout=2,
+                           headers=operator).json()
         assert status["serial"]["kebun-sim"]["open"] is True
         assert status["serial"]["kebun-sim"]["errors"] == {}
         assert status["modbus"]["polder-sim"]["slaves"]["polder-1"]["state"] == "online"

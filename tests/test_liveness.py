@@ -17,6 +17,7 @@ from gateway.errors import StackError
 from gateway.registry import uptime_parts
 from gateway.stack import PrivateInfluxDB, PrivateMosquitto
 from tests.conftest import (
+    OPERATOR,
     Publisher,
     Watcher,
     base_config,
@@ -256,7 +257,7 @@ def test_birth_will_and_a_crash_recorded_as_the_gateways_outage(
 def httpx_get(api: str, path: str) -> Any:
     import httpx
 
-    response = httpx.get(api + path, timeout=5)
+    response = httpx.get(api + path, timeout=5, headers=OPERATOR)
     response.raise_for_status()
     return response.json()
 

@@ -169,7 +169,9 @@ async def test_no_client_mac_reaches_the_spool_the_database_the_logs_or_the_api(
         assert status["sources"]["native"]["errors"] == {"malformed": 1}
         api = "".join([(await gw.http.get(path)).text for path in (
             "/api/v1/status", "/api/v1/devices", "/api/v1/outages", "/api/v1/sites",
-            f"/api/v1/sites/{SITE}")])
+            f"/api/v1/sites/{SITE}", "/api/v1/resident", "/api/v1/dead-letters",
+            "/api/v1/quarantine", "/metrics",
+            "/api/v1/history?device=ap-1&field=stations&range=1h")])
         ap1 = next(d for d in (await gw.http.get("/api/v1/devices")).json() if d["id"] == "ap-1")
         assert ap1["wifi"]["distinct_clients_today"] == 4
         assert ap1["latest"]["fields"]["stations"] == 3
