@@ -72,8 +72,12 @@
       }, timeLabel(ms, t1 - t0, o.locale)));
     });
 
-    // Break the line where the gateway heard nothing for a while instead of drawing across it.
-    var gapMs = (o.stepS || 60) * 1e3 * 2.5;
+    // Break the line where the gateway heard nothing for a while instead of drawing across it:
+    // "a while" is 2.5 buckets, or 2.5 of the series' usual spacing for a sensor that reports
+    // less often than the bucket width (every 30 min into 1-minute buckets).
+    var gaps = pts.slice(1).map(function (q, i) { return q[0] / 1e6 - pts[i][0] / 1e6; }).sort(function (a, b) { return a - b; });
+    var usual = gaps.length ? gaps[Math.floor(gaps.length / 2)] : 0;
+    var gapMs = Math.max((o.stepS || 60) * 1e3, usual) * 2.5;
     var runs = [[]];
     pts.forEach(function (q, i) {
       if (i && q[0] / 1e6 - pts[i - 1][0] / 1e6 > gapMs) { runs.push([]); }
