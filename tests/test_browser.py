@@ -225,3 +225,32 @@ def test_operator_page_shows_nothing_but_the_form_until_the_right_token(
         assert page.request.get(f"{gw.api}/api/v1/session").status == 401
     finally:
         context.close()
+
+
+def test_the_open_page_comes_back_by_itself_after_the_gateway_restarts(
+    tmp_path: Path, mosquitto: PrivateMosquitto, influx_server: PrivateInfluxDB, db_name: str,
+    gateway_factory: Callable[..., GatewayProcess],
+    publisher_factory: Callable[[int], Publisher], browser: Browser,
+) -> None:
+    gw, pub = start_park(tmp_path, mosquitto, influx_server, db_name, gateway_factory,
+                         publisher_factory)
+    context = browser.new_context(viewport=PHONE, locale="id-ID")
+    page = context.new_page()
+    try:
+        page.goto(f"{gw.api}/")
+        expect(page.locator("#live")).to_have_attribute("data-state", "on")
+        expect(page.locator("#polder-value")).to_have_text("182,5 cm")
+        page.evaluate("window.stillTheSamePage = true")
+        assert gw.terminate() == 0
+        # The stream ended: the page says it is not live and keeps what it showed.
+        expect(page.locator("#live")).not_to_have_attribute("data-state", "on",
+                                                            timeout=WAIT_MS)
+        expect(page.locator("#polder-value")).to_have_text("182,5 cm")
+        gw.start()
+        expect(page.locator("#live")).to_have_attribute("data-state", "on", timeout=WAIT_MS)
+        pub.publish(f"garden/{SITE}/polder-1/telemetry", {"level_cm": 251.0})
+        expect(page.locator("#polder-value")).to_have_text("251 cm", timeout=WAIT_MS)
+        expect(page.locator("#polder-status")).to_have_attribute("data-level", "awas")
+        assert page.evaluate("window.stillTheSamePage") is True
+    finally:
+        context.close()
