@@ -209,6 +209,9 @@ class Gateway:
 
     def _fresh_readings(self, readings: Sequence[Reading]) -> None:
         # Cheap on the ingest path: remember the newest fields per device; events.pump sends.
+        # Nobody watching, nothing kept: a page fetches the whole state when it connects.
+        if not self.events.operators_listening:
+            return
         for r in readings:
             device = r.tag("device")
             if device is None:
@@ -233,18 +236,22 @@ class Gateway:
             for device, (at, fields) in fresh.items():
                 self.events.publish("reading", {"device": device, "time_ns": at,
                                                 "fields": fields}, public=False)
+            now = self.clock.now_ns()
+            sample = self.history is not None and (
+                last_sample_ns is None or now - last_sample_ns >= CLIENTS_SAMPLE_S * 1e9)
+            if not (sample or self.events.listening):
+                last_resident = None  # the next page to connect gets a fresh summary
+                continue
             view = self.resident_view()
             comparable = {k: v for k, v in view.items() if k != "time_ns"}
-            if comparable != last_resident:
+            if comparable != last_resident and self.events.listening:
                 last_resident = comparable
                 self.events.publish("resident", view, public=True)
-            now = self.clock.now_ns()
             clients = view["wifi"]["clients_now"]
-            if (self.history is not None and clients is not None
-                    and (last_sample_ns is None
-                         or now - last_sample_ns >= CLIENTS_SAMPLE_S * 1e9)):
-                self.history.record(self.config.gateway.site, CLIENTS_FIELD, now, clients)
+            if sample and self.history is not None:
                 last_sample_ns = now
+                if clients is not None:
+                    self.history.record(self.config.gateway.site, CLIENTS_FIELD, now, clients)
 
     # -- the pages' views ------------------------------------------------------------------
 

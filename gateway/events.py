@@ -61,6 +61,14 @@ class EventHub:
         self.refused = 0
         self.connections = 0
 
+    @property
+    def listening(self) -> bool:
+        return bool(self._subscribers)
+
+    @property
+    def operators_listening(self) -> bool:
+        return any(s.operator for s in self._subscribers)
+
     def publish(self, kind: str, data: dict[str, Any], *, public: bool) -> None:
         """Queue an event for every subscriber allowed to see it; never waits."""
         if not self._subscribers:
