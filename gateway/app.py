@@ -432,8 +432,14 @@ class Gateway:
                                           gateway_down.start_ns, gateway_down.end_ns)
         async with asyncio.TaskGroup() as tg:
             commit = tg.create_task(self.committer.run(), name="spool.commit")
-            forward = tg.create_task(self.forwarder.run(),
-                                     name=f"influx[{cfg.influx.url}].forward")
+            forward: asyncio.Task[None] | None = None
+            if cfg.influx.enabled:
+                forward = tg.create_task(self.forwarder.run(),
+                                         name=f"influx[{cfg.influx.url}].forward")
+            else:
+                self.forwarder.disable()
+                log.warning("influx.enabled is false: readings stay in the spool (%s) and the "
+                            "local history; nothing goes to InfluxDB", cfg.data_dir)
             receive = tg.create_task(self.mqtt.run(), name=f"mqtt[{self.mqtt.broker}].receive")
             house = tg.create_task(self._housekeeping(), name="gateway.housekeeping")
             watch = tg.create_task(self.liveness.run(), name="liveness.watch")
@@ -469,8 +475,10 @@ class Gateway:
             await self.committer.flush()
             await self.mqtt.close(timeout=min(2.0, max(0.1, deadline - time.monotonic())))
             await _cancel(receive)
-            await _cancel(forward)
-            left = await self.forwarder.drain(deadline)
+            left = self.spool.rows
+            if forward is not None:
+                await _cancel(forward)
+                left = await self.forwarder.drain(deadline)
             await _cancel(house)
             await _cancel(alerts)
             await _cancel(pump)

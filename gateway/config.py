@@ -84,6 +84,8 @@ class MqttConfig(_Model):
 
 
 class InfluxConfig(_Model):
+    enabled: bool = Field(True, description="False: readings stay in the spool (and the "
+                          "local history) until it is enabled; nothing is sent")
     url: str = Field("http://127.0.0.1:8086", pattern=r"^https?://[^\s/]+(/.*)?$")
     api: Literal["v1", "v2"] = "v1"
     database: str = "garden"

@@ -117,6 +117,11 @@ class Forwarder:
         self._quiet_flush_s = quiet_flush_s
         self._db_checked = False
 
+    def disable(self) -> None:
+        """``influx.enabled: false``: the gateway keeps the spool and sends nothing."""
+        self._state = "disabled"
+        self._connected = None
+
     def statistics(self) -> ForwarderStats:
         next_in = None
         if self._next_attempt_at is not None:

@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.auth import COOKIE, OperatorAuth
 from gateway.clock import FakeClock
+from gateway.errors import StackError
 from gateway.stack import PrivateInfluxDB, PrivateMosquitto
 from tests.conftest import OPERATOR_TOKEN, Publisher, base_config, gateway_in_process, until
 
@@ -349,3 +351,26 @@ async def test_openapi_describes_every_route_with_its_answers_and_who_may_call(
         # FastAPI checks each answer against its response model: these would be 500s if not.
         for path in ("/api/v1/status", "/api/v1/devices", "/api/v1/resident"):
             assert (await gw.http.get(path)).status_code == 200
+
+
+async def test_without_influxdb_readings_stay_in_the_spool_and_the_pages_work(
+    tmp_path: Path, mosquitto: PrivateMosquitto, influx_server: PrivateInfluxDB, db_name: str,
+    publisher_factory: Any,
+) -> None:
+    pub: Publisher = publisher_factory(mosquitto.port)
+    cfg = park(tmp_path, mosquitto, influx_server, db_name)
+    cfg["influx"] = {**cfg["influx"], "enabled": False}
+    async with gateway_in_process(tmp_path, cfg) as gw:
+        for level in (120.0, 130.0, 140.0):
+            pub.publish(f"garden/{SITE}/polder-1/telemetry", {"level_cm": level})
+        await until(lambda: gw.spool.rows >= 3)
+        status = (await gw.http.get("/api/v1/status")).json()
+        assert status["influx"]["state"] == "disabled"
+        assert status["counts"]["written"] == 0
+        assert gw.resident_view()["polder"]["value"] == 140.0
+        history = (await gw.http.get("/api/v1/history", params={
+            "device": "polder-1", "field": "level_cm", "range": "1h"})).json()
+        assert history["points"][-1][3] == 140.0
+    # Nothing reached InfluxDB: the gateway did not even create its database.
+    with pytest.raises(StackError, match="database not found"):
+        influx_server.query("SELECT * FROM polder", db_name)
