@@ -966,6 +966,17 @@ def check_disk(cfg: Config) -> list[Result]:
     return [Result("disk", "disk", "OK", found)]
 
 
+def _held_rows(db: sqlite3.Connection) -> int:
+    """Readings stamped before the clock was believed (a spool of an older version: none)."""
+    try:
+        first, last = db.execute("SELECT min(id), max(id) FROM held").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return 0
+        raise
+    return 0 if first is None else int(last) - int(first) + 1
+
+
 def check_spool(cfg: Config, now: Callable[[], float] = time.time) -> list[Result]:
     path = cfg.data_dir / "spool.sqlite3"
     if not path.exists():
@@ -984,6 +995,7 @@ def check_spool(cfg: Config, now: Callable[[], float] = time.time) -> list[Resul
         oldest = db.execute("SELECT line FROM spool ORDER BY id LIMIT 1").fetchone()
         evicted = db.execute(
             "SELECT value FROM counters WHERE name = 'evicted'").fetchone()
+        held = _held_rows(db)
     except sqlite3.OperationalError as exc:
         if "locked" in str(exc) or "busy" in str(exc):
             return [Result("disk", "spool", "WARN", f"{path} is busy ({exc})",
@@ -1004,6 +1016,8 @@ def check_spool(cfg: Config, now: Callable[[], float] = time.time) -> list[Resul
         with contextlib.suppress(IndexError, ValueError):
             age_s = now() - int(str(oldest[0]).rsplit(" ", 1)[1]) / 1e9
             parts.append(f"the oldest from {_age(max(0.0, age_s))} ago")
+    if held:
+        parts.append(f"about {held} held until the clock is synchronised")
     if evicted is not None and int(evicted[0]):
         parts.append(f"{int(evicted[0])} dropped so far because it was full")
     found = ", ".join(parts)
@@ -1048,9 +1062,8 @@ def check_systemd(unit: str, run: CommandRunner, timeout_s: float) -> list[Resul
                        status_fix)]
     if props.get("LoadState") == "not-found":
         return [Result("systemd", name, "WARN", f"{unit}.service is not installed",
-                       "install it: `sudo cp /opt/garden-gateway/systemd/garden-gateway.service "
-                       "/etc/systemd/system/ && sudo systemctl daemon-reload && "
-                       f"sudo systemctl enable --now {unit}`")]
+                       "install it: `sudo systemd/install.sh` in the garden-gateway checkout "
+                       "(or give --unit if it has another name)")]
     active, sub = props.get("ActiveState", ""), props.get("SubState", "")
     restarts = int(props["NRestarts"]) if props.get("NRestarts", "").isdigit() else 0
     enabled = props.get("UnitFileState", "")
