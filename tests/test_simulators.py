@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import itertools
+import json
 import math
 import os
 import select
@@ -17,6 +18,7 @@ import termios
 import time
 import tty
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,8 @@ from devices.lines import LineFramer
 from devices.modbus import Block, Function, decode_block
 from devices.modbus_rtu import ReadExchange, ReadRequest, RequestFramer, read_request
 from devices.reading import DecodeError
-from devices.simulators import garden, polder
+from devices.simulators import garden, park, polder
+from devices.simulators.ap import AccessPoint
 from devices.simulators.garden import FIELDS, GardenSensor, Weather
 from devices.simulators.polder import BLOCKS, PolderSlave
 from gateway.cli import main
@@ -703,3 +706,167 @@ def test_simulate_will_not_replace_a_file_with_its_link(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "not a symlink" in done.stderr
     assert link.read_text() == "not a port"
+
+
+# --- the park's access points, Tasmota sensor and demo day (devices/simulators/) -----------
+
+
+def _collectd(topic: str, payload: bytes, stamp_s: float) -> dict[str, Any]:
+    from devices import collectd
+
+    [reading] = collectd.decode(topic, payload, int(stamp_s * 1e9),
+                                collectd.Options(measurement="wifi_ap", store_rates=False))
+    assert reading.time_ns == round(stamp_s * 1000) * 10**6  # the payload's own time
+    return {"tags": dict(reading.tags), **dict(reading.fields)}
+
+
+def _park_day() -> tuple[park.DayClock, list[AccessPoint]]:
+    day = park.DayClock(T0, day_minutes=20)
+    return day, park.access_points(day)
+
+
+def test_ap_payloads_are_collectd_bytes_and_decode_to_counters_and_clients() -> None:
+    day, aps = _park_day()
+    ap = aps[0]
+    t = day.sim_start_s + 9 * 3600  # 19:00 WITA
+    stamp = T0 + 123.4567
+    messages = dict(ap.messages(t, stamp))
+    assert set(messages) == {
+        "collectd/ap-gerbang-utama/interface-wlan0/if_octets",
+        "collectd/ap-gerbang-utama/iwinfo-wlan0/stations",
+        "collectd/ap-gerbang-utama/interface-wlan1/if_octets",
+        "collectd/ap-gerbang-utama/iwinfo-wlan1/stations",
+        "collectd/ap-gerbang-utama/uptime/uptime",
+    }
+    octets = messages["collectd/ap-gerbang-utama/interface-wlan0/if_octets"]
+    # As in shared/samples: "<seconds with 3 decimals>:<rx>:<tx>" and the C string's NUL.
+    assert octets.endswith(b"\x00")
+    assert octets.count(b"\x00") == 1
+    assert octets.startswith(b"%.3f:" % stamp)
+    rx, tx = ap.octets(t, "wlan0")
+    decoded = _collectd("collectd/ap-gerbang-utama/interface-wlan0/if_octets", octets, stamp)
+    assert decoded == {"tags": {"device": "ap-gerbang-utama", "interface": "wlan0"},
+                       "rx_bytes": rx, "tx_bytes": tx}
+    stations = _collectd("collectd/ap-gerbang-utama/iwinfo-wlan0/stations",
+                         messages["collectd/ap-gerbang-utama/iwinfo-wlan0/stations"], stamp)
+    assert stations == {"tags": {"device": "ap-gerbang-utama", "iwinfo": "wlan0"},
+                        "clients": ap.clients(t, "wlan0")}
+    assert stations["clients"] > 0
+
+
+def test_ap_day_curve_is_quiet_at_night_and_busiest_in_the_evening() -> None:
+    day, aps = _park_day()
+    ap = aps[0]
+
+    def at(hour: float) -> float:
+        return day.sim_start_s + ((hour - park.START_HOUR) % 24) * 3600
+
+    busy = {h: ap.busy(at(h)) for h in range(24)}
+    assert max(busy, key=lambda h: busy[h]) in (19, 20)
+    assert all(busy[h] > 0.7 for h in (19, 20, 21))
+    assert all(busy[h] < 0.1 for h in (1, 2, 3))
+    assert busy[16] > busy[13] > busy[10]
+    clients = {h: sum(ap.clients(at(h), r) for r in ap.radios) for h in (2, 20)}
+    assert clients[20] > 5 * max(1, clients[2])
+    # Traffic follows: the counters grow faster in the evening than at night.
+    step = 600.0
+    rate = {h: ap.octets(at(h) + step, "wlan0")[1] - ap.octets(at(h), "wlan0")[1]
+            for h in (2, 20)}
+    assert rate[20] > 5 * rate[2] > 0
+
+
+@given(st.floats(min_value=0, max_value=3 * DAY), st.floats(min_value=1, max_value=3000))
+def test_ap_counters_never_go_down_except_at_a_reboot(offset: float, dt: float) -> None:
+    _, aps = _park_day()
+    ap = aps[1]  # the one that reboots
+    t = T0 + offset
+    for radio in ap.radios:
+        before, after = ap.octets(t, radio), ap.octets(t + dt, radio)
+        if ap.booted_at(t + dt) == ap.booted_at(t):
+            assert after[0] >= before[0]
+            assert after[1] >= before[1]
+
+
+def test_the_rebooting_ap_goes_silent_and_its_counters_restart_small() -> None:
+    day, aps = _park_day()
+    ap = next(a for a in aps if a.host == park.REBOOTING_AP)
+    reboot = day.sim_start_s + (park.REBOOT.hour - park.START_HOUR) * 3600
+    before = ap.octets(reboot - 1, "wlan0")
+    assert ap.up(reboot - 1)
+    assert not ap.up(reboot + 60)
+    assert ap.messages(reboot + 60, T0) == []
+    back = reboot + park.REBOOT.down_s
+    assert ap.up(back + 1)
+    after = ap.octets(back + 300, "wlan0")
+    assert after[1] < before[1] / 100
+    assert after[1] > 0
+    assert ap.uptime_s(back + 300) == 300
+    # The gateway's counter logic reads that as a reset (not a wrap) at the demo's pace.
+    from devices.wifi import ByteCounter
+
+    counter = ByteCounter(max_rate_bps=100e6)
+    real = day.real
+    counter.update(before[1], int(real(reboot - 1) * 1e9))
+    step = counter.update(after[1], int(real(back + 300) * 1e9))
+    assert step.kind == "reset"
+    # The others never reboot.
+    assert all(a.up(reboot + 60) for a in aps if a is not ap)
+
+
+def test_tasmota_sensor_payload_decodes_and_it_drops_out_in_the_afternoon() -> None:
+    from devices import tasmota as tasmota_decoder
+
+    day = park.DayClock(T0, day_minutes=20)
+    sensor = park.tasmota(park.DemoWeather())
+    t = day.sim_start_s + 3600
+    payload = sensor.sensor_payload(t, T0)
+    body = json.loads(payload)
+    # Tasmota's Time is the board's local time (WITA) of the real stamp, without a zone.
+    wita = datetime.fromtimestamp(T0, UTC) + timedelta(hours=8)
+    assert body["Time"] == wita.strftime("%Y-%m-%dT%H:%M:%S")
+    assert body["TempUnit"] == "C"
+    [reading] = tasmota_decoder.decode(sensor.sensor_topic, payload, int(T0 * 1e9),
+                                       tasmota_decoder.Options())
+    assert dict(reading.tags) == {"device": "kebun-1", "sensor": "am2301"}
+    fields = dict(reading.fields)
+    assert fields["temperature_c"] == sensor.values(t)["Temperature"]
+    assert 20 < float(fields["temperature_c"]) < 35
+    assert 40 <= float(fields["humidity_pct"]) <= 100
+    assert float(fields["dew_point_c"]) < float(fields["temperature_c"])
+    assert reading.time_ns == int(T0) * 10**9
+    hours = {h: sensor.online(day.sim_start_s + (h - park.START_HOUR) * 3600 + 60)
+             for h in range(10, 24)}
+    assert [h for h, up in hours.items() if not up] == [13, 14]
+
+
+def test_the_demo_day_takes_the_polder_through_every_warning_level_and_back() -> None:
+    day = park.DayClock(T0, day_minutes=20)
+    slave = park.polder_slave(park.DemoWeather())
+    levels = [(m, slave.level_mm(day.sim_start_s + m * 60) / 1000) for m in range(0, 1440, 5)]
+    thresholds = (0.9, 1.1, 1.3)  # the demo's pages.polder
+    peak_m, peak = max(levels, key=lambda x: x[1])
+    assert peak > 1.3 + 0.15
+    assert 5 * 60 <= peak_m <= 7 * 60  # 15:00..17:00
+    assert levels[0][1] < 0.9
+    assert levels[-1][1] < 0.9
+    for th in thresholds:
+        up = next(m for m, v in levels if v >= th)
+        down = next(m for m, v in levels if m > up and v < th)
+        assert 4 * 60 <= up <= 5.5 * 60
+        assert down <= 9.5 * 60
+    # The scenario table says so.
+    said = dict(park.SCENARIO)
+    assert "Awas" in said["15:00"]
+    assert "normal" in said["19:00"]
+
+
+def test_day_clock_maps_real_minutes_to_a_simulated_day() -> None:
+    day = park.DayClock(T0, day_minutes=0.5)
+    assert day.speed == 2880
+    assert Weather().local_hour(day.sim(T0)) == pytest.approx(park.START_HOUR)
+    assert day.sim(T0 + 30) - day.sim(T0) == pytest.approx(DAY)
+    assert day.real(day.sim(T0 + 7.5)) == pytest.approx(T0 + 7.5)
+    assert day.step_s() == 0.25
+    assert park.DayClock(T0).step_s() == 5.0
+    with pytest.raises(ValueError, match="day_minutes"):
+        park.DayClock(T0, day_minutes=0)
