@@ -14,8 +14,12 @@ read EIO anyway, it looks again a little later instead of spinning on it.
   to, a backlog nobody reads is dropped rather than handed to whoever opens the port next.
 - :class:`PolderRunner` reads requests as they come (``loop.add_reader``, never blocking),
   frames them with :class:`~devices.modbus_rtu.RequestFramer` and writes the slave's answer.
+- :class:`MqttParkRunner` publishes for the park's MQTT devices (collectd access points, Tasmota
+  sensors), each on its own connection to the broker as the real ones have: an AP that reboots
+  drops its connection for the while, a Tasmota that loses the Wi-Fi drops it without a word
+  and the broker publishes its last will (``LWT Offline``).
 
-Both take the clock (``time.time``) as an argument and expose a ``statistics()`` snapshot. The
+All take the clock (``time.time``) as an argument and expose a ``statistics()`` snapshot. The
 signal handling and the printing are the CLI's (``gateway/cli.py``); the config snippets it
 prints are built here (:func:`garden_config`, :func:`polder_config`, :func:`to_yaml`).
 """
@@ -38,14 +42,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as paho
 import yaml
+from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.modbus import Block, Register
 from devices.modbus_rtu import RequestFramer
 from devices.serial_lines import Options
 from devices.simulators import polder
+from devices.simulators.ap import AccessPoint
 from devices.simulators.garden import GardenSensor
 from devices.simulators.polder import PolderSlave
+from devices.simulators.tasmota import OFFLINE, ONLINE, TasmotaSensor
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +273,143 @@ class PolderRunner:
     def _resume(self, loop: asyncio.AbstractEventLoop) -> None:
         self._retry = None
         loop.add_reader(self._port.master, self._on_readable, loop)
+
+
+# -- the park's MQTT devices ------------------------------------------------------------------
+
+
+class _Connection:
+    """One device's own MQTT connection: paho with its network thread, which connects (and
+    reconnects) in the background, so nothing here ever blocks the event loop."""
+
+    def __init__(self, host: str, port: int, client_id: str,
+                 will: tuple[str, bytes] | None = None) -> None:
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        if will is not None:
+            self.client.will_set(will[0], will[1], qos=1, retain=True)
+        self.client.connect_async(host, port, keepalive=30)
+        self.client.loop_start()
+        # Set once the device has said what it says on every connect (Tasmota: LWT Online).
+        self.announced = False
+
+    @property
+    def connected(self) -> bool:
+        return self.client.is_connected()
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=1, retain=retain)
+
+    async def close(self) -> None:
+        """A clean goodbye (DISCONNECT): the broker forgets the last will."""
+        self.client.disconnect()
+        await asyncio.to_thread(self.client.loop_stop)
+
+    async def drop(self) -> None:
+        """The network goes away under the device: no DISCONNECT, the socket just closes, and
+        the broker publishes the last will, as it does when an AP or a board loses power."""
+        await asyncio.to_thread(self.client.loop_stop)
+        sock = self.client.socket()
+        if sock is not None:
+            sock.close()
+
+
+@dataclass(frozen=True, slots=True)
+class MqttParkStats:
+    broker: str
+    messages: int
+    # Samples a device took while its connection was not up yet (not sent, as collectd's
+    # and Tasmota's own small buffers would lose them in the end too).
+    unsent: int
+    # AP reboots and Tasmota dropouts so far.
+    reboots: int
+    dropouts: int
+    connected: tuple[str, ...]
+
+
+class MqttParkRunner:
+    """Every ``interval_s`` real seconds, one sample from each AP and Tasmota sensor.
+
+    ``sim`` maps the real time to the simulated time the models take (see
+    :class:`devices.simulators.park.DayClock`); the payloads carry the real time.
+    """
+
+    def __init__(self, *, host: str, port: int, aps: list[AccessPoint],
+                 tasmotas: list[TasmotaSensor], interval_s: float,
+                 sim: Callable[[float], float] = lambda t: t, clock: Clock = time.time) -> None:
+        if not interval_s > 0:
+            raise ValueError(f"interval {interval_s} s: must be more than 0")
+        self._host, self._port = host, port
+        self._aps = aps
+        self._tasmotas = tasmotas
+        self._interval_s = interval_s
+        self._sim = sim
+        self._clock = clock
+        self._conns: dict[str, _Connection] = {}
+        self._messages = self._unsent = self._reboots = self._dropouts = 0
+
+    def statistics(self) -> MqttParkStats:
+        return MqttParkStats(f"{self._host}:{self._port}", self._messages, self._unsent,
+                             self._reboots, self._dropouts,
+                             tuple(sorted(k for k, c in self._conns.items() if c.connected)))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        try:
+            while not stop.is_set():
+                await self._tick()
+                due = max(due + self._interval_s, loop.time())
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(due):
+                        await stop.wait()
+        finally:
+            conns, self._conns = list(self._conns.values()), {}
+            await asyncio.gather(*(c.close() for c in conns))
+
+    async def _tick(self) -> None:
+        real = self._clock()
+        t = self._sim(real)
+        for ap in self._aps:
+            # collectd has no last will: the broker just sees the AP's connection end.
+            conn = await self._presence(ap.host, ap.up(t), None)
+            if conn is not None:
+                self._send(conn, ap.messages(t, real))
+        for sensor in self._tasmotas:
+            conn = await self._presence(f"DVES_{sensor.topic}", sensor.online(t),
+                                        (sensor.lwt_topic, OFFLINE))
+            if conn is None:
+                continue
+            if conn.connected and not conn.announced:
+                conn.publish(sensor.lwt_topic, ONLINE, retain=True)
+                conn.announced = True
+            self._send(conn, [(sensor.sensor_topic, sensor.sensor_payload(t, real))])
+
+    async def _presence(self, client_id: str, up: bool,
+                        will: tuple[str, bytes] | None) -> _Connection | None:
+        """The device's connection if it is up (opened when it comes up), else None."""
+        conn = self._conns.get(client_id)
+        if up:
+            if conn is None:
+                conn = self._conns[client_id] = _Connection(self._host, self._port, client_id,
+                                                            will)
+            return conn
+        if conn is not None:
+            del self._conns[client_id]
+            await conn.drop()
+            if will is None:
+                self._reboots += 1
+            else:
+                self._dropouts += 1
+            log.info("simulated %s is off the network", client_id)
+        return None
+
+    def _send(self, conn: _Connection, messages: list[tuple[str, bytes]]) -> None:
+        if not conn.connected:
+            self._unsent += len(messages)
+            return
+        for topic, payload in messages:
+            conn.publish(topic, payload)
+        self._messages += len(messages)
 
 
 # -- what the technician pastes into the config ----------------------------------------------
