@@ -25,7 +25,7 @@ import yaml
 from devices.simulators import park, polder
 from devices.simulators.garden import GardenSensor
 from devices.simulators.polder import REGISTERS, PolderSlave
-from gateway import simulate
+from gateway import doctor, simulate
 from gateway.config import LoadedConfig, load_config
 from gateway.errors import ConfigError, GatewayError, StackError
 
@@ -533,6 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
                       f"{DEMO_DAY_MINUTES:g}; 1440: real time)")
     demo.set_defaults(func=cmd_demo)
     _add_simulate(sub)
+    doctor.register(sub)
     return parser
 
 

@@ -614,3 +614,12 @@ async def test_a_hanging_check_is_one_fail_line_in_bounded_time() -> None:
     assert [(r.verdict, r.found) for r in hung] == [("FAIL", "no verdict within 0.2 s")]
     assert [(r.verdict, r.found) for r in broke] == [
         ("FAIL", "the check itself failed: KeyError: 'oops'")]
+
+
+def test_the_gateway_cli_runs_doctor(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "doctor", "--config", str(tmp_path / "nope.yaml"),
+         "--env-file", os.devnull, "--json"],
+        capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert done.returncode == 2, done.stderr
+    assert json.loads(done.stdout)["checks"][0]["check"] == "config"
