@@ -465,11 +465,12 @@ step_enable() {
 step_start() {
   ((START)) || { say skipped "start (--no-start)"; return 0; }
   have_systemd || { ((LIVE)) && say skipped "start (systemd is not running here)"; return 0; }
+  local why="did not start; 'journalctl -u $NAME -n 50' says why, 'sudo $NAME doctor --config /etc/$NAME/config.yaml' what to fix"
   if ! systemctl is-active --quiet "$NAME.service"; then
-    systemctl start "$NAME.service"
+    systemctl start "$NAME.service" || die "$NAME.service $why"
     changed "$NAME.service started"
   elif ((TREE_CHANGED || VENV_CHANGED || UNIT_CHANGED)); then
-    systemctl restart "$NAME.service"
+    systemctl restart "$NAME.service" || die "$NAME.service $why"
     changed "$NAME.service restarted (new code or unit)"
   else
     unchanged "$NAME.service running"

@@ -325,6 +325,25 @@ def test_secrets_are_generated_private_and_match_the_broker_account(
     assert ["password_file", "/etc/mosquitto/garden.passwd"] in settings
 
 
+JOURNALD_BINARIES = (Path("/lib/systemd/systemd-journald"),
+                     Path("/usr/lib/systemd/systemd-journald"))
+
+
+def test_journald_drop_in_names_only_settings_this_journald_knows(installed: Installed) -> None:
+    binary = next((b for b in JOURNALD_BINARIES if b.is_file()), None)
+    if binary is None:
+        pytest.skip("no systemd-journald binary here to check the setting names against")
+    known = binary.read_bytes()  # its gperf table holds every "Journal.<Name>"
+    text = (installed.root / "etc/systemd/journald.conf.d/garden-gateway.conf").read_text()
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    assert lines[0] == "[Journal]"
+    names = [line.split("=", 1)[0] for line in lines[1:]]
+    assert "SystemMaxUse" in names
+    assert "RuntimeMaxUse" in names
+    unknown = [n for n in names if b"Journal." + n.encode() + b"\x00" not in known]
+    assert unknown == []
+
+
 def test_installed_gateway_accepts_its_config(installed: Installed) -> None:
     root = installed.root
     result = _run([str(root / "opt/garden-gateway/.venv/bin/garden-gateway"), "check-config",
