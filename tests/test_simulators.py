@@ -54,7 +54,7 @@ from gateway.simulate import (
 )
 from tests.conftest import ROOT, until, wait_for
 
-# 2026-11-28 01:26:40 UTC, 09:26 in Kutai Timur.
+# 2026-11-28 07:26:40 UTC, 15:26 in Kutai Timur (WITA, UTC+8).
 T0 = 1_795_850_800.0
 DAY = 86400.0
 CLIENT = AsyncModbusSerialClient
