@@ -11,7 +11,17 @@ nothing is acknowledged to the broker before it is committed.
 
 The spool is bounded in bytes: when full, the oldest rows are dropped, and every dropped row
 is counted (``evicted``), never silent. Malformed input goes to a bounded ``dead_letter``
-table and lines InfluxDB refuses to a bounded ``quarantine`` table, each with the reason.
+table and lines InfluxDB refuses to a bounded ``quarantine`` table, each with the reason (so do
+lines the gateway refuses for their time: a device clock in the past, status NULL).
+
+Clock without RTC (:mod:`gateway.timesync`): a reading stamped by the gateway while its clock
+is not synchronised waits in the bounded ``held`` table, line without its timestamp plus the
+boot it came from and the instant on that boot's ``CLOCK_BOOTTIME``; it is committed with the
+rest of its batch, so the delivery guarantee holds while it waits. Once the clock is
+synchronised, :meth:`SpoolDB.release_held` moves it to ``spool`` with its time corrected, in
+the same transaction that deletes it from ``held``. Rows of an earlier boot cannot be corrected
+(the boot's offset was never known): :meth:`SpoolDB.keep_apart` moves them to the bounded
+``unsynced`` table, which nothing sends.
 
 :class:`SpoolDB` is the synchronous core (tests and the benchmark use it directly);
 :class:`Spool` runs it on one dedicated thread so the event loop never waits for the disk.
@@ -48,9 +58,19 @@ CREATE TABLE IF NOT EXISTS dead_letter (
     kind TEXT NOT NULL, error TEXT NOT NULL, payload BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS seen (key INTEGER PRIMARY KEY, received_at_ns INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS held (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, boot_id TEXT NOT NULL, boot_ns INTEGER NOT NULL,
+    received_at_ns INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS unsynced (
+    id INTEGER PRIMARY KEY, at_ns INTEGER NOT NULL, boot_id TEXT NOT NULL,
+    boot_ns INTEGER NOT NULL, received_at_ns INTEGER NOT NULL, reason TEXT NOT NULL,
+    body TEXT NOT NULL);
 """
 
 COUNTERS = ("spooled", "written", "evicted", "quarantined", "dead_lettered")
+# Kept apart from ``totals`` (whose keys the status API and /metrics already publish).
+CLOCK_COUNTERS = ("held", "released", "kept_apart", "held_evicted", "unsynced_evicted",
+                  "refused_time")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +80,27 @@ class DeadLetter:
     kind: str
     error: str
     payload: bytes
+    at_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class HeldLine:
+    """A reading stamped while the clock was not synchronised: its line without the
+    timestamp, and when it was received on the boot's monotonic clock (CLOCK_BOOTTIME)."""
+
+    body: str
+    boot_id: str
+    boot_ns: int
+    # What the unsynchronised wall clock said: only for a technician reading the table.
+    received_at_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A finished line the gateway will not send for its time (quarantined, status NULL)."""
+
+    line: str
+    reason: str
     at_ns: int
 
 
@@ -86,11 +127,15 @@ class SpoolDB:
         dead_letter_max_rows: int = 10_000,
         quarantine_max_rows: int = 10_000,
         synchronous: str = "FULL",
+        held_max_rows: int = 100_000,
+        unsynced_max_rows: int = 100_000,
     ) -> None:
         self.path = path
         self.max_bytes = max_bytes
         self.dead_letter_max_rows = dead_letter_max_rows
         self.quarantine_max_rows = quarantine_max_rows
+        self.held_max_rows = held_max_rows
+        self.unsynced_max_rows = unsynced_max_rows
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -108,9 +153,15 @@ class SpoolDB:
         self._bytes = int(nbytes) + ROW_OVERHEAD * self._rows
         self._quarantine_rows = int(self._scalar("SELECT count(*) FROM quarantine"))
         self._dead_rows = int(self._scalar("SELECT count(*) FROM dead_letter"))
+        self._held_rows = int(self._scalar("SELECT count(*) FROM held"))
+        self._unsynced_rows = int(self._scalar("SELECT count(*) FROM unsynced"))
         self._totals = dict.fromkeys(COUNTERS, 0)
+        self._clock_totals = dict.fromkeys(CLOCK_COUNTERS, 0)
         for name, value in self._db.execute("SELECT name, value FROM counters"):
-            self._totals[name] = int(value)
+            if name in self._clock_totals:
+                self._clock_totals[name] = int(value)
+            else:
+                self._totals[name] = int(value)
         self._oldest_time_ns = self._read_oldest_time()
         self._last_prune = 0.0
 
@@ -140,18 +191,27 @@ class SpoolDB:
         *,
         dead: Sequence[DeadLetter] = (),
         seen: Sequence[tuple[int, int]] = (),
+        held: Sequence[HeldLine] = (),
+        refused: Sequence[Refused] = (),
     ) -> int:
-        """Commit lines (and dead letters, and redelivery keys) in one transaction.
+        """Commit lines (and dead letters, redelivery keys, held readings and lines refused
+        for their time) in one transaction.
 
         Returns how many old rows were evicted to stay under ``max_bytes``.
         """
         added_bytes = sum(len(s) for s in lines) + ROW_OVERHEAD * len(lines)
         db = self._db
+        held_evicted = 0
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
                 if lines:
                     db.executemany("INSERT INTO spool(line) VALUES (?)", ((s,) for s in lines))
+                if held:
+                    held_evicted = self._insert_held(db, held)
+                if refused:
+                    self._insert_quarantine(
+                        db, ((r.at_ns, None, r.reason, r.line) for r in refused), len(refused))
                 if seen:
                     db.executemany(
                         "INSERT OR REPLACE INTO seen(key, received_at_ns) VALUES (?, ?)", seen
@@ -173,13 +233,23 @@ class SpoolDB:
                 evicted, evicted_bytes = 0, 0
                 if self._bytes + added_bytes > self.max_bytes:
                     evicted, evicted_bytes = self._evict(self._bytes + added_bytes - self.max_bytes)
-                self._bump(db, spooled=len(lines), evicted=evicted, dead_lettered=len(dead))
+                self._bump(db, spooled=len(lines), evicted=evicted, dead_lettered=len(dead),
+                           quarantined=len(refused), held=len(held), held_evicted=held_evicted,
+                           refused_time=len(refused))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
+                self._reload_side_counts()
                 raise
         except sqlite3.Error as exc:
             raise SpoolError(f"spool write failed: {exc}") from exc
+        self._totals["quarantined"] += len(refused)
+        self._clock_totals["held"] += len(held)
+        self._clock_totals["held_evicted"] += held_evicted
+        self._clock_totals["refused_time"] += len(refused)
+        if held_evicted:
+            log.warning("held readings over clock.held_max_rows=%d: evicted=%d oldest",
+                        self.held_max_rows, held_evicted)
         if self._rows == 0 and lines:
             self._oldest_time_ns = _line_time(lines[0])
         self._rows += len(lines) - evicted
@@ -204,6 +274,41 @@ class SpoolDB:
         if last_id is not None:
             self._db.execute("DELETE FROM spool WHERE id <= ?", (last_id,))
         return count, freed
+
+    def _insert_held(self, db: sqlite3.Connection, held: Sequence[HeldLine]) -> int:
+        db.executemany(
+            "INSERT INTO held(boot_id, boot_ns, received_at_ns, body) VALUES (?, ?, ?, ?)",
+            ((h.boot_id, h.boot_ns, h.received_at_ns, h.body) for h in held))
+        self._held_rows += len(held)
+        if self._held_rows <= self.held_max_rows:
+            return 0
+        over = self._held_rows - self.held_max_rows
+        db.execute("DELETE FROM held WHERE id IN (SELECT id FROM held ORDER BY id LIMIT ?)",
+                   (over,))
+        self._held_rows = self.held_max_rows
+        return over
+
+    def _insert_quarantine(self, db: sqlite3.Connection,
+                           rows: Any, count: int) -> None:
+        db.executemany(
+            "INSERT INTO quarantine(at_ns, status, reason, line) VALUES (?, ?, ?, ?)", rows)
+        self._quarantine_rows += count
+        if self._quarantine_rows > self.quarantine_max_rows:
+            db.execute(
+                "DELETE FROM quarantine WHERE id <= (SELECT max(id) FROM quarantine) - ?",
+                (self.quarantine_max_rows,),
+            )
+            self._quarantine_rows = self.quarantine_max_rows
+
+    def _reload_side_counts(self) -> None:
+        """After a rollback: the row counts of the bounded side tables, as on disk."""
+        try:
+            self._held_rows = int(self._scalar("SELECT count(*) FROM held"))
+            self._unsynced_rows = int(self._scalar("SELECT count(*) FROM unsynced"))
+            self._quarantine_rows = int(self._scalar("SELECT count(*) FROM quarantine"))
+            self._dead_rows = int(self._scalar("SELECT count(*) FROM dead_letter"))
+        except sqlite3.Error:
+            pass
 
     def _bump(self, db: sqlite3.Connection, **deltas: int) -> None:
         rows = [(name, n) for name, n in deltas.items() if n]
@@ -255,10 +360,8 @@ class SpoolDB:
         removed, removed_bytes = 0, 0
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany(
-                "INSERT INTO quarantine(at_ns, status, reason, line) VALUES (?, ?, ?, ?)",
-                ((at_ns, status, reason, line) for _, line in rows),
-            )
+            self._insert_quarantine(db, ((at_ns, status, reason, line) for _, line in rows),
+                                    len(rows))
             for row_id, _ in rows:
                 cur = db.execute(
                     "DELETE FROM spool WHERE id = ? RETURNING length(CAST(line AS BLOB))",
@@ -267,22 +370,119 @@ class SpoolDB:
                 for (length,) in cur.fetchall():
                     removed += 1
                     removed_bytes += int(length) + ROW_OVERHEAD
-            self._quarantine_rows += len(rows)
-            if self._quarantine_rows > self.quarantine_max_rows:
-                db.execute(
-                    "DELETE FROM quarantine WHERE id <= (SELECT max(id) FROM quarantine) - ?",
-                    (self.quarantine_max_rows,),
-                )
-                self._quarantine_rows = self.quarantine_max_rows
             self._bump(db, quarantined=len(rows))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
+            self._reload_side_counts()
             raise
         self._rows -= removed
         self._bytes -= removed_bytes
         self._totals["quarantined"] += len(rows)
         self._oldest_time_ns = self._read_oldest_time() if self._rows else None
+
+    # -- held readings (clock without RTC) -------------------------------------------------
+
+    def release_held(self, boot_id: str, offset_ns: int, *, limit: int = 5000) -> int:
+        """Move up to ``limit`` held rows of boot ``boot_id`` to the spool, oldest first, each
+        stamped ``boot_ns + offset_ns`` (``offset_ns`` = wall - boottime, sampled once the
+        clock is synchronised). One transaction: a row is in ``held`` or in ``spool``, never
+        both, never neither. Returns how many moved."""
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = db.execute(
+                    "SELECT id, boot_ns, body FROM held WHERE boot_id = ? ORDER BY id LIMIT ?",
+                    (boot_id, limit)).fetchall()
+                if not rows:
+                    db.execute("COMMIT")
+                    return 0
+                lines = [f"{body} {int(boot_ns) + offset_ns}" for _, boot_ns, body in rows]
+                db.executemany("INSERT INTO spool(line) VALUES (?)", ((s,) for s in lines))
+                db.execute("DELETE FROM held WHERE boot_id = ? AND id <= ?",
+                           (boot_id, rows[-1][0]))
+                added_bytes = sum(len(s) for s in lines) + ROW_OVERHEAD * len(lines)
+                evicted, evicted_bytes = 0, 0
+                if self._bytes + added_bytes > self.max_bytes:
+                    evicted, evicted_bytes = self._evict(self._bytes + added_bytes - self.max_bytes)
+                self._bump(db, spooled=len(lines), evicted=evicted, released=len(lines))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise SpoolError(f"releasing held readings failed: {exc}") from exc
+        if self._rows == 0:
+            self._oldest_time_ns = _line_time(lines[0])
+        self._rows += len(lines) - evicted
+        self._bytes += added_bytes - evicted_bytes
+        self._held_rows -= len(lines)
+        self._totals["spooled"] += len(lines)
+        self._totals["evicted"] += evicted
+        self._clock_totals["released"] += len(lines)
+        if evicted:
+            self._oldest_time_ns = self._read_oldest_time()
+        return len(lines)
+
+    def keep_apart(self, boot_id: str, *, reason: str, at_ns: int) -> int:
+        """Move held rows of every boot but ``boot_id`` to ``unsynced``: their boot ended
+        before its clock was synchronised, so no correction is known. Never sent. Returns
+        how many moved."""
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                moved = db.execute(
+                    "INSERT INTO unsynced(at_ns, boot_id, boot_ns, received_at_ns, reason, body)"
+                    " SELECT ?, boot_id, boot_ns, received_at_ns, ?, body FROM held"
+                    " WHERE boot_id != ? ORDER BY id", (at_ns, reason, boot_id)).rowcount
+                db.execute("DELETE FROM held WHERE boot_id != ?", (boot_id,))
+                self._unsynced_rows += moved
+                dropped = 0
+                if self._unsynced_rows > self.unsynced_max_rows:
+                    dropped = self._unsynced_rows - self.unsynced_max_rows
+                    db.execute("DELETE FROM unsynced WHERE id IN "
+                               "(SELECT id FROM unsynced ORDER BY id LIMIT ?)", (dropped,))
+                    self._unsynced_rows = self.unsynced_max_rows
+                self._bump(db, kept_apart=moved, unsynced_evicted=dropped)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                self._reload_side_counts()
+                raise
+        except sqlite3.Error as exc:
+            raise SpoolError(f"keeping held readings apart failed: {exc}") from exc
+        self._held_rows -= moved
+        self._clock_totals["kept_apart"] += moved
+        self._clock_totals["unsynced_evicted"] += dropped
+        return moved
+
+    @property
+    def held_rows(self) -> int:
+        return self._held_rows
+
+    @property
+    def unsynced_rows(self) -> int:
+        return self._unsynced_rows
+
+    def clock_totals(self) -> dict[str, int]:
+        """Lifetime counts of the clock's work (held, released, kept_apart, ...)."""
+        return dict(self._clock_totals)
+
+    def held(self, limit: int = 100) -> list[dict[str, Any]]:
+        cur = self._db.execute(
+            "SELECT id, boot_id, boot_ns, received_at_ns, body FROM held ORDER BY id LIMIT ?",
+            (limit,))
+        return [{"id": r[0], "boot_id": r[1], "boot_ns": r[2], "received_at_ns": r[3],
+                 "body": r[4]} for r in cur]
+
+    def unsynced(self, limit: int = 100) -> list[dict[str, Any]]:
+        cur = self._db.execute(
+            "SELECT id, at_ns, boot_id, boot_ns, received_at_ns, reason, body FROM unsynced"
+            " ORDER BY id DESC LIMIT ?", (limit,))
+        return [{"id": r[0], "at_ns": r[1], "boot_id": r[2], "boot_ns": r[3],
+                 "received_at_ns": r[4], "reason": r[5], "body": r[6]} for r in cur]
 
     # -- redelivery ----------------------------------------------------------------------
 
@@ -355,6 +555,9 @@ class Spool:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
         # Set after each commit so the forwarder wakes without polling.
         self.appended = asyncio.Event()
+        # Set after a commit that held readings, so the clock watcher releases them at once
+        # when the clock is already synchronised.
+        self.held_appended = asyncio.Event()
 
     @classmethod
     def open(cls, path: Path, **kwargs: Any) -> Spool:
@@ -370,10 +573,15 @@ class Spool:
         *,
         dead: Sequence[DeadLetter] = (),
         seen: Sequence[tuple[int, int]] = (),
+        held: Sequence[HeldLine] = (),
+        refused: Sequence[Refused] = (),
     ) -> int:
-        evicted: int = await self._run(self.db.append, lines, dead=dead, seen=seen)
+        evicted: int = await self._run(self.db.append, lines, dead=dead, seen=seen, held=held,
+                                       refused=refused)
         if lines:
             self.appended.set()
+        if held:
+            self.held_appended.set()
         if evicted:
             log.warning("spool full: evicted=%d oldest rows to stay under max_bytes=%d",
                         evicted, self.db.max_bytes)
@@ -391,6 +599,25 @@ class Spool:
                          reason: str) -> None:
         await self._run(self.db.quarantine, rows, status=status, reason=reason,
                         at_ns=time.time_ns())
+
+    async def release_held(self, boot_id: str, offset_ns: int, *, limit: int = 5000) -> int:
+        n: int = await self._run(self.db.release_held, boot_id, offset_ns, limit=limit)
+        if n:
+            self.appended.set()
+        return n
+
+    async def keep_apart(self, boot_id: str, *, reason: str) -> int:
+        n: int = await self._run(self.db.keep_apart, boot_id, reason=reason,
+                                 at_ns=time.time_ns())
+        return n
+
+    async def unsynced(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = await self._run(self.db.unsynced, limit)
+        return rows
+
+    @property
+    def held_rows(self) -> int:
+        return self.db.held_rows
 
     async def seen_time(self, key: int) -> int | None:
         t: int | None = await self._run(self.db.seen_time, key)
