@@ -17,6 +17,7 @@ import difflib
 import os
 import typing
 from collections.abc import Mapping
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -127,6 +128,50 @@ class SpoolConfig(_Model):
     commit_max_readings: int = Field(5000, ge=1)
     dead_letter_max_rows: int = Field(10_000, ge=1)
     quarantine_max_rows: int = Field(10_000, ge=1)
+
+
+class ClockConfig(_Model):
+    """Clock without RTC (gateway/timesync.py): when readings the gateway stamps are held."""
+
+    # auto: hold while the kernel says the clock is unsynchronised (adjtimex), or while it is
+    # before min_valid_time; yes: also while the kernel cannot say; no: min_valid_time only.
+    require_sync: Literal["auto", "yes", "no"] = "auto"
+    # No point is ever sent before this (a clock never set); the build's floor by default.
+    min_valid_time: datetime = datetime(2026, 1, 1, tzinfo=UTC)
+    # A device's time further ahead than this of a synchronised clock is refused.
+    max_future_s: float = Field(86_400.0, gt=0)
+    check_interval_s: float = Field(1.0, gt=0, le=60)
+    synced_check_interval_s: float = Field(60.0, gt=0, le=3600)
+    held_max_rows: int = Field(100_000, ge=1)
+    unsynced_max_rows: int = Field(100_000, ge=1)
+
+    @field_validator("require_sync", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare yes/no as a boolean.
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        return value
+
+    @field_validator("min_valid_time", mode="before")
+    @classmethod
+    def _utc(cls, value: Any) -> Any:
+        if isinstance(value, date) and not isinstance(value, datetime):
+            return datetime(value.year, value.month, value.day, tzinfo=UTC)
+        if isinstance(value, datetime) and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+    @property
+    def min_valid_ns(self) -> int:
+        t = self.min_valid_time
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=UTC)
+        return int(t.timestamp()) * 10**9 + t.microsecond * 1000
+
+    @property
+    def max_future_ns(self) -> int:
+        return round(self.max_future_s * 1e9)
 
 
 class LivenessConfig(_Model):
@@ -348,6 +393,7 @@ class Config(_Model):
     mqtt: MqttConfig = MqttConfig()
     influx: InfluxConfig = InfluxConfig()
     spool: SpoolConfig = SpoolConfig()
+    clock: ClockConfig = ClockConfig()
     ingest: IngestConfig = IngestConfig()
     liveness: LivenessConfig = LivenessConfig()
     alerts: AlertsConfig = AlertsConfig()
