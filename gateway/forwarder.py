@@ -12,6 +12,11 @@ What each answer means (DESIGN.md, delivery guarantee):
   ``database_missing`` with a message saying who must create it.
 - 413: the batch is split in halves.
 - 429, 5xx, network errors: back off, capped exponential with jitter, at least Retry-After.
+
+Before any of that, with a ``time_guard`` (:meth:`gateway.timesync.TimeSync.refuse_reason`),
+a line whose timestamp must not reach InfluxDB (before ``clock.min_valid_time``: a clock never
+set; far ahead of a synchronised clock) is quarantined with the reason and never sent: the last
+line of defence for lines that did not come through the pipeline's own check.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ log = logging.getLogger(__name__)
 _UNPARSABLE = re.compile(r"unable to parse '((?:[^'\\]|\\.)*)'")
 
 Sleep = Callable[[float], Awaitable[None]]
+# A point's timestamp (ns) -> why it must not be sent, or None.
+TimeGuard = Callable[[int], str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +61,8 @@ class ForwarderStats:
     quarantined: int
     retries: int
     next_attempt_in_s: float | None
+    # Lines quarantined for their timestamp, never sent (also counted in ``quarantined``).
+    refused_time: int = 0
 
 
 class Backoff:
@@ -91,6 +100,7 @@ class Forwarder:
         monotonic: Callable[[], float] = time.monotonic,
         idle_probe_s: float = 30.0,
         quiet_flush_s: float | None = None,
+        time_guard: TimeGuard | None = None,
     ) -> None:
         self._spool = spool
         self._writer = writer
@@ -116,6 +126,8 @@ class Forwarder:
         # and its tail need not wait out the flush interval.
         self._quiet_flush_s = quiet_flush_s
         self._db_checked = False
+        self._time_guard = time_guard
+        self._refused_time = 0
 
     def disable(self) -> None:
         """``influx.enabled: false``: the gateway keeps the spool and sends nothing."""
@@ -136,6 +148,7 @@ class Forwarder:
             quarantined=self._quarantined,
             retries=self._retries,
             next_attempt_in_s=next_in,
+            refused_time=self._refused_time,
         )
 
     # -- the loop ------------------------------------------------------------------------
@@ -187,6 +200,8 @@ class Forwarder:
                 and not await self._ensure_database()):
             return False
         rows = await self._spool.fetch(self._batch_size)
+        if self._time_guard is not None:
+            rows = await self._refuse_times(rows)
         if not rows:
             return True
         # What is left after this batch waits at most one more interval.
@@ -229,6 +244,8 @@ class Forwarder:
                 log.warning("influx database=%s: create failed: %s", self._writer.database, exc)
             self._db_checked = True
         rows = await self._spool.fetch(self._batch_size)
+        if self._time_guard is not None:
+            rows = await self._refuse_times(rows)
         if not rows:
             return True
         try:
@@ -237,6 +254,27 @@ class Forwarder:
             self._record_failure(str(exc), connected=exc.status is not None)
             return False
         return True
+
+    async def _refuse_times(self, rows: list[tuple[int, str]]) -> list[tuple[int, str]]:
+        """Quarantine the rows the time guard refuses; the rest, to send."""
+        guard = self._time_guard
+        assert guard is not None
+        refused: dict[str, list[tuple[int, str]]] = {}
+        keep: list[tuple[int, str]] = []
+        for row in rows:
+            _, _, stamp = row[1].rpartition(" ")
+            try:
+                reason = guard(int(stamp))
+            except ValueError:
+                reason = None  # no timestamp: InfluxDB stamps it on arrival, not ours to judge
+            if reason is None:
+                keep.append(row)
+            else:
+                refused.setdefault(reason, []).append(row)
+        for reason, bad in refused.items():
+            await self._quarantine(bad, None, reason)
+            self._refused_time += len(bad)
+        return keep
 
     async def _ensure_database(self) -> bool:
         try:

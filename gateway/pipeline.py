@@ -14,6 +14,13 @@ unacknowledged messages, so waiting out the whole interval with a full window wo
 connection idle. A batch with no acknowledgement waiting (serial lines, Modbus polls, QoS 0)
 waits up to ``unacked_commit_interval_s`` instead: nobody is held up by it, and one fsync a
 second instead of twenty is what the CPU and the SD card prefer.
+
+With a :class:`~gateway.timesync.TimeSync` (clock without RTC), a reading the gateway stamped
+itself while its clock is not believed becomes a *held* line (``Outcome.held``), committed in
+the same transaction and acknowledged after it like any other, and released with a corrected
+time once the clock is synchronised; a device's own time before ``clock.min_valid_time`` (or
+too far ahead of a synchronised clock) is refused into the quarantine with the reason
+(``Outcome.refused``). Without one, nothing changes.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from paho.mqtt.client import topic_matches_sub
@@ -36,12 +43,17 @@ from gateway.aio import wait_event
 from gateway.config import Config, DeviceConfig
 from gateway.errors import SpoolError
 from gateway.lineproto import encode
-from gateway.spool import DeadLetter, Spool
+from gateway.spool import DeadLetter, HeldLine, Refused, Spool
+from gateway.timesync import TimeSync
 
 log = logging.getLogger(__name__)
 
 MAX_DISCOVERED = 10_000
 _ROUTE_CACHE_MAX = 4096
+# The "receive time" decoders are given while the clock is not believed: a device's time is
+# then never judged "in the future" against a clock stuck in 1970 (the floor still applies).
+# Readings that come back with it are the gateway's own stamps: they get the real receive time.
+UNSYNCED_DECODE_NS = 2**62
 
 
 def _own_topic(topic: str, prefix: str) -> bool:
@@ -106,6 +118,10 @@ class Outcome:
     # True when some reading is stamped with the receive time (no device time): a
     # redelivery of this message must then reuse that time to write the same point.
     uses_receive_time: bool = False
+    # Stamped by the gateway while its clock is not believed: corrected later (timesync).
+    held: list[HeldLine] = field(default_factory=list)
+    # Device times the gateway will not send (before the floor, far ahead): quarantined.
+    refused: list[Refused] = field(default_factory=list)
 
 
 class Pipeline:
@@ -120,6 +136,7 @@ class Pipeline:
         max_payload_bytes: int,
         log_interval_s: float = 60.0,
         clock_ns: Callable[[], int] = time.time_ns,
+        time_sync: TimeSync | None = None,
     ) -> None:
         self._gateway_id = gateway_id
         self._site = site
@@ -128,6 +145,9 @@ class Pipeline:
         self._allow_discovery = allow_discovery
         self._max_payload = max_payload_bytes
         self._clock_ns = clock_ns
+        self.time_sync = time_sync
+        self.held = 0
+        self.refused_time = 0
         self._route_cache: dict[str, Route | None] = {}
         self._log = RateLimitedLog(log, log_interval_s)
         self.sources: dict[str, SourceStats] = {r.source: SourceStats() for _, r in self._routes}
@@ -205,7 +225,14 @@ class Pipeline:
                 said = route.fmt.presence(topic, payload, route.options)
                 if said is not None:
                     return self._presence(route.source, said)
-            readings = route.fmt.decode(topic, payload, received_at_ns, route.options)
+            sync = self.time_sync
+            if sync is None or sync.trusted:
+                readings = route.fmt.decode(topic, payload, received_at_ns, route.options)
+            else:
+                readings = [
+                    replace(r, time_ns=received_at_ns) if r.time_ns == UNSYNCED_DECODE_NS else r
+                    for r in route.fmt.decode(topic, payload, UNSYNCED_DECODE_NS,
+                                              route.options)]
         except DecodeError as exc:
             return self.reject(route.source, topic, payload, received_at_ns, exc)
         outcome = self._finish(route.source, topic, payload, received_at_ns, readings,
@@ -256,7 +283,71 @@ class Pipeline:
         self.readings += len(lines)
         for listener in self.on_readings:
             listener(readings)
-        return Outcome(lines, None, any(r.time_ns == received_at_ns for r in readings))
+        ours = any(r.time_ns == received_at_ns for r in readings)
+        if self.time_sync is None:
+            return Outcome(lines, None, ours)
+        return self._judge_times(lines, readings, received_at_ns, ours)
+
+    def _judge_times(self, lines: list[str], readings: Sequence[Reading], received_at_ns: int,
+                     ours: bool) -> Outcome:
+        sync = self.time_sync
+        assert sync is not None
+        # A receive time below the floor with a believed clock: a redelivery first received
+        # while it was not (the seen table kept that time). Held, it is corrected like the
+        # first delivery was (same boot), so the point is the same one.
+        hold_ours = not sync.trusted or received_at_ns < sync.min_valid_ns
+        outcome = Outcome([], None, ours)
+        refused_device: str | None = None
+        for line, reading in zip(lines, readings, strict=True):
+            if reading.time_ns == received_at_ns:
+                if hold_ours:
+                    outcome.held.append(sync.hold(line.rsplit(" ", 1)[0], received_at_ns))
+                    continue
+            else:
+                reason = sync.refuse_reason(reading.time_ns)
+                if reason is not None:
+                    outcome.refused.append(Refused(line, reason, received_at_ns))
+                    refused_device = reading.tag("device")
+                    continue
+            outcome.lines.append(line)
+        if outcome.refused:
+            self.refused_time += len(outcome.refused)
+            self._log.warning(("time", refused_device or "?"),
+                              "device time refused device=%s: %s", refused_device,
+                              outcome.refused[0].reason)
+        self.held += len(outcome.held)
+        return outcome
+
+    def own(self, lines: list[str]) -> Outcome:
+        """The gateway's own points (device_status, wifi, health), stamped by its clock.
+
+        While the clock is not believed, a line stamped during this boot (by that clock) is
+        held for correction; an older time (an outage that began before this boot, when the
+        clock was good) is judged like a device's."""
+        sync = self.time_sync
+        if sync is None or not lines:
+            return Outcome(lines)
+        outcome = Outcome([])
+        wall = sync.source.wall_ns()
+        boot = sync.source.boottime_ns()
+        for line in lines:
+            body, _, stamp = line.rpartition(" ")
+            try:
+                at = int(stamp)
+            except ValueError:
+                outcome.lines.append(line)  # not ours to judge: the forwarder's guard will
+                continue
+            if not sync.trusted and 0 <= wall - at <= boot:
+                outcome.held.append(sync.hold(body, at))
+                continue
+            reason = sync.refuse_reason(at)
+            if reason is not None:
+                outcome.refused.append(Refused(line, reason, wall))
+            else:
+                outcome.lines.append(line)
+        self.held += len(outcome.held)
+        self.refused_time += len(outcome.refused)
+        return outcome
 
     def _encode(self, reading: Reading, own_measurement: bool) -> str:
         # Keyed by the reading's whole tag set: a device sends the same tags every time.
@@ -310,6 +401,8 @@ class Pipeline:
             "presences": self.presences,
             "redacted": self.redacted,
             "own_topics": self.own_topics,
+            "held": self.held,
+            "refused_time": self.refused_time,
             "discovered_devices": sorted(self.discovered),
             "sources": {
                 name: {
@@ -333,6 +426,11 @@ class _Batch:
     dead: list[DeadLetter] = field(default_factory=list)
     seen: list[tuple[int, int]] = field(default_factory=list)
     acks: list[Ack] = field(default_factory=list)
+    held: list[HeldLine] = field(default_factory=list)
+    refused: list[Refused] = field(default_factory=list)
+
+    def size(self) -> int:
+        return len(self.lines) + len(self.held)
 
 
 class Committer:
@@ -369,13 +467,18 @@ class Committer:
     def add(self, outcome: Outcome, ack: Ack | None = None,
             seen: tuple[int, int] | None = None) -> None:
         batch = self._batch
-        if ack is None and len(batch.lines) >= self._max_pending:
-            self.dropped += len(outcome.lines)
-            if self.dropped == len(outcome.lines) or self.dropped % 10_000 == 0:
+        if ack is None and batch.size() >= self._max_pending:
+            n = len(outcome.lines) + len(outcome.held)
+            self.dropped += n
+            if self.dropped == n or self.dropped % 10_000 == 0:
                 log.error("spool cannot keep up: dropped=%d unacknowledged readings so far",
                           self.dropped)
             return
         batch.lines.extend(outcome.lines)
+        if outcome.held:
+            batch.held.extend(outcome.held)
+        if outcome.refused:
+            batch.refused.extend(outcome.refused)
         if outcome.dead is not None:
             batch.dead.append(outcome.dead)
         if seen is not None:
@@ -391,10 +494,10 @@ class Committer:
 
     @property
     def pending(self) -> int:
-        return len(self._batch.lines)
+        return self._batch.size()
 
     def _is_full(self, batch: _Batch) -> bool:
-        return len(batch.lines) >= self._max or len(batch.acks) >= self._max_acks
+        return batch.size() >= self._max or len(batch.acks) >= self._max_acks
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -419,10 +522,15 @@ class Committer:
         batch, self._batch = self._batch, _Batch()
         self._has_items.clear()
         self._sooner.clear()
-        if not (batch.lines or batch.dead or batch.seen or batch.acks):
+        if not (batch.lines or batch.dead or batch.seen or batch.acks or batch.held
+                or batch.refused):
             return
         try:
-            await self._spool.append(batch.lines, dead=batch.dead, seen=batch.seen)
+            if batch.held or batch.refused:
+                await self._spool.append(batch.lines, dead=batch.dead, seen=batch.seen,
+                                         held=batch.held, refused=batch.refused)
+            else:
+                await self._spool.append(batch.lines, dead=batch.dead, seen=batch.seen)
         except SpoolError as exc:
             self.failures += 1
             log.error("spool commit failed lines=%d, nothing acknowledged, retrying: %s",
@@ -432,6 +540,8 @@ class Committer:
             batch.dead.extend(later.dead)
             batch.seen.extend(later.seen)
             batch.acks.extend(later.acks)
+            batch.held.extend(later.held)
+            batch.refused.extend(later.refused)
             self._batch = batch
             self._has_items.set()
             await asyncio.sleep(self._retry_s)
