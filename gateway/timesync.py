@@ -151,6 +151,21 @@ class SystemTimeSource:
         return True if self._flag.exists() else None
 
 
+class ClockTimeSource(SystemTimeSource):
+    """The wall clock of an injected :class:`~gateway.clock.Clock` (a test's FakeClock),
+    believed as it is: a gateway run on a fake clock has no kernel to ask about it."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__()
+        self._clock = clock
+
+    def wall_ns(self) -> int:
+        return self._clock.now_ns()
+
+    def synchronised(self) -> bool | None:
+        return True
+
+
 @dataclass
 class FakeTimeSource:
     """A machine's clocks for tests: ``advance`` lets time pass, ``step`` is NTP's jump,

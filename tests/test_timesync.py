@@ -28,6 +28,7 @@ from gateway.spool import ROW_OVERHEAD, HeldLine, Spool, SpoolDB
 from gateway.stack import PrivateInfluxDB, PrivateMosquitto
 from gateway.timesync import (
     DEFAULT_MIN_VALID_NS,
+    ClockTimeSource,
     FakeTimeSource,
     SystemTimeSource,
     TimeSync,
@@ -130,6 +131,15 @@ def test_system_time_source_really_asks_this_machine() -> None:
     # CLOCK_BOOTTIME counts suspend on top of CLOCK_MONOTONIC: never behind it.
     assert source.boottime_ns() >= time.monotonic_ns() - S // 100
     assert abs(source.wall_ns() - time.time_ns()) < S
+
+
+def test_a_gateway_on_an_injected_clock_believes_it() -> None:
+    clock = FakeClock(start_ns=REAL)
+    sync = TimeSync(source=ClockTimeSource(clock), max_future_ns=60 * S)
+    assert sync.trusted
+    clock.advance(3600)  # a test moving its fake time an hour on: still not "ahead"
+    assert sync.refuse_reason(REAL + 3600 * S) is None
+    assert sync.refuse_reason(REAL + 3700 * S) is not None
 
 
 def test_clock_config_reads_yaml_booleans_and_dates() -> None:
