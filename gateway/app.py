@@ -12,11 +12,14 @@ the gateway's heartbeat;
 ``alerts.deliver`` sends the down/recovered notifications (webhooks, Telegram);
 ``history.flush`` writes the charts' rollups to ``history.sqlite3``;
 ``events.pump`` turns new readings and the park's summary into the pages' live events;
-``api.serve`` is the status API and the pages.
+``api.serve`` is the status API and the pages;
+``systemd.notify`` (only under systemd, see :mod:`gateway.sdnotify`) sends READY=1 once the
+API listens, a STATUS line at the summary's rate, and WATCHDOG=1 only while :meth:`Gateway.alive`.
 
 Shutdown (SIGTERM, SIGINT): stop reading MQTT, commit what was received and acknowledge it,
 say goodbye to the broker (the session stays), deliver what InfluxDB accepts within
 ``shutdown_grace_s``, and stop. Whatever is not delivered stays in the spool for next time.
+systemd hears STOPPING=1 first, with how long the stop may take.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import socket
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -48,6 +52,7 @@ from gateway.mqtt import MqttSource
 from gateway.pipeline import Committer, Outcome, Pipeline
 from gateway.registry import Registry
 from gateway.resident import CLIENTS_FIELD, public_series, resident_view
+from gateway.sdnotify import Notifier
 from gateway.serial_source import SerialLineSource
 from gateway.spool import SeenLookup, Spool
 from gateway.state_topics import StatePublisher, gateway_status_topic, iso
@@ -63,10 +68,27 @@ HOUSEKEEPING_S = 60.0
 PUMP_S = 0.5
 # How often the site's connected-clients count goes into the local history.
 CLIENTS_SAMPLE_S = 60.0
+# How often systemd's STATUS line (systemctl status) is refreshed: the summary's rate.
+STATUS_S = HOUSEKEEPING_S
+# What a stop may take beyond shutdown_grace_s (MQTT goodbye, the API, the spool's checkpoint):
+# sent as EXTEND_TIMEOUT_USEC, so a grace longer than the unit's TimeoutStopSec still fits.
+STOP_MARGIN_S = 20.0
 
 
 class _QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the gateway handles signals in one place."""
+    """uvicorn without its own signal handling: the gateway handles signals in one place.
+
+    ``listening`` is set once its sockets accept connections (READY=1 waits for it).
+    """
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.listening = asyncio.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self.listening.set()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -74,7 +96,10 @@ class _QuietServer(uvicorn.Server):
 
 
 class Gateway:
-    def __init__(self, config: Config, *, clock: Clock | None = None) -> None:
+    def __init__(self, config: Config, *, clock: Clock | None = None,
+                 notifier: Notifier | None = None) -> None:
+        # First, before any thread starts: it takes NOTIFY_SOCKET & co. out of os.environ.
+        self.notifier = notifier if notifier is not None else Notifier.from_environment(unset=True)
         self.config = config
         self.clock = clock or SystemClock()
         self.started_ns = time.time_ns()
@@ -195,6 +220,19 @@ class Gateway:
         self.app = create_app(self, config=config.api, auth=self.auth, events=self.events)
         self.api_port: int | None = None
         self.stopping = False
+        # The watchdog's view (see alive()): the long-lived tasks, and the committer's progress.
+        # A committer that neither commits nor fails for this long while lines wait is stuck.
+        spool_cfg = config.spool
+        self.commit_stall_s = max(30.0, 10 * max(spool_cfg.commit_interval_s,
+                                                 spool_cfg.unacked_commit_interval_s))
+        self._tasks: dict[str, asyncio.Task[Any]] = {}
+        self._commit_mark = (0, 0)
+        self._commit_moved = time.monotonic()
+        self._loop_late_s = 0.0
+        self._loop_late_limit_s = float("inf")
+        self._not_alive: str | None = None
+        self.watchdog_pings = 0
+        self.watchdog_skips = 0
 
     def _emit(self, lines: list[str]) -> None:
         """Points the gateway makes itself (device_status) take the readings' path."""
@@ -458,13 +496,24 @@ class Gateway:
                     self.app, host=cfg.api.host, port=cfg.api.port, log_level="warning",
                     access_log=False, lifespan="off", timeout_graceful_shutdown=2,
                 ))
-                tg.create_task(server.serve(), name="api.serve")
+                api = tg.create_task(server.serve(), name="api.serve")
+                self._tasks[api.get_name()] = api
+            for task in (commit, forward, receive, house, watch, alerts, wifi, pump, history,
+                         *serial):
+                if task is not None:
+                    self._tasks[task.get_name()] = task
+            notify = (tg.create_task(self._notify(server), name="systemd.notify")
+                      if self.notifier.enabled else None)
             log.info("gateway started id=%s site=%s data_dir=%s", cfg.gateway.id,
                      cfg.gateway.site, cfg.data_dir)
             await stop.wait()
             self.stopping = True
             deadline = time.monotonic() + cfg.shutdown_grace_s
             log.info("gateway stopping: grace=%.1fs", cfg.shutdown_grace_s)
+            self.notifier.stopping(f"stopping: delivering for up to {cfg.shutdown_grace_s:g}s",
+                                   extend_timeout_s=cfg.shutdown_grace_s + STOP_MARGIN_S)
+            if notify is not None:
+                await _cancel(notify)
             self.mqtt.pause()
             for task in serial:
                 await _cancel(task)
@@ -498,6 +547,88 @@ class Gateway:
         st = self.spool.statistics()
         log.info("gateway stopped: spool rows=%d left for next start (written=%d)", left,
                  st.totals["written"])
+        self.notifier.close()
+
+    # -- systemd: readiness, status, watchdog ----------------------------------------------
+
+    def alive(self) -> bool:
+        """What WATCHDOG=1 vouches for: every long-lived task still runs, the event loop
+        answered the watchdog's last wake-up in time, and the committer is not stuck."""
+        return self.why_not_alive() is None
+
+    def why_not_alive(self) -> str | None:
+        """None while alive; else the first check that failed, in words for the journal."""
+        for name, task in self._tasks.items():
+            if task.done():
+                if task.cancelled():
+                    return f"task {name} was cancelled"
+                exc = task.exception()
+                return f"task {name} ended" + (f": {exc!r}" if exc is not None else "")
+        if self._loop_late_s > self._loop_late_limit_s:
+            return (f"event loop blocked: the watchdog woke {self._loop_late_s:.2f}s late "
+                    f"(limit {self._loop_late_limit_s:.2f}s)")
+        # Stuck is neither a commit nor a failed one finishing while lines wait. A disk that
+        # refuses commits (full, read-only) counts failures: that gateway is alive, says so in
+        # its status, and a restart would not mend the disk (it would lose what waits in RAM).
+        c = self.committer.statistics()
+        mark = (c["commits"], c["failures"])
+        now = time.monotonic()
+        if c["pending_lines"] == 0 or mark != self._commit_mark:
+            self._commit_mark, self._commit_moved = mark, now
+        elif now - self._commit_moved > self.commit_stall_s:
+            return (f"spool.commit stuck: {c['pending_lines']} lines waiting and no commit "
+                    f"finished for {now - self._commit_moved:.0f}s")
+        return None
+
+    def _status_line(self) -> str:
+        s = self.status()
+        line = (f"mqtt={s['mqtt']['state']} influx={s['influx']['state']} "
+                f"spool_rows={s['spool']['rows']} received={s['counts']['received']} "
+                f"written={s['counts']['written']}")
+        failures = s["spool"]["commit_failures"]
+        return f"{line} commit_failures={failures}" if failures else line
+
+    async def _notify(self, server: _QuietServer | None) -> None:
+        """READY=1 once the tasks run and the API listens; then STATUS every STATUS_S and,
+        when systemd watches (WatchdogSec=), WATCHDOG=1 every half interval while alive()."""
+        notifier = self.notifier
+        if server is not None:
+            await server.listening.wait()
+        notifier.ready(self._status_line())
+        watchdog_s = notifier.watchdog_s
+        log.info("systemd: ready, watchdog=%s", f"{watchdog_s:g}s" if watchdog_s else "off")
+        loop = asyncio.get_running_loop()
+        period = watchdog_s / 2 if watchdog_s else STATUS_S
+        self._loop_late_limit_s = period
+        next_status = loop.time() + STATUS_S
+        while True:
+            due = loop.time() + period
+            await asyncio.sleep(period)
+            now = loop.time()
+            # A wake-up this late means the loop did nothing else for that long either.
+            self._loop_late_s = now - due
+            if watchdog_s:
+                self._watchdog_tick()
+            if now >= next_status:
+                next_status = now + STATUS_S
+                notifier.status(self._status_line() if self._not_alive is None
+                                else f"not alive: {self._not_alive}")
+
+    def _watchdog_tick(self) -> None:
+        problem = self.why_not_alive()
+        if problem is not None:
+            self.watchdog_skips += 1
+            if self._not_alive is None:
+                log.error("watchdog: not alive, WATCHDOG=1 withheld (systemd restarts the "
+                          "gateway after WatchdogSec): %s", problem)
+                self.notifier.status(f"not alive: {problem}")
+            self._not_alive = problem
+            return
+        if self._not_alive is not None:
+            log.warning("watchdog: alive again (was: %s)", self._not_alive)
+            self._not_alive = None
+        self.notifier.watchdog()
+        self.watchdog_pings += 1
 
     async def _housekeeping(self) -> None:
         last_prune = time.monotonic()
