@@ -293,6 +293,14 @@ class SiteView(BaseModel):
     open_outages: int
 
 
+class WatchdogStatus(BaseModel):
+    alive: bool = Field(description="What systemd's WATCHDOG=1 vouches for: every task runs, "
+                        "the event loop wakes on time, the committer is not stuck")
+    why_not: str | None
+    pings: int
+    skips: int
+
+
 class Status(BaseModel):
     gateway: GatewayInfo
     mqtt: MqttStatus
@@ -307,6 +315,7 @@ class Status(BaseModel):
     alerts: dict[str, Any] = Field(description="Per target: sent, failed, dropped, pending")
     serial: dict[str, SerialStatus]
     modbus: dict[str, ModbusStatus]
+    watchdog: WatchdogStatus
 
 
 class Problem(BaseModel):

@@ -4,6 +4,7 @@ Tasks (named as they appear in tracebacks):
 ``spool.commit`` batches readings into spool transactions and then acknowledges them;
 ``mqtt[<host>:<port>].receive`` keeps the broker connection;
 ``influx[<url>].forward`` sends the spool to InfluxDB;
+``health.report`` writes a ``gateway_health`` point at ``liveness.report_interval_s``;
 ``gateway.housekeeping`` prunes redelivery keys and logs one summary line a minute;
 ``serial[<name>].read`` reads a line-printing sensor on a serial port;
 ``modbus[<name>].poll`` polls the Modbus RTU slaves on one RS485 bus;
@@ -43,6 +44,7 @@ from gateway.clock import Clock, SystemClock
 from gateway.config import Config
 from gateway.events import EventHub
 from gateway.forwarder import Forwarder
+from gateway.health import health_point
 from gateway.history import History, Tier
 from gateway.influx import InfluxWriter
 from gateway.liveness import Liveness, Transition
@@ -322,7 +324,9 @@ class Gateway:
 
     def metrics_text(self) -> str:
         extra: dict[str, Any] = {"events": self.events.statistics(),
-                                 "api": {"operator_refused": self.auth.refused}}
+                                 "api": {"operator_refused": self.auth.refused},
+                                 "watchdog": {"alive": self.alive(),
+                                              "skips": self.watchdog_skips}}
         if self.history is not None:
             extra["history"] = self.history.statistics()
         return render_metrics(self.status(), self.devices_view(), extra)
@@ -455,6 +459,8 @@ class Gateway:
             "alerts": dataclasses.asdict(self.alerter.statistics()),
             "serial": {s.name: s.describe() for s in self.serial},
             "modbus": {b.name: b.describe() for b in self.modbus},
+            "watchdog": {"alive": self.why_not_alive() is None, "why_not": self.why_not_alive(),
+                         "pings": self.watchdog_pings, "skips": self.watchdog_skips},
         }
 
     # -- running -------------------------------------------------------------------------
@@ -484,6 +490,7 @@ class Gateway:
             alerts = tg.create_task(self.alerter.run(), name="alerts.deliver")
             wifi = tg.create_task(self.wifi.run(), name="wifi.report")
             pump = tg.create_task(self._pump(), name="events.pump")
+            health = tg.create_task(self._health_report(), name="health.report")
             history = (tg.create_task(self.history.run(cfg.history.flush_interval_s),
                                       name="history.flush")
                        if self.history is not None else None)
@@ -499,7 +506,7 @@ class Gateway:
                 api = tg.create_task(server.serve(), name="api.serve")
                 self._tasks[api.get_name()] = api
             for task in (commit, forward, receive, house, watch, alerts, wifi, pump, history,
-                         *serial):
+                         health, *serial):
                 if task is not None:
                     self._tasks[task.get_name()] = task
             notify = (tg.create_task(self._notify(server), name="systemd.notify")
@@ -519,6 +526,7 @@ class Gateway:
                 await _cancel(task)
             await _cancel(watch)
             await _cancel(wifi)
+            await _cancel(health)
             self.wifi.save()
             await _cancel(commit)
             await self.committer.flush()
@@ -629,6 +637,12 @@ class Gateway:
             self._not_alive = None
         self.notifier.watchdog()
         self.watchdog_pings += 1
+
+    async def _health_report(self) -> None:
+        """A ``gateway_health`` point at liveness's report rate, through the spool."""
+        while True:
+            await self.clock.sleep(self.config.liveness.report_interval_s)
+            self._emit([health_point(self.status(), now_ns=self.clock.now_ns())])
 
     async def _housekeeping(self) -> None:
         last_prune = time.monotonic()

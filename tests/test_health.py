@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import httpx
 
+from gateway.clock import FakeClock
 from gateway.health import health_point
-from gateway.stack import PrivateInfluxDB
+from gateway.stack import PrivateInfluxDB, PrivateMosquitto
+from tests.conftest import base_config, gateway_in_process, until
 from tests.test_metrics import status
 
 NOW = 1_800_000_000 * 10**9
@@ -40,3 +45,24 @@ def test_influxdb_reads_the_point_back_with_its_types(
     assert point["oldest_unsent_age_s"] == 12.5
     assert point["rss_bytes"] > 10_000_000  # this process's own resident memory
     assert point["mqtt_state"] == "connected"
+
+
+async def test_the_running_gateway_writes_its_health_at_the_report_rate(
+    tmp_path: Path, mosquitto: PrivateMosquitto, influx_server: PrivateInfluxDB, db_name: str,
+) -> None:
+    clock = FakeClock(time.time_ns())
+    cfg = base_config(tmp_path, mosquitto, influx_server, db_name,
+                      liveness={"report_interval_s": 60})
+    async with gateway_in_process(tmp_path, cfg, clock) as gw:
+        await until(lambda: clock.sleepers > 0)
+        before = gw.status()["counts"]["own_points"]
+        clock.advance(60)
+        # Its own points (device_status, gateway_health) committed, then all sent.
+        await until(lambda: gw.status()["counts"]["own_points"] > before)
+        await until(lambda: gw.spool.rows == 0, 20)
+        status = (await gw.http.get("/api/v1/status")).json()
+        assert status["watchdog"]["alive"] is True
+    [point] = influx_server.points(db_name, "SELECT * FROM gateway_health")
+    assert point["gateway"] == "gw-test"
+    assert point["mqtt_connected"] is True
+    assert point["time"] == clock.now_ns()

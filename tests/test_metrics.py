@@ -88,6 +88,7 @@ def status(**over: Any) -> dict[str, Any]:
                 },
             },
         },
+        "watchdog": {"alive": True, "why_not": None, "pings": 2880, "skips": 0},
     }
     raw.update(over)
     return Status.model_validate(raw).model_dump()
