@@ -293,6 +293,24 @@ class SiteView(BaseModel):
     open_outages: int
 
 
+class ClockStatus(BaseModel):
+    synced: bool = Field(description="The wall clock is believed: above clock.min_valid_time "
+                         "and, per clock.require_sync, synchronised (NTP)")
+    kernel_synchronised: bool | None = Field(description="adjtimex's verdict; None: unknown")
+    require_sync: str
+    boot_id: str
+    since_boottime_s: float
+    synced_at_ns: int | None
+    last_step_s: float | None = Field(description="How far the clock jumped when it synced")
+    held_rows: int = Field(description="Readings stamped before the sync, waiting on disk")
+    unsynced_rows: int = Field(description="Held in an earlier boot: kept apart, never sent")
+    held: int
+    released: int
+    kept_apart: int
+    held_evicted: int
+    refused_time: int = Field(description="Device times before the floor or far ahead")
+
+
 class WatchdogStatus(BaseModel):
     alive: bool = Field(description="What systemd's WATCHDOG=1 vouches for: every task runs, "
                         "the event loop wakes on time, the committer is not stuck")
@@ -316,6 +334,7 @@ class Status(BaseModel):
     serial: dict[str, SerialStatus]
     modbus: dict[str, ModbusStatus]
     watchdog: WatchdogStatus
+    clock: ClockStatus
 
 
 class Problem(BaseModel):

@@ -4,6 +4,8 @@ Tasks (named as they appear in tracebacks):
 ``spool.commit`` batches readings into spool transactions and then acknowledges them;
 ``mqtt[<host>:<port>].receive`` keeps the broker connection;
 ``influx[<url>].forward`` sends the spool to InfluxDB;
+``clock.watch`` asks whether the wall clock can be believed (NTP) and, once it can, releases
+the readings held meanwhile with corrected times;
 ``health.report`` writes a ``gateway_health`` point at ``liveness.report_interval_s``;
 ``gateway.housekeeping`` prunes redelivery keys and logs one summary line a minute;
 ``serial[<name>].read`` reads a line-printing sensor on a serial port;
@@ -51,13 +53,14 @@ from gateway.liveness import Liveness, Transition
 from gateway.metrics import render as render_metrics
 from gateway.modbus_source import ModbusBus, SlaveSpec
 from gateway.mqtt import MqttSource
-from gateway.pipeline import Committer, Outcome, Pipeline
+from gateway.pipeline import Committer, Pipeline
 from gateway.registry import Registry
 from gateway.resident import CLIENTS_FIELD, public_series, resident_view
 from gateway.sdnotify import Notifier
 from gateway.serial_source import SerialLineSource
 from gateway.spool import SeenLookup, Spool
 from gateway.state_topics import StatePublisher, gateway_status_topic, iso
+from gateway.timesync import ClockTimeSource, TimeSource, TimeSync
 from gateway.wifi_usage import WifiUsage
 
 log = logging.getLogger(__name__)
@@ -99,7 +102,8 @@ class _QuietServer(uvicorn.Server):
 
 class Gateway:
     def __init__(self, config: Config, *, clock: Clock | None = None,
-                 notifier: Notifier | None = None) -> None:
+                 notifier: Notifier | None = None,
+                 time_source: TimeSource | None = None) -> None:
         # First, before any thread starts: it takes NOTIFY_SOCKET & co. out of os.environ.
         self.notifier = notifier if notifier is not None else Notifier.from_environment(unset=True)
         self.config = config
@@ -112,9 +116,15 @@ class Gateway:
             max_bytes=config.spool.max_bytes,
             dead_letter_max_rows=config.spool.dead_letter_max_rows,
             quarantine_max_rows=config.spool.quarantine_max_rows,
+            held_max_rows=config.clock.held_max_rows,
+            unsynced_max_rows=config.clock.unsynced_max_rows,
         )
         self.seen = SeenLookup(spool_path)
-        self.pipeline = Pipeline.from_config(config)
+        if time_source is None and clock is not None:
+            time_source = ClockTimeSource(self.clock)
+        self.timesync = TimeSync.from_config(config.clock, source=time_source, spool=self.spool,
+                                             clock=self.clock)
+        self.pipeline = Pipeline.from_config(config, time_sync=self.timesync)
         self.committer = Committer(
             spool=self.spool,
             interval_s=config.spool.commit_interval_s,
@@ -146,6 +156,7 @@ class Gateway:
             backoff_max_s=influx.backoff_max_s,
             auth_retry_s=influx.auth_retry_s,
             create_database=influx.create_database and influx.api == "v1",
+            time_guard=self.timesync.refuse_reason,
         )
         self.registry = Registry(config.data_dir / "state.sqlite3")
         self.liveness = Liveness(
@@ -240,7 +251,7 @@ class Gateway:
         """Points the gateway makes itself (device_status) take the readings' path."""
         if lines:
             self.own_points += len(lines)
-            self.committer.add(Outcome(lines))
+            self.committer.add(self.pipeline.own(lines))
 
     def _connected(self) -> None:
         self.states.republish()
@@ -323,7 +334,8 @@ class Gateway:
         return await self.spool.quarantined(limit)
 
     def metrics_text(self) -> str:
-        extra: dict[str, Any] = {"events": self.events.statistics(),
+        extra: dict[str, Any] = {"clock": self.timesync.statistics(),
+                                 "events": self.events.statistics(),
                                  "api": {"operator_refused": self.auth.refused},
                                  "watchdog": {"alive": self.alive(),
                                               "skips": self.watchdog_skips}}
@@ -456,6 +468,7 @@ class Gateway:
             "discovered_devices": pipe["discovered_devices"],
             "liveness": self.liveness.statistics(),
             "wifi": self.wifi.statistics(),
+            "clock": self.timesync.statistics(),
             "alerts": dataclasses.asdict(self.alerter.statistics()),
             "serial": {s.name: s.describe() for s in self.serial},
             "modbus": {b.name: b.describe() for b in self.modbus},
@@ -486,6 +499,7 @@ class Gateway:
                             "local history; nothing goes to InfluxDB", cfg.data_dir)
             receive = tg.create_task(self.mqtt.run(), name=f"mqtt[{self.mqtt.broker}].receive")
             house = tg.create_task(self._housekeeping(), name="gateway.housekeeping")
+            clock_watch = tg.create_task(self.timesync.run(), name="clock.watch")
             watch = tg.create_task(self.liveness.run(), name="liveness.watch")
             alerts = tg.create_task(self.alerter.run(), name="alerts.deliver")
             wifi = tg.create_task(self.wifi.run(), name="wifi.report")
@@ -505,8 +519,8 @@ class Gateway:
                 ))
                 api = tg.create_task(server.serve(), name="api.serve")
                 self._tasks[api.get_name()] = api
-            for task in (commit, forward, receive, house, watch, alerts, wifi, pump, history,
-                         health, *serial):
+            for task in (commit, forward, receive, house, clock_watch, watch, alerts, wifi,
+                         pump, history, health, *serial):
                 if task is not None:
                     self._tasks[task.get_name()] = task
             notify = (tg.create_task(self._notify(server), name="systemd.notify")
@@ -537,6 +551,7 @@ class Gateway:
                 await _cancel(forward)
                 left = await self.forwarder.drain(deadline)
             await _cancel(house)
+            await _cancel(clock_watch)
             await _cancel(alerts)
             await _cancel(pump)
             if history is not None:

@@ -203,6 +203,9 @@ def _demo_config(path: Path, garden_port: str, polder_port: str, garden: GardenS
     wifi["utc_offset_minutes"] = 480
     if not influx:
         _section(raw, "influx")["enabled"] = False
+    # A laptop or container without NTP says its clock is unsynchronised: with "auto" the
+    # demo would hold every reading it stamps. The floor (clock.min_valid_time) still holds.
+    _section(raw, "clock").setdefault("require_sync", "no")
     return raw
 
 

@@ -89,6 +89,10 @@ def status(**over: Any) -> dict[str, Any]:
             },
         },
         "watchdog": {"alive": True, "why_not": None, "pings": 2880, "skips": 0},
+        "clock": {"synced": True, "kernel_synchronised": True, "require_sync": "auto",
+                  "boot_id": "5f3c", "since_boottime_s": 86400.0, "synced_at_ns": T0,
+                  "last_step_s": 0.2, "held_rows": 0, "unsynced_rows": 0, "held": 12,
+                  "released": 12, "kept_apart": 0, "held_evicted": 0, "refused_time": 1},
     }
     raw.update(over)
     return Status.model_validate(raw).model_dump()
