@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from gateway.clock import Clock
 
 T = TypeVar("T")
 
@@ -36,3 +39,17 @@ async def wait_future(future: asyncio.Future[T], seconds: float) -> T:
     """The future's result; TimeoutError (and the future cancelled) when it takes too long."""
     async with asyncio.timeout(_delay(seconds)):
         return await future
+
+
+async def clock_sleep_or_event(clock: Clock, seconds: float, event: asyncio.Event) -> None:
+    """Until ``event`` is set or ``seconds`` pass on ``clock`` (a FakeClock in tests)."""
+    if event.is_set():
+        return
+    sleeper = asyncio.create_task(clock.sleep(seconds))
+    waiter = asyncio.create_task(event.wait())
+    try:
+        await asyncio.wait((sleeper, waiter), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sleeper.cancel()
+        waiter.cancel()
+        await asyncio.wait((sleeper, waiter))

@@ -60,6 +60,7 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.aio import clock_sleep_or_event
 from gateway.clock import Clock
 from gateway.forwarder import Backoff
 from gateway.influx import parse_retry_after
@@ -594,14 +595,7 @@ class Alerter:
         delay = (deadline_ns - self._clock.now_ns()) / _NS
         if delay <= 0:
             return
-        sleeper = asyncio.create_task(self._clock.sleep(delay))
-        waiter = asyncio.create_task(event.wait())
-        try:
-            await asyncio.wait((sleeper, waiter), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            sleeper.cancel()
-            waiter.cancel()
-            await asyncio.wait((sleeper, waiter))
+        await clock_sleep_or_event(self._clock, delay, event)
 
     # -- queues ------------------------------------------------------------------------------
 

@@ -40,7 +40,6 @@ synchronised clock can see).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import ctypes.util
@@ -51,6 +50,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from gateway.aio import clock_sleep_or_event
 from gateway.clock import Clock, SystemClock
 from gateway.config import ClockConfig
 from gateway.spool import HeldLine, Spool
@@ -393,7 +393,7 @@ class TimeSync:
             else:
                 # Readings held by a batch that began before the clock was believed (or a
                 # redelivery first received before) are released as soon as committed.
-                await _sleep_or_event(self._clock, self._synced_interval, held_event)
+                await clock_sleep_or_event(self._clock, self._synced_interval, held_event)
 
     def statistics(self) -> dict[str, Any]:
         c = self._counts
@@ -415,13 +415,3 @@ class TimeSync:
             # Device times refused by the pipeline (the forwarder counts its own).
             "refused_time": totals.get("refused_time", 0),
         }
-
-
-async def _sleep_or_event(clock: Clock, seconds: float, event: asyncio.Event) -> None:
-    sleeper = asyncio.ensure_future(clock.sleep(seconds))
-    waiter = asyncio.ensure_future(event.wait())
-    try:
-        await asyncio.wait((sleeper, waiter), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        sleeper.cancel()
-        waiter.cancel()

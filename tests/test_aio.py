@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
-from gateway.aio import wait_event, wait_future
+from gateway.aio import clock_sleep_or_event, wait_event, wait_future
+from gateway.clock import FakeClock
+from tests.conftest import until
 
 
 async def _waits_for_ever(event: asyncio.Event, passes: list[int]) -> None:
@@ -57,3 +59,18 @@ async def test_wait_event_and_wait_future_time_out_and_answer() -> None:
     answered: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     asyncio.get_running_loop().call_soon(answered.set_result, 7)
     assert await wait_future(answered, 1.0) == 7
+
+
+async def test_clock_sleep_or_event_ends_on_either_and_leaves_no_task() -> None:
+    clock, event = FakeClock(), asyncio.Event()
+    before = len(asyncio.all_tasks())
+    waiting = asyncio.create_task(clock_sleep_or_event(clock, 30.0, event))
+    await until(lambda: clock.sleepers == 1)
+    clock.advance(30)
+    await asyncio.wait_for(waiting, 2.0)
+    waiting = asyncio.create_task(clock_sleep_or_event(clock, 30.0, event))
+    await until(lambda: clock.sleepers == 1)
+    event.set()
+    await asyncio.wait_for(waiting, 2.0)
+    assert clock.sleepers == 0
+    assert len(asyncio.all_tasks()) == before
