@@ -78,6 +78,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from devices.modbus_rtu import EXCEPTION_NAMES, ReadExchange
 from gateway.config import Config, LoadedConfig, ModbusBusConfig, load_config
 from gateway.errors import ConfigError
+from gateway.lineproto import split_time
 from gateway.state_topics import gateway_status_topic
 
 # The exit codes of gateway/cli.py (not imported from it: cli.py imports this module).
@@ -1013,8 +1014,9 @@ def check_spool(cfg: Config, now: Callable[[], float] = time.time) -> list[Resul
     parts = [f"{_size(size)} of {_size(limit)}", f"about {rows} readings waiting"]
     age_s: float | None = None
     if oldest is not None:
-        with contextlib.suppress(IndexError, ValueError):
-            age_s = now() - int(str(oldest[0]).rsplit(" ", 1)[1]) / 1e9
+        stamp = split_time(str(oldest[0]))[1]
+        if stamp is not None:
+            age_s = now() - stamp / 1e9
             parts.append(f"the oldest from {_age(max(0.0, age_s))} ago")
     if held:
         parts.append(f"about {held} held until the clock is synchronised")

@@ -38,6 +38,7 @@ from gateway.errors import (
     InfluxTooLargeError,
 )
 from gateway.influx import InfluxDatabaseMissingError, InfluxWriter
+from gateway.lineproto import split_time
 from gateway.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -199,9 +200,7 @@ class Forwarder:
         if (not self._db_checked and self._create_database
                 and not await self._ensure_database()):
             return False
-        rows = await self._spool.fetch(self._batch_size)
-        if self._time_guard is not None:
-            rows = await self._refuse_times(rows)
+        rows = await self._fetch()
         if not rows:
             return True
         # What is left after this batch waits at most one more interval.
@@ -243,9 +242,7 @@ class Forwarder:
             except InfluxError as exc:
                 log.warning("influx database=%s: create failed: %s", self._writer.database, exc)
             self._db_checked = True
-        rows = await self._spool.fetch(self._batch_size)
-        if self._time_guard is not None:
-            rows = await self._refuse_times(rows)
+        rows = await self._fetch()
         if not rows:
             return True
         try:
@@ -255,6 +252,11 @@ class Forwarder:
             return False
         return True
 
+    async def _fetch(self) -> list[tuple[int, str]]:
+        """The oldest batch, less what the time guard refuses (quarantined here)."""
+        rows = await self._spool.fetch(self._batch_size)
+        return rows if self._time_guard is None else await self._refuse_times(rows)
+
     async def _refuse_times(self, rows: list[tuple[int, str]]) -> list[tuple[int, str]]:
         """Quarantine the rows the time guard refuses; the rest, to send."""
         guard = self._time_guard
@@ -262,11 +264,9 @@ class Forwarder:
         refused: dict[str, list[tuple[int, str]]] = {}
         keep: list[tuple[int, str]] = []
         for row in rows:
-            _, _, stamp = row[1].rpartition(" ")
-            try:
-                reason = guard(int(stamp))
-            except ValueError:
-                reason = None  # no timestamp: InfluxDB stamps it on arrival, not ours to judge
+            stamp = split_time(row[1])[1]
+            # No timestamp: InfluxDB stamps it on arrival, not ours to judge.
+            reason = None if stamp is None else guard(stamp)
             if reason is None:
                 keep.append(row)
             else:

@@ -16,6 +16,15 @@ _KEY = str.maketrans({",": "\\,", " ": "\\ ", "=": "\\="})
 _STRING = str.maketrans({"\\": "\\\\", '"': '\\"'})
 
 
+def split_time(line: str) -> tuple[str, int | None]:
+    """A line's point without its timestamp, and the timestamp (ns); None when it has none."""
+    body, _, stamp = line.rpartition(" ")
+    try:
+        return body, int(stamp)
+    except ValueError:
+        return line, None
+
+
 def format_value(value: FieldValue) -> str:
     # bool first: it is a subclass of int.
     if value is True:

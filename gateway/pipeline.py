@@ -42,7 +42,7 @@ from devices.reading import DecodeError, Reading, Tags, check_name
 from gateway.aio import wait_event
 from gateway.config import Config, DeviceConfig
 from gateway.errors import SpoolError
-from gateway.lineproto import encode
+from gateway.lineproto import encode, split_time
 from gateway.spool import DeadLetter, HeldLine, Refused, Spool
 from gateway.timesync import TimeSync
 
@@ -301,7 +301,7 @@ class Pipeline:
         for line, reading in zip(lines, readings, strict=True):
             if reading.time_ns == received_at_ns:
                 if hold_ours:
-                    outcome.held.append(sync.hold(line.rsplit(" ", 1)[0], received_at_ns))
+                    outcome.held.append(sync.hold(split_time(line)[0], received_at_ns))
                     continue
             else:
                 reason = sync.refuse_reason(reading.time_ns)
@@ -331,10 +331,8 @@ class Pipeline:
         wall = sync.source.wall_ns()
         boot = sync.source.boottime_ns()
         for line in lines:
-            body, _, stamp = line.rpartition(" ")
-            try:
-                at = int(stamp)
-            except ValueError:
+            body, at = split_time(line)
+            if at is None:
                 outcome.lines.append(line)  # not ours to judge: the forwarder's guard will
                 continue
             if not sync.trusted and 0 <= wall - at <= boot:

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.errors import SpoolError
+from gateway.lineproto import split_time
 
 log = logging.getLogger(__name__)
 
@@ -170,12 +171,7 @@ class SpoolDB:
 
     def _read_oldest_time(self) -> int | None:
         row = self._db.execute("SELECT line FROM spool ORDER BY id LIMIT 1").fetchone()
-        if row is None:
-            return None
-        try:
-            return int(str(row[0]).rsplit(" ", 1)[1])
-        except (IndexError, ValueError):
-            return None
+        return None if row is None else split_time(str(row[0]))[1]
 
     def close(self) -> None:
         try:
@@ -251,7 +247,7 @@ class SpoolDB:
             log.warning("held readings over clock.held_max_rows=%d: evicted=%d oldest",
                         self.held_max_rows, held_evicted)
         if self._rows == 0 and lines:
-            self._oldest_time_ns = _line_time(lines[0])
+            self._oldest_time_ns = split_time(lines[0])[1]
         self._rows += len(lines) - evicted
         self._bytes += added_bytes - evicted_bytes
         self._totals["spooled"] += len(lines)
@@ -414,7 +410,7 @@ class SpoolDB:
         except sqlite3.Error as exc:
             raise SpoolError(f"releasing held readings failed: {exc}") from exc
         if self._rows == 0:
-            self._oldest_time_ns = _line_time(lines[0])
+            self._oldest_time_ns = split_time(lines[0])[1]
         self._rows += len(lines) - evicted
         self._bytes += added_bytes - evicted_bytes
         self._held_rows -= len(lines)
@@ -538,13 +534,6 @@ class SpoolDB:
         return [
             {"id": r[0], "at_ns": r[1], "status": r[2], "reason": r[3], "line": r[4]} for r in cur
         ]
-
-
-def _line_time(line: str) -> int | None:
-    try:
-        return int(line.rsplit(" ", 1)[1])
-    except (IndexError, ValueError):
-        return None
 
 
 class Spool:

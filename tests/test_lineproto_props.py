@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from devices.influx import Options, decode
 from devices.reading import DecodeError, FieldValue, Reading
 from devices.timeparse import TimePolicy
-from gateway.lineproto import encode
+from gateway.lineproto import encode, split_time
 
 TOPIC = "telegraf/gw"
 # The device-time plausibility check is not what is tested here: every time is believed.
@@ -183,3 +183,15 @@ def test_a_control_character_anywhere_is_refused(
 def test_tricky_examples(reading: Reading) -> None:
     (decoded,) = decode(TOPIC, encode(reading).encode(), 0, OPTS)
     assert typed(decoded) == typed(reading)
+
+
+@pytest.mark.parametrize(("line", "parts"), [
+    ("polder,device=p1 level_cm=182.5 1800000000000000000",
+     ("polder,device=p1 level_cm=182.5", 1800000000000000000)),
+    ('note,device=p1 text="a 12" 7', ('note,device=p1 text="a 12"', 7)),
+    ("polder,device=p1 level_cm=182.5", ("polder,device=p1 level_cm=182.5", None)),
+    ('note,device=p1 text="a 12"', ('note,device=p1 text="a 12"', None)),
+    ("nospace", ("nospace", None)),
+])
+def test_split_time(line: str, parts: tuple[str, int | None]) -> None:
+    assert split_time(line) == parts
