@@ -334,14 +334,15 @@ class Gateway:
         return await self.spool.quarantined(limit)
 
     def metrics_text(self) -> str:
-        extra: dict[str, Any] = {"clock": self.timesync.statistics(),
-                                 "events": self.events.statistics(),
-                                 "api": {"operator_refused": self.auth.refused},
-                                 "watchdog": {"alive": self.alive(),
-                                              "skips": self.watchdog_skips}}
+        status = self.status()
+        extra: dict[str, Any] = {
+            "clock": status["clock"], "events": self.events.statistics(),
+            "api": {"operator_refused": self.auth.refused},
+            "watchdog": {"alive": status["watchdog"]["alive"],
+                         "skips": status["watchdog"]["skips"]}}
         if self.history is not None:
             extra["history"] = self.history.statistics()
-        return render_metrics(self.status(), self.devices_view(), extra)
+        return render_metrics(status, self.devices_view(), extra)
 
     def _alert(self, t: Transition) -> None:
         subject = Subject(t.device, t.name, t.kind, t.site, t.zone)
@@ -422,6 +423,7 @@ class Gateway:
         mqtt = self.mqtt.statistics()
         pipe = self.pipeline.statistics()
         commit = self.committer.statistics()
+        why_not = self.why_not_alive()
         oldest_age = None
         if spool.oldest_time_ns is not None:
             oldest_age = max(0.0, (now - spool.oldest_time_ns) / 1e9)
@@ -472,7 +474,7 @@ class Gateway:
             "alerts": dataclasses.asdict(self.alerter.statistics()),
             "serial": {s.name: s.describe() for s in self.serial},
             "modbus": {b.name: b.describe() for b in self.modbus},
-            "watchdog": {"alive": self.why_not_alive() is None, "why_not": self.why_not_alive(),
+            "watchdog": {"alive": why_not is None, "why_not": why_not,
                          "pings": self.watchdog_pings, "skips": self.watchdog_skips},
         }
 
