@@ -2,8 +2,8 @@
 
     ./dev bench                      # or: .venv/bin/python bench/gateway_bench.py --runs 3
 
-One private Mosquitto and one private InfluxDB 1.6.7 (gateway/stack.py) serve every run; each
-run gets its own database and a fresh gateway data_dir. Figures are medians over ``--runs``
+One private Mosquitto and one private InfluxDB 1.6.7 (gateway/testing/stack.py) serve every run;
+each run gets its own database and a fresh gateway data_dir. Figures are medians over ``--runs``
 with min-max beside them. Broker, InfluxDB, publisher and the system under test share this
 machine's cores, as they do on a Raspberry Pi.
 
@@ -44,8 +44,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway.spool import SpoolDB  # noqa: E402 - after the path is set for a bare checkout
-from gateway.stack import PrivateInfluxDB, PrivateMosquitto, find_executable, free_port  # noqa: E402
+from gateway.store.spool import SpoolDB  # noqa: E402 - after the path is set for a bare checkout
+from gateway.testing.stack import PrivateInfluxDB, PrivateMosquitto, find_executable, free_port  # noqa: E402
 
 SITE = "taman-bench"
 BENCH_TOKEN = "bench-operator-token-0123456789"  # noqa: S105 - a private test gateway

@@ -34,8 +34,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from devices.reading import Reading
-from gateway.clock import FakeClock
-from gateway.history import NS, History
+from gateway.park.history import NS, History
+from gateway.testing.clock import FakeClock
 
 READINGS = 50_000
 DEVICES = 20

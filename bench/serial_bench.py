@@ -4,9 +4,9 @@
 
 The target (from the issue): a serial source at 50 lines/s costs under 2% of one core.
 
-One private Mosquitto and one private InfluxDB 1.6.7 (gateway/stack.py) serve every run; each
-run starts ``python -m gateway run`` as systemd would, with its own database, data_dir and a
-``serial:`` source on a pseudo-terminal (raw mode, behind a symlink as /dev/serial/by-id/...
+One private Mosquitto and one private InfluxDB 1.6.7 (gateway/testing/stack.py) serve every run;
+each run starts ``python -m gateway run`` as systemd would, with its own database, data_dir and
+a ``serial:`` source on a pseudo-terminal (raw mode, behind a symlink as /dev/serial/by-id/...
 would be). This process keeps the master end and writes to it, as an Arduino on USB would.
 
 - lines: kv with an NMEA checksum, about 62 bytes, values varying from line to line::
@@ -68,7 +68,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway.stack import PrivateInfluxDB, PrivateMosquitto, StackError, free_port  # noqa: E402
+from gateway.testing.stack import PrivateInfluxDB, PrivateMosquitto, StackError, free_port  # noqa: E402
 
 SITE = "taman-bench"
 BENCH_TOKEN = "bench-operator-token-0123456789"  # noqa: S105 - a private test gateway

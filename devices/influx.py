@@ -6,7 +6,7 @@ One or more lines separated by ``\\n``; blank lines and ``#`` comments are skipp
 
 Escapes: in the measurement ``\\,`` and ``\\ ``; in tag keys, tag values and field keys ``\\,``,
 ``\\=`` and ``\\ ``; in double-quoted string values ``\\"`` and ``\\\\``. Any other backslash
-is literal, which makes this the inverse of :func:`gateway.lineproto.encode` for every reading
+is literal, which makes this the inverse of :func:`gateway.store.lineproto.encode` for every reading
 :class:`~devices.reading.Reading` accepts. (A backslash before a backslash in a name is kept
 as written, as InfluxDB 1.x does, and Reading then refuses the name as ambiguous.)
 

@@ -1,6 +1,6 @@
 """Modbus RTU framing without I/O: the bytes of a read request, and reading its answer.
 
-The gateway's poller (``gateway/modbus_source.py``) owns the serial port and the clock; here
+The gateway's poller (``gateway/sources/modbus.py``) owns the serial port and the clock; here
 are the frames. An RTU frame is the slave's unit address, a function code, the data, and a
 CRC-16 (polynomial 0xA001, initial 0xFFFF) sent low byte first. The four read functions:
 

@@ -101,7 +101,7 @@ MOSQ_CONF=$R/etc/mosquitto/conf.d/garden.conf
 MOSQ_PASSWD=$R/etc/mosquitto/garden.passwd
 MQTT_USER=garden-gateway
 # What the program is: copied to /opt/garden-gateway, which pip installs in editable mode, so
-# gateway/api.py finds ../dashboard and gateway/cli.py finds ../config/example.yaml there.
+# gateway/web/api.py finds ../dashboard and gateway/ops/cli.py finds ../config/example.yaml there.
 TREES=(gateway devices dashboard config systemd)
 TOP_FILES=(pyproject.toml README.md)
 APT_PACKAGES=(mosquitto mosquitto-clients python3-venv openssl)

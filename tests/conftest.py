@@ -27,7 +27,7 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.reading import DecodeError, Reading
-from gateway.stack import PrivateInfluxDB, PrivateMosquitto, StackError, free_port
+from gateway.testing.stack import PrivateInfluxDB, PrivateMosquitto, StackError, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 _db_names = itertools.count(1)
@@ -279,7 +279,7 @@ def influx_count(server: PrivateInfluxDB, db: str, measurement: str, field: str)
 async def gateway_in_process(tmp_path: Path, cfg: dict[str, Any],
                              clock: Any = None) -> AsyncIterator[Any]:
     """The gateway on this test's event loop (for a FakeClock), its API served for real."""
-    from gateway.app import Gateway
+    from gateway.app.gateway import Gateway
     from gateway.config import validate_raw
 
     config = validate_raw(json.loads(json.dumps(cfg)), env={}, base=tmp_path).config

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from gateway.aio import clock_sleep_or_event, wait_event, wait_future
-from gateway.clock import FakeClock
+from gateway.core.aio import clock_sleep_or_event, wait_event, wait_future
+from gateway.testing.clock import FakeClock
 from tests.conftest import until
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from gateway.alerts import (
+from gateway.park.alerts import (
     Alerter,
     AlertsConfig,
     Subject,
@@ -33,8 +33,8 @@ from gateway.alerts import (
     human_duration,
     message_text,
 )
-from gateway.clock import FakeClock
-from gateway.stack import free_port
+from gateway.testing.clock import FakeClock
+from gateway.testing.stack import free_port
 from tests.conftest import until
 
 TOKEN = "123456789:AAHsecret-Token_value-for-tests-only"

@@ -14,10 +14,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.auth import COOKIE, OperatorAuth
-from gateway.clock import FakeClock
-from gateway.errors import StackError
-from gateway.stack import PrivateInfluxDB, PrivateMosquitto
+from gateway.core.errors import StackError
+from gateway.testing.clock import FakeClock
+from gateway.testing.stack import PrivateInfluxDB, PrivateMosquitto
+from gateway.web.auth import COOKIE, OperatorAuth
 from tests.conftest import OPERATOR_TOKEN, Publisher, base_config, gateway_in_process, until
 
 SITE = "taman-uji"

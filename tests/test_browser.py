@@ -18,7 +18,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
 
-from gateway.stack import PrivateInfluxDB, PrivateMosquitto
+from gateway.testing.stack import PrivateInfluxDB, PrivateMosquitto
 from tests.conftest import ROOT, GatewayProcess, Publisher, base_config, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from gateway.stack import free_port
+from gateway.testing.stack import free_port
 from tests.conftest import ROOT, wait_for
 
 
@@ -186,12 +186,12 @@ def _epoch(rfc3339: str) -> float:
 
 # find_executable also looks in /usr/sbin and /usr/bin; this child looks on PATH alone, so that
 # a PATH without influxd is a machine without InfluxDB.
-_PATH_ONLY = ("import sys, gateway.stack; gateway.stack._EXTRA_DIRS = (); "
-              "from gateway.cli import main; sys.exit(main(sys.argv[1:]))")
+_PATH_ONLY = ("import sys, gateway.testing.stack; gateway.testing.stack._EXTRA_DIRS = (); "
+              "from gateway.ops.cli import main; sys.exit(main(sys.argv[1:]))")
 
 
 def test_demo_without_influxd_keeps_readings_on_the_gateway(tmp_path: Path) -> None:
-    from gateway.stack import find_executable
+    from gateway.testing.stack import find_executable
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

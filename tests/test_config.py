@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.alerts import TelegramTarget
 from gateway.config import load_config
-from gateway.errors import ConfigError
+from gateway.core.errors import ConfigError
+from gateway.park.alerts import TelegramTarget
 from tests.conftest import ROOT
 
 EXAMPLE = ROOT / "config" / "example.yaml"

@@ -22,12 +22,12 @@ import serial
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.modbus import Block, Register
-from gateway import doctor
 from gateway.config import Config, validate_raw
-from gateway.doctor import ClockSources, CommandOutput, Result
-from gateway.simulate import block_config, pty_port
-from gateway.spool import SpoolDB
-from gateway.stack import PrivateInfluxDB, PrivateMosquitto, free_port
+from gateway.ops import doctor
+from gateway.ops.doctor import ClockSources, CommandOutput, Result
+from gateway.ops.simulate import block_config, pty_port
+from gateway.store.spool import SpoolDB
+from gateway.testing.stack import PrivateInfluxDB, PrivateMosquitto, free_port
 from tests.conftest import ROOT, Publisher, write_config
 from tests.modbus_peer import modbus_peer
 
@@ -61,7 +61,7 @@ def run_cli(tmp_path: Path, raw: dict[str, Any], *args: str,
     env_file.write_text(secrets_env, encoding="utf-8")
     clean = {k: v for k, v in os.environ.items() if not k.startswith("GARDEN_GATEWAY_")}
     return subprocess.run(
-        [sys.executable, "-m", "gateway.doctor", "--config", str(config),
+        [sys.executable, "-m", "gateway.ops.doctor", "--config", str(config),
          "--env-file", str(env_file), "--timeout", "2", *args],
         capture_output=True, text=True, timeout=30, cwd=ROOT, env={**clean, **(env or {})},
     )
@@ -420,7 +420,7 @@ def test_invalid_config_exits_2_listing_every_problem_and_skipping_what_needs_it
 
 def test_unreadable_config_exits_2(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "gateway.doctor", "--config", str(tmp_path / "nope.yaml"),
+        [sys.executable, "-m", "gateway.ops.doctor", "--config", str(tmp_path / "nope.yaml"),
          "--env-file", os.devnull, "--json"],
         capture_output=True, text=True, timeout=30, cwd=ROOT)
     assert done.returncode == 2

@@ -19,7 +19,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.stack import PrivateInfluxDB, PrivateMosquitto, StackError
+from gateway.testing.stack import PrivateInfluxDB, PrivateMosquitto, StackError
 from tests.conftest import GatewayProcess, Publisher, base_config, wait_for
 
 SITE = "taman-uji"

@@ -16,10 +16,10 @@ import paho.mqtt.client as paho
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.clock import FakeClock
 from gateway.config import validate_raw
-from gateway.errors import StackError
-from gateway.stack import PrivateInfluxDB, PrivateMosquitto, free_port
+from gateway.core.errors import StackError
+from gateway.testing.clock import FakeClock
+from gateway.testing.stack import PrivateInfluxDB, PrivateMosquitto, free_port
 from tests.conftest import (
     ROOT,
     GatewayProcess,

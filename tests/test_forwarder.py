@@ -19,10 +19,11 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from gateway.forwarder import Backoff, Forwarder
-from gateway.influx import InfluxWriter, parse_retry_after
-from gateway.spool import Spool
-from gateway.stack import PrivateInfluxDB
+from gateway.core.backoff import Backoff, parse_retry_after
+from gateway.store.forwarder import Forwarder
+from gateway.store.influx import InfluxWriter
+from gateway.store.spool import Spool
+from gateway.testing.stack import PrivateInfluxDB
 from tests.conftest import until
 
 T0 = 1_795_850_797_000_000_000

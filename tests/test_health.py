@@ -7,9 +7,9 @@ from pathlib import Path
 
 import httpx
 
-from gateway.clock import FakeClock
-from gateway.health import health_point
-from gateway.stack import PrivateInfluxDB, PrivateMosquitto
+from gateway.park.health import health_point
+from gateway.testing.clock import FakeClock
+from gateway.testing.stack import PrivateInfluxDB, PrivateMosquitto
 from tests.conftest import base_config, gateway_in_process, until
 from tests.test_metrics import status
 

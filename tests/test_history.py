@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from devices.reading import FieldValue, Reading
-from gateway.clock import FakeClock
-from gateway.history import DEFAULT_TIERS, NS, History, HistoryAnswer, Tier
+from gateway.park.history import DEFAULT_TIERS, NS, History, HistoryAnswer, Tier
+from gateway.testing.clock import FakeClock
 from tests.conftest import until
 
 MIN = 60 * NS
@@ -217,7 +217,7 @@ def test_past_max_series_new_series_are_refused_counted_and_warned_about_once(
     path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture,
 ) -> None:
     h = History(path, clock=clock, max_series=3)
-    with caplog.at_level(logging.WARNING, logger="gateway.history"):
+    with caplog.at_level(logging.WARNING, logger="gateway.park.history"):
         h.readings([reading("kebun-1", T0, soil_pct=40.0, temp_c=29.0),
                     reading("kebun-2", T0, soil_pct=41.0, temp_c=30.0),
                     reading("kebun-3", T0, soil_pct=42.0)])
@@ -247,7 +247,7 @@ def test_a_failed_flush_is_counted_keeps_every_bucket_and_the_next_one_writes_th
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")  # another writer holds the file
     try:
-        with caplog.at_level(logging.WARNING, logger="gateway.history"):
+        with caplog.at_level(logging.WARNING, logger="gateway.park.history"):
             assert h.flush() == 0
             clock.advance(30)
             assert h.flush() == 0

@@ -33,7 +33,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.stack import PrivateMosquitto, find_executable, free_port
+from gateway.testing.stack import PrivateMosquitto, find_executable, free_port
 from tests.conftest import ROOT, wait_for
 
 pytestmark = [
@@ -476,7 +476,7 @@ def test_rerun_keeps_operator_edits_and_repairs_the_program(
     assert mode_owner(secrets_path)[0] == "0o640"
     assert passwd.read_text() == passwd_text, "the device's account is kept"
     assert (root / "opt/garden-gateway/gateway/app.py").read_bytes() == \
-        (checkout / "gateway/app.py").read_bytes()
+        (checkout / "gateway/app/gateway.py").read_bytes()
     assert not (root / "opt/garden-gateway/gateway/stale_module.py").exists()
     changed = [line.split(None, 1)[1] for line in changed_lines(output)]
     assert changed == [

@@ -1,7 +1,7 @@
 """Line protocol through the real InfluxDB 1.6.7: what we escape comes back exactly.
 
 Names and tag values with commas, spaces, ``=``, quotes, backslashes and non-ASCII text are
-written with :func:`gateway.lineproto.encode` and read back through ``/query``; Hypothesis
+written with :func:`gateway.store.lineproto.encode` and read back through ``/query``; Hypothesis
 picks the text. Control characters and newlines never get that far: ``Reading`` refuses them.
 """
 
@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devices.reading import DecodeError, Reading
-from gateway.lineproto import encode
-from gateway.stack import PrivateInfluxDB
+from gateway.store.lineproto import encode
+from gateway.testing.stack import PrivateInfluxDB
 
 _dbs = itertools.count()
 

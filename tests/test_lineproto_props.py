@@ -1,4 +1,4 @@
-"""gateway.lineproto.encode and devices.influx.decode are inverses for every valid Reading.
+"""gateway.store.lineproto.encode and devices.influx.decode are inverses for every valid Reading.
 
 Names are drawn from all of Unicode plus the characters line protocol treats specially
 (comma, space, equals, quotes, backslash, '#'); whatever Reading refuses is rejected from the
@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from devices.influx import Options, decode
 from devices.reading import DecodeError, FieldValue, Reading
 from devices.timeparse import TimePolicy
-from gateway.lineproto import encode, split_time
+from gateway.store.lineproto import encode, split_time
 
 TOPIC = "telegraf/gw"
 # The device-time plausibility check is not what is tested here: every time is believed.

@@ -12,10 +12,10 @@ import pytest
 
 from devices import presence
 from devices.reading import DecodeError
-from gateway.clock import FakeClock
-from gateway.errors import StackError
-from gateway.registry import uptime_parts
-from gateway.stack import PrivateInfluxDB, PrivateMosquitto
+from gateway.core.errors import StackError
+from gateway.park.registry import uptime_parts
+from gateway.testing.clock import FakeClock
+from gateway.testing.stack import PrivateInfluxDB, PrivateMosquitto
 from tests.conftest import (
     OPERATOR,
     Publisher,

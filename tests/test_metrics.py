@@ -1,4 +1,4 @@
-"""gateway.metrics.render: the /metrics text, read back with prometheus_client's own parser.
+"""gateway.web.metrics.render: the /metrics text, read back with prometheus_client's own parser.
 
 The snapshots are checked against the API's models first (``Status``, ``DeviceView``) and the
 alert statistics are the real dataclasses, so a key renamed there breaks these tests instead of
@@ -20,10 +20,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from pydantic import TypeAdapter
 
-import gateway.metrics
-from gateway.alerts import AlertStats, TargetStats
-from gateway.api import DeviceView, Status
-from gateway.metrics import CONTENT_TYPE, render
+import gateway.web.metrics
+from gateway.park.alerts import AlertStats, TargetStats
+from gateway.web.api import DeviceView, Status
+from gateway.web.metrics import CONTENT_TYPE, render
 
 SEC = 10**9
 T0 = 1_700_000_000 * SEC
@@ -395,7 +395,7 @@ def test_the_media_type_is_text_format_0_0_4() -> None:
 
 
 def test_the_renderer_imports_only_the_standard_library() -> None:
-    source = Path(gateway.metrics.__file__).read_text(encoding="utf-8")
+    source = Path(gateway.web.metrics.__file__).read_text(encoding="utf-8")
     imported = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):

@@ -15,11 +15,11 @@ import yaml
 
 from devices.modbus import Block, Register
 from gateway.config import Config, load_config
-from gateway.errors import ConfigError, StackError
-from gateway.modbus_source import ModbusBus, SlaveSpec
+from gateway.core.errors import ConfigError, StackError
 from gateway.pipeline import Committer, Pipeline
-from gateway.spool import Spool
-from gateway.stack import PrivateInfluxDB, PrivateMosquitto
+from gateway.sources.modbus import ModbusBus, SlaveSpec
+from gateway.store.spool import Spool
+from gateway.testing.stack import PrivateInfluxDB, PrivateMosquitto
 from tests.conftest import GatewayProcess, base_config, running, until, wait_for
 from tests.modbus_peer import ModbusPeer, modbus_peer
 

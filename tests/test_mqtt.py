@@ -23,10 +23,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.config import Config, MqttConfig, TlsConfig
-from gateway.mqtt import MqttSource
 from gateway.pipeline import Committer, Pipeline
-from gateway.spool import SeenLookup, Spool
-from gateway.stack import PrivateMosquitto, free_port
+from gateway.sources.mqtt import MqttSource
+from gateway.store.spool import SeenLookup, Spool
+from gateway.testing.stack import PrivateMosquitto, free_port
 from tests.conftest import Publisher, running, until
 
 TOPIC = "garden/taman-uji/polder-1/telemetry"

@@ -15,9 +15,9 @@ import pytest
 from devices import serial_lines
 from gateway.config import Config
 from gateway.pipeline import Committer, Pipeline
-from gateway.serial_source import SerialLineSource
-from gateway.spool import Spool
-from gateway.stack import PrivateInfluxDB, PrivateMosquitto
+from gateway.sources.serial import SerialLineSource
+from gateway.store.spool import Spool
+from gateway.testing.stack import PrivateInfluxDB, PrivateMosquitto
 from tests.conftest import GatewayProcess, base_config, running, until, wait_for
 
 

@@ -40,9 +40,9 @@ from devices.simulators import garden, park, polder
 from devices.simulators.ap import AccessPoint
 from devices.simulators.garden import FIELDS, GardenSensor, Weather
 from devices.simulators.polder import BLOCKS, PolderSlave
-from gateway.cli import main
 from gateway.config import ModbusBusConfig, SerialSourceConfig
-from gateway.simulate import (
+from gateway.ops.cli import main
+from gateway.ops.simulate import (
     GardenRunner,
     PolderRunner,
     PtyPort,

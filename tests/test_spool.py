@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.spool import ROW_OVERHEAD, DeadLetter, SeenLookup, Spool, SpoolDB
+from gateway.store.spool import ROW_OVERHEAD, DeadLetter, SeenLookup, Spool, SpoolDB
 from tests.conftest import ROOT, wait_for
 
 
@@ -122,7 +122,7 @@ async def test_async_spool_runs_off_the_loop(tmp_path: Path) -> None:
 _WRITER = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from gateway.spool import SpoolDB
+    from gateway.store.spool import SpoolDB
     db = SpoolDB(Path(sys.argv[1]), max_bytes=10**9)
     i = 0
     while True:
@@ -161,7 +161,7 @@ def test_sigkill_loses_nothing_that_was_committed(tmp_path: Path) -> None:
 
 
 def test_open_failure_is_a_spool_error(tmp_path: Path) -> None:
-    from gateway.errors import SpoolError
+    from gateway.core.errors import SpoolError
 
     (tmp_path / "afile").write_text("x")
     with pytest.raises(SpoolError, match="cannot open spool"):
@@ -186,7 +186,7 @@ def test_range_delete_never_touches_rows_written_after_the_batch(tmp_path: Path)
 async def test_committer_bounds_unacknowledged_input_while_the_disk_refuses(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gateway.errors import SpoolError
+    from gateway.core.errors import SpoolError
     from gateway.pipeline import Committer, Outcome
 
     spool = Spool.open(tmp_path / "s.db", max_bytes=10**7)

@@ -13,8 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway import errors, stack
-from gateway.stack import (
+from gateway.core import errors
+from gateway.testing import stack
+from gateway.testing.stack import (
     PrivateInfluxDB,
     PrivateMosquitto,
     Stack,
@@ -99,7 +100,7 @@ def test_free_port_is_bindable_and_not_a_default() -> None:
 
 
 def test_stack_error_is_the_gateways_own() -> None:
-    # The demo command catches gateway.errors.StackError: it must be this very class.
+    # The demo command catches gateway.core.errors.StackError: it must be this very class.
     assert StackError is errors.StackError
     assert issubclass(StackError, RuntimeError)
 
@@ -310,7 +311,7 @@ def test_servers_left_running_are_stopped_at_interpreter_exit(tmp_path: Path) ->
     script = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from gateway.stack import Stack\n"
+        "from gateway.testing.stack import Stack\n"
         "stack = Stack(Path(sys.argv[1]))\n"
         "stack.start()\n"
         "assert stack.influx is not None\n"

@@ -24,13 +24,13 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway import app
-from gateway.app import Gateway
+import gateway.app.gateway as app
+from gateway.app.gateway import Gateway
+from gateway.app.sdnotify import Notifier, watchdog_interval_s
 from gateway.config import Config
-from gateway.errors import SpoolError
-from gateway.pipeline import Outcome
-from gateway.sdnotify import Notifier, watchdog_interval_s
-from gateway.stack import PrivateInfluxDB, PrivateMosquitto
+from gateway.core.errors import SpoolError
+from gateway.pipeline.ingest import Outcome
+from gateway.testing.stack import PrivateInfluxDB, PrivateMosquitto
 from tests.conftest import ROOT, GatewayProcess, base_config, gateway_in_process, until, wait_for
 
 UNIT = ROOT / "systemd" / "garden-gateway.service"
@@ -217,7 +217,7 @@ def test_notifier_sends_to_an_abstract_socket_and_unsets_the_environment() -> No
 def test_failed_sends_are_counted_and_logged_once(tmp_path: Path,
                                                   caplog: pytest.LogCaptureFixture) -> None:
     n = Notifier(str(tmp_path / "nobody-listens.sock"))
-    with caplog.at_level(logging.WARNING, logger="gateway.sdnotify"):
+    with caplog.at_level(logging.WARNING, logger="gateway.app.sdnotify"):
         assert not n.watchdog()
         assert not n.watchdog()
         assert not n.status("still here")
@@ -226,7 +226,7 @@ def test_failed_sends_are_counted_and_logged_once(tmp_path: Path,
     assert (stats.sent, stats.failed) == (0, 3)
     assert stats.last_error is not None
     assert "nobody-listens.sock" in stats.last_error
-    assert len([r for r in caplog.records if r.name == "gateway.sdnotify"]) == 1
+    assert len([r for r in caplog.records if r.name == "gateway.app.sdnotify"]) == 1
     relative = Notifier("relative/notify.sock")
     assert not relative.enabled
     assert relative.statistics().failed == 1

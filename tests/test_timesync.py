@@ -18,15 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.clock import FakeClock
 from gateway.config import ClockConfig, Config, MqttConfig
-from gateway.forwarder import Forwarder
-from gateway.influx import InfluxWriter
-from gateway.mqtt import MqttSource
 from gateway.pipeline import Committer, Pipeline
-from gateway.spool import ROW_OVERHEAD, HeldLine, Spool, SpoolDB
-from gateway.stack import PrivateInfluxDB, PrivateMosquitto
-from gateway.timesync import (
+from gateway.pipeline.timesync import (
     DEFAULT_MIN_VALID_NS,
     ClockTimeSource,
     FakeTimeSource,
@@ -35,6 +29,12 @@ from gateway.timesync import (
     clock_trusted,
     kernel_synchronised,
 )
+from gateway.sources.mqtt import MqttSource
+from gateway.store.forwarder import Forwarder
+from gateway.store.influx import InfluxWriter
+from gateway.store.spool import ROW_OVERHEAD, HeldLine, Spool, SpoolDB
+from gateway.testing.clock import FakeClock
+from gateway.testing.stack import PrivateInfluxDB, PrivateMosquitto
 from tests.conftest import Publisher, running, until
 
 S = 10**9

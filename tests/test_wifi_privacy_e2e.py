@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from devices.reading import Reading
-from gateway.clock import FakeClock
 from gateway.config import validate_raw
-from gateway.errors import StackError
-from gateway.pipeline import Pipeline
-from gateway.stack import PrivateInfluxDB, PrivateMosquitto
+from gateway.core.errors import StackError
+from gateway.pipeline.ingest import Pipeline
+from gateway.testing.clock import FakeClock
+from gateway.testing.stack import PrivateInfluxDB, PrivateMosquitto
 from tests.conftest import Publisher, base_config, gateway_in_process, until
 
 SITE = "taman-uji"

@@ -2,7 +2,7 @@
 
 Pure models, like the decoders beside them: the caller passes the time, and gets bytes (the
 line a garden sensor prints, the frame a Modbus slave answers) and the values behind them.
-``gateway/simulate.py`` runs them on a pseudo-terminal (``garden-gateway simulate ...``).
+``gateway/ops/simulate.py`` runs them on a pseudo-terminal (``garden-gateway simulate ...``).
 
 - :class:`~devices.simulators.garden.GardenSensor`: a board printing soil moisture,
   temperature, humidity and rain as kv, JSON or CSV lines, optionally with NMEA checksums;

@@ -1,0 +1,1 @@
+"""Below everything: errors, the clock, waiting helpers, backoff."""

@@ -1,0 +1,1 @@
+"""For the people at the park: the CLI, doctor, the demo and the simulators."""

@@ -1,0 +1,625 @@
+"""Alerts: tell people, in Bahasa Indonesia, when a device or the gateway stays down.
+
+What happens, per subject (a device, or the gateway itself)::
+
+    down(s, since) ──► waiting ──(since + down_after_s passes)──► alerted ──► "down" queued
+        │                 │                                          │  every repeat_s: "reminder"
+        │                 └── up(s) before that: nothing sent,       └── up(s): "recovered" queued
+        │                     counted as suppressed                       with the outage length
+        └── a second down(s) while waiting or alerted does nothing
+
+    gateway_was_down(g, start, end), after a restart: one "gateway_restarted" message when
+    end - start >= down_after_s (the gateway could not say so while it was off).
+
+Every queued message goes to every target (a generic JSON webhook, or Telegram's Bot API
+``sendMessage``), each target with its own bounded FIFO queue and its own delivery coroutine,
+so a slow or dead target never delays another. Per answer:
+
+- 2xx (and, for Telegram, ``"ok": true``): sent.
+- network error, timeout, 408, 429, 5xx: retried with capped exponential backoff and jitter,
+  never sooner than ``Retry-After`` or Telegram's ``parameters.retry_after``.
+- any other answer (400 bad chat id, 401/404 bad token, 3xx, Telegram ``"ok": false``):
+  the message is given up at once and counted as failed, with ``last_error``.
+- a message still undelivered ``give_up_after_s`` after it was queued is dropped and counted;
+  so is the oldest message when a queue already holds ``max_pending``.
+
+:meth:`Alerter.down`, :meth:`Alerter.up` and :meth:`Alerter.gateway_was_down` are plain
+functions: they touch only in-memory state and set an :class:`asyncio.Event`, so ingest never
+waits on an alert. Call them from the event loop's thread. :meth:`Alerter.run` is the one
+long-lived task (timers and delivery); cancelling it is how it stops.
+
+All time comes from the injected :class:`~gateway.core.clock.Clock`, except the HTTP timeout
+(``timeout_s``), which is httpx's own monotonic timer.
+
+The bot token is a secret: it is never logged and never kept in an error text. httpx logs the
+URL of every request at INFO (the token is part of Telegram's URL path), so this module puts a
+filter on the ``httpx`` logger that masks ``/bot<token>/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any, Literal
+
+import httpx
+
+from gateway.config.alerts import AlertsConfig, TelegramTarget, WebhookTarget
+from gateway.core.aio import clock_sleep_or_event
+from gateway.core.backoff import Backoff, parse_retry_after
+from gateway.core.clock import Clock
+
+log = logging.getLogger(__name__)
+
+AlertEvent = Literal["down", "recovered", "reminder", "gateway_restarted"]
+
+_NS = 1_000_000_000
+_ERROR_TEXT_LIMIT = 300
+_CAUSE_LIMIT = 200
+_BOT_PATH = re.compile(r"/bot[^/\s\"']+")
+
+
+# -- values -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """What went down: a device, or the gateway itself (kind ``"gateway"``)."""
+
+    id: str
+    name: str
+    kind: str | None
+    site: str
+    zone: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One message, the same for every target."""
+
+    event: AlertEvent
+    subject: Subject
+    since_ns: int
+    at_ns: int
+    cause: str | None
+    text: str
+    queued_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class TargetStats:
+    name: str
+    kind: str
+    sent: int
+    failed: int
+    dropped: int
+    retries: int
+    pending: int
+    last_error: str | None
+    last_sent_ns: int | None
+    next_attempt_ns: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertStats:
+    enabled: bool
+    waiting: int       # down timers armed: down, not yet for down_after_s
+    down: int          # subjects whose "down" message went out and which are not up yet
+    suppressed: int    # down, then up before down_after_s: nothing sent
+    targets: tuple[TargetStats, ...]
+
+
+# -- texts (pure) -----------------------------------------------------------------------------
+
+KIND_LABELS: dict[str, str] = {
+    "wifi_ap": "Access point Wi-Fi",
+    "polder": "Sensor polder",
+    "garden_env": "Sensor taman",
+    "gateway": "Gateway",
+}
+_MONTHS = ("Januari", "Februari", "Maret", "April", "Mei", "Juni", "Juli", "Agustus",
+           "September", "Oktober", "November", "Desember")
+
+
+def human_duration(seconds: float) -> str:
+    """ "45 detik", "5 menit", "2 jam 10 menit", "1 hari 3 jam" (rounded down)."""
+    total = max(0, int(seconds))
+    if total < 60:
+        return f"{total} detik"
+    minutes = total // 60
+    if minutes < 60:
+        return f"{minutes} menit"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} jam {minutes} menit" if minutes else f"{hours} jam"
+    days, hours = divmod(hours, 24)
+    return f"{days} hari {hours} jam" if hours else f"{days} hari"
+
+
+def _local(ns: int, offset_minutes: int) -> datetime:
+    return datetime.fromtimestamp(ns // _NS, tz=timezone(timedelta(minutes=offset_minutes)))
+
+
+def _clock_text(ns: int, ref_ns: int, offset_minutes: int, *, with_date: bool = False) -> str:
+    """``HH:MM``; with the date in front when it is another day than ``ref_ns``."""
+    when = _local(ns, offset_minutes)
+    ref = _local(ref_ns, offset_minutes)
+    if not with_date and when.date() == ref.date():
+        return f"{when:%H:%M}"
+    year = f" {when.year}" if when.year != ref.year else ""
+    return f"{when.day} {_MONTHS[when.month - 1]}{year} {when:%H:%M}"
+
+
+def _who(subject: Subject) -> str:
+    label = KIND_LABELS.get(subject.kind or "", "Perangkat")
+    if subject.name and subject.name != subject.id:
+        return f"{label} {subject.name} ({subject.id})"
+    return f"{label} {subject.id}"
+
+
+def message_text(
+    event: AlertEvent,
+    subject: Subject,
+    *,
+    since_ns: int,
+    at_ns: int,
+    cause: str | None = None,
+    utc_offset_minutes: int = 480,
+    zone_name: str = "WITA",
+) -> str:
+    """The text people read, in Bahasa Indonesia, times local (``zone_name``)."""
+    who = _who(subject)
+    duration = human_duration((at_ns - since_ns) / _NS)
+    since = _clock_text(since_ns, at_ns, utc_offset_minutes)
+    at = _clock_text(at_ns, at_ns, utc_offset_minutes)
+    if event == "down":
+        text = f"🔴 {who} di {subject.site} mati sejak {since} {zone_name} ({duration})."
+    elif event == "reminder":
+        text = f"🔴 {who} di {subject.site} masih mati sejak {since} {zone_name} ({duration})."
+    elif event == "recovered":
+        return (f"🟢 {who} di {subject.site} kembali menyala pukul {at} {zone_name} "
+                f"setelah mati {duration}.")
+    else:
+        start = _clock_text(since_ns, at_ns, utc_offset_minutes, with_date=True)
+        end = _clock_text(at_ns, since_ns, utc_offset_minutes)
+        return (f"🟠 {who} di {subject.site} mati dari {start} sampai {end} {zone_name} "
+                f"({duration}) dan sudah kembali menyala.")
+    reason = (cause or "").strip().rstrip(".")[:_CAUSE_LIMIT]
+    return f"{text} Penyebab: {reason}." if reason else text
+
+
+def _iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns // _NS, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+def webhook_body(alert: Alert, *, gateway_id: str) -> dict[str, Any]:
+    """The JSON object a webhook receives (times in UTC, ISO 8601)."""
+    s = alert.subject
+    return {
+        "event": alert.event,
+        "device": s.id,
+        "name": s.name,
+        "kind": s.kind,
+        "site": s.site,
+        "zone": s.zone,
+        "gateway": gateway_id,
+        "since": _iso(alert.since_ns),
+        "at": _iso(alert.at_ns),
+        "duration_s": max(0, (alert.at_ns - alert.since_ns) // _NS),
+        "cause": alert.cause,
+        "text": alert.text,
+    }
+
+
+# -- redaction --------------------------------------------------------------------------------
+
+
+def _mask_bot_path(text: str) -> str:
+    return _BOT_PATH.sub("/bot<redacted>", text)
+
+
+class _RedactBotToken(logging.Filter):
+    """Masks ``/bot<token>`` in httpx's "HTTP Request: POST <url>" lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = _mask_bot_path(message)
+        if masked != message:
+            record.msg, record.args = masked, ()
+        return True
+
+
+def _install_httpx_filter() -> None:
+    logger = logging.getLogger("httpx")
+    if not any(isinstance(f, _RedactBotToken) for f in logger.filters):
+        logger.addFilter(_RedactBotToken())
+
+
+# -- delivery ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    result: Literal["sent", "retry", "failed"]
+    error: str | None = None
+    retry_after: float | None = None
+
+
+@dataclass(slots=True)
+class _Watch:
+    subject: Subject
+    since_ns: int
+    cause: str | None
+    due_ns: int | None      # when the down alert or the next reminder is due
+    alerted: bool = False
+
+
+class _Target:
+    def __init__(self, config: WebhookTarget | TelegramTarget, *, max_pending: int,
+                 backoff: Backoff) -> None:
+        self.config = config
+        self.name = config.name
+        self.kind = config.kind
+        self.queue: deque[Alert] = deque()
+        self.max_pending = max_pending
+        self.inflight: Alert | None = None
+        self.wakeup = asyncio.Event()
+        self.backoff = backoff
+        self.not_before_ns = 0
+        self.sent = 0
+        self.failed = 0
+        self.dropped = 0
+        self.retries = 0
+        self.last_error: str | None = None
+        self.last_sent_ns: int | None = None
+        self.last_drop_log_ns: int | None = None
+        self._secret = (config.bot_token.get_secret_value()
+                        if isinstance(config, TelegramTarget) else None)
+
+    def redact(self, text: str) -> str:
+        if self._secret:
+            text = text.replace(self._secret, "<redacted>")
+        return _mask_bot_path(text)[:_ERROR_TEXT_LIMIT]
+
+    def stats(self) -> TargetStats:
+        return TargetStats(
+            name=self.name,
+            kind=self.kind,
+            sent=self.sent,
+            failed=self.failed,
+            dropped=self.dropped,
+            retries=self.retries,
+            pending=len(self.queue) + (self.inflight is not None),
+            last_error=self.last_error,
+            last_sent_ns=self.last_sent_ns,
+            next_attempt_ns=self.not_before_ns or None,
+        )
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _telegram_hint(status: int, description: str, body: Any) -> str:
+    params = body.get("parameters") if isinstance(body, dict) else None
+    if isinstance(params, dict) and "migrate_to_chat_id" in params:
+        return f"; the group became a supergroup: set chat_id to {params['migrate_to_chat_id']}"
+    if status in (401, 404):
+        return "; check bot_token"
+    if status == 403:
+        return "; the bot was removed from the chat or blocked: add it again"
+    if status == 400 and "chat not found" in description.lower():
+        return "; check chat_id, and that the bot is a member of the chat"
+    return ""
+
+
+class Alerter:
+    """Debounces down/up into messages and delivers them to every target."""
+
+    def __init__(
+        self,
+        config: AlertsConfig,
+        *,
+        clock: Clock,
+        gateway_id: str,
+        site: str,
+        transport: httpx.AsyncBaseTransport | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._config = config
+        self._clock = clock
+        self._gateway_id = gateway_id
+        self._site = site
+        self._transport = transport
+        self._rng = rng or random.Random()
+        self._down_after_ns = int(config.down_after_s * _NS)
+        self._repeat_ns = int(config.repeat_s * _NS) if config.repeat_s else None
+        self._give_up_ns = int(config.give_up_after_s * _NS)
+        self._watches: dict[str, _Watch] = {}
+        self._timers_changed = asyncio.Event()
+        self._suppressed = 0
+        self._targets = [
+            _Target(t, max_pending=config.max_pending,
+                    backoff=Backoff(config.backoff_min_s, config.backoff_max_s, self._rng))
+            for t in config.targets
+        ]
+        self._client: httpx.AsyncClient | None = None
+        if any(t.kind == "telegram" for t in self._targets):
+            _install_httpx_filter()
+
+    # -- what the liveness tracker calls (never waits) ---------------------------------------
+
+    def down(self, subject: Subject, since_ns: int, cause: str | None = None) -> None:
+        """``subject`` is down since ``since_ns``; alert if it still is ``down_after_s`` later."""
+        if not self._config.enabled or subject.id in self._watches:
+            return
+        self._watches[subject.id] = _Watch(subject, since_ns, cause,
+                                           due_ns=since_ns + self._down_after_ns)
+        self._timers_changed.set()
+
+    def up(self, subject: Subject, at_ns: int) -> None:
+        """``subject`` is back at ``at_ns``: "recovered" if its "down" went out, else nothing."""
+        watch = self._watches.pop(subject.id, None)
+        if watch is None:
+            return
+        self._timers_changed.set()
+        if not watch.alerted:
+            self._suppressed += 1
+            log.debug("alert suppressed device=%s down_for_s=%.0f (under down_after_s=%.0f)",
+                      subject.id, (at_ns - watch.since_ns) / _NS, self._config.down_after_s)
+            return
+        self._queue("recovered", subject, since_ns=watch.since_ns, at_ns=at_ns, cause=None)
+
+    def gateway_was_down(self, subject: Subject, start_ns: int, end_ns: int) -> None:
+        """After a restart: the gateway was off from ``start_ns`` to ``end_ns``.
+
+        The caller passes times it trusts (after the clock synced, never 1970)."""
+        if not self._config.enabled:
+            return
+        if end_ns < start_ns:
+            log.warning("gateway_was_down ignored: end before start gateway=%s", subject.id)
+            return
+        if end_ns - start_ns < self._down_after_ns:
+            self._suppressed += 1
+            return
+        self._queue("gateway_restarted", subject, since_ns=start_ns, at_ns=end_ns, cause=None)
+
+    def statistics(self) -> AlertStats:
+        alerted = sum(1 for w in self._watches.values() if w.alerted)
+        return AlertStats(
+            enabled=self._config.enabled,
+            waiting=len(self._watches) - alerted,
+            down=alerted,
+            suppressed=self._suppressed,
+            targets=tuple(t.stats() for t in self._targets),
+        )
+
+    # -- the task ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Fire timers and deliver, until cancelled."""
+        if not self._config.enabled:
+            # Nothing to do; stay a well-behaved long-lived task until cancelled.
+            await asyncio.Event().wait()
+            return
+        client = self._ensure_client()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._run_timers(), name="alerts.timers")
+            for target in self._targets:
+                tg.create_task(self._run_target(target, client),
+                               name=f"alerts[{target.name}].deliver")
+
+    async def aclose(self) -> None:
+        """Close the HTTP client (after :meth:`run` was cancelled)."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def _ensure_client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                transport=self._transport,
+                trust_env=False,
+                timeout=httpx.Timeout(self._config.timeout_s),
+                follow_redirects=False,
+                headers={"User-Agent": "garden-gateway-alerts"},
+            )
+        return self._client
+
+    # -- timers ------------------------------------------------------------------------------
+
+    async def _run_timers(self) -> None:
+        while True:
+            self._timers_changed.clear()
+            self._fire_due(self._clock.now_ns())
+            due = [w.due_ns for w in self._watches.values() if w.due_ns is not None]
+            await self._wait(self._timers_changed, min(due, default=None))
+
+    def _fire_due(self, now: int) -> None:
+        for watch in list(self._watches.values()):
+            if watch.due_ns is None or watch.due_ns > now:
+                continue
+            event: AlertEvent = "reminder" if watch.alerted else "down"
+            watch.alerted = True
+            self._queue(event, watch.subject, since_ns=watch.since_ns, at_ns=now,
+                        cause=watch.cause)
+            if self._repeat_ns is None:
+                watch.due_ns = None
+            else:
+                # After a long stall (suspend, clock step) one reminder, not a burst.
+                watch.due_ns += self._repeat_ns
+                if watch.due_ns <= now:
+                    watch.due_ns = now + self._repeat_ns
+
+    async def _wait(self, event: asyncio.Event, deadline_ns: int | None) -> None:
+        """Until ``event`` is set or the clock reaches ``deadline_ns``."""
+        if event.is_set():
+            return
+        if deadline_ns is None:
+            await event.wait()
+            return
+        delay = (deadline_ns - self._clock.now_ns()) / _NS
+        if delay <= 0:
+            return
+        await clock_sleep_or_event(self._clock, delay, event)
+
+    # -- queues ------------------------------------------------------------------------------
+
+    def _queue(self, event: AlertEvent, subject: Subject, *, since_ns: int, at_ns: int,
+               cause: str | None) -> None:
+        cfg = self._config
+        if not subject.site:
+            subject = Subject(subject.id, subject.name, subject.kind, self._site, subject.zone)
+        text = message_text(event, subject, since_ns=since_ns, at_ns=at_ns, cause=cause,
+                            utc_offset_minutes=cfg.utc_offset_minutes, zone_name=cfg.zone_name)
+        now = self._clock.now_ns()
+        alert = Alert(event, subject, since_ns, at_ns, cause, text, queued_ns=now)
+        log.debug("alert queued event=%s device=%s site=%s targets=%d", event, subject.id,
+                 subject.site, len(self._targets))
+        for target in self._targets:
+            if len(target.queue) >= target.max_pending:
+                oldest = target.queue.popleft()
+                self._drop(target, oldest, "queue_full", now)
+            target.queue.append(alert)
+            target.wakeup.set()
+
+    def _drop(self, target: _Target, alert: Alert, reason: str, now: int) -> None:
+        target.dropped += 1
+        # A long outage of the target can overflow its queue with every new alert: one line a
+        # minute says so without flooding the journal.
+        last = target.last_drop_log_ns
+        if reason != "queue_full" or last is None or now - last >= 60 * _NS:
+            target.last_drop_log_ns = now
+            log.warning("alert dropped target=%s reason=%s event=%s device=%s dropped_total=%d",
+                        target.name, reason, alert.event, alert.subject.id, target.dropped)
+
+    # -- delivery ----------------------------------------------------------------------------
+
+    async def _run_target(self, target: _Target, client: httpx.AsyncClient) -> None:
+        while True:
+            while not target.queue:
+                target.wakeup.clear()
+                await target.wakeup.wait()
+            alert = target.queue.popleft()
+            target.inflight = alert
+            settled = False
+            try:
+                await self._deliver(target, client, alert)
+                settled = True
+            finally:
+                target.inflight = None
+                if not settled:
+                    # Cancelled mid-delivery: keep it for the next run() when there is room.
+                    if len(target.queue) < target.max_pending:
+                        target.queue.appendleft(alert)
+                    else:
+                        target.dropped += 1
+
+    async def _deliver(self, target: _Target, client: httpx.AsyncClient, alert: Alert) -> None:
+        attempts = 0
+        expires = alert.queued_ns + self._give_up_ns
+        while True:
+            now = self._clock.now_ns()
+            if now >= expires:
+                self._drop(target, alert, "expired", now)
+                return
+            if target.not_before_ns > now:
+                await self._clock.sleep((min(target.not_before_ns, expires) - now) / _NS)
+                continue
+            attempts += 1
+            outcome = await self._attempt(target, client, alert)
+            now = self._clock.now_ns()
+            if outcome.result == "sent":
+                target.sent += 1
+                target.last_sent_ns = now
+                target.not_before_ns = 0
+                target.backoff.reset()
+                log.info("alert sent target=%s kind=%s event=%s device=%s attempts=%d",
+                         target.name, target.kind, alert.event, alert.subject.id, attempts)
+                return
+            target.last_error = outcome.error
+            if outcome.result == "failed":
+                target.failed += 1
+                # The target answered, so it is reachable: the next message goes at once.
+                target.not_before_ns = 0
+                target.backoff.reset()
+                log.warning("alert failed target=%s kind=%s event=%s device=%s attempts=%d "
+                            "error=%s", target.name, target.kind, alert.event, alert.subject.id,
+                            attempts, outcome.error)
+                return
+            delay = target.backoff.next()
+            if outcome.retry_after is not None:
+                delay = max(delay, outcome.retry_after)
+            target.retries += 1
+            target.not_before_ns = now + int(delay * _NS)
+            log.info("alert retry target=%s event=%s device=%s attempt=%d in_s=%.1f error=%s",
+                     target.name, alert.event, alert.subject.id, attempts, delay, outcome.error)
+
+    async def _attempt(self, target: _Target, client: httpx.AsyncClient,
+                       alert: Alert) -> _Outcome:
+        config = target.config
+        try:
+            if isinstance(config, TelegramTarget):
+                token = config.bot_token.get_secret_value()
+                response = await client.post(
+                    f"{config.api_url}/bot{token}/sendMessage",
+                    json={"chat_id": config.chat_id, "text": alert.text,
+                          "disable_web_page_preview": True},
+                )
+            else:
+                response = await client.post(
+                    config.url, json=webhook_body(alert, gateway_id=self._gateway_id),
+                    headers=config.headers,
+                )
+        except httpx.HTTPError as exc:
+            return _Outcome("retry", target.redact(f"{type(exc).__name__}: {exc}".rstrip(": ")))
+        return self._classify(target, response)
+
+    def _classify(self, target: _Target, response: httpx.Response) -> _Outcome:
+        status = response.status_code
+        body = _json(response)
+        telegram = target.kind == "telegram"
+        if telegram and isinstance(body, dict) and isinstance(body.get("description"), str):
+            description = str(body["description"])
+        else:
+            description = " ".join(response.text.split())
+        if 200 <= status < 300:
+            if not telegram or (isinstance(body, dict) and body.get("ok") is True):
+                return _Outcome("sent")
+            return _Outcome("failed", target.redact(
+                f"Telegram answered {status} without ok=true: {description}"))
+        retry_after = parse_retry_after(response.headers.get("Retry-After"),
+                                        now=self._clock.now_ns() / _NS)
+        params = body.get("parameters") if isinstance(body, dict) else None
+        if isinstance(params, dict) and isinstance(params.get("retry_after"), int | float):
+            retry_after = max(retry_after or 0.0, float(params["retry_after"]))
+        hint = _telegram_hint(status, description, body) if telegram else ""
+        error = target.redact(f"HTTP {status}: {description}{hint}")
+        if status in (408, 429) or status >= 500:
+            return _Outcome("retry", error, retry_after)
+        return _Outcome("failed", error)
+
+
+__all__ = [
+    "KIND_LABELS",
+    "Alert",
+    "AlertEvent",
+    "AlertStats",
+    "Alerter",
+    "AlertsConfig",
+    "Subject",
+    "TargetStats",
+    "TelegramTarget",
+    "WebhookTarget",
+    "human_duration",
+    "message_text",
+    "webhook_body",
+]

@@ -1,0 +1,396 @@
+"""Liveness: which device is online, offline or unknown, since when, and why.
+
+Rules (README "Liveness and uptime"):
+
+- ``unknown``: never seen (no reading, no presence message) since the registry knew it.
+- ``online``: on every good reading and every presence "online" (native ``status``, Tasmota
+  ``LWT``, ESPHome ``status``), at once.
+- ``offline``: when ``missed_intervals`` expected reports in a row did not come (the outage
+  starts when the first missed report was due), or when the device itself said "offline" and
+  nothing contradicted it for ``hold_s`` (the outage starts when it said so). The hold damps
+  flapping: a device that drops and reconnects within the hold records no outage.
+
+Every transition to offline opens an outage record, every return closes it; listeners (the
+alerter, the MQTT state topics, the ``device_status`` points) hear of each transition.
+
+A restart does not fake an outage: states are restored from the registry, and a device's
+silence is counted from when the gateway started, not from before it stopped. The time the
+gateway itself was down (from its last heartbeat, or its clean stop, to the next start) is
+recorded as the gateway's outage, and uptime leaves that time out for every other device.
+
+Everything here runs on the event loop: :meth:`Liveness.reading` and :meth:`Liveness.presence`
+are plain functions on the ingest path (a dict lookup and two assignments when nothing
+changes); :meth:`Liveness.run` is the one task that waits, on the injected :class:`Clock`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from devices.reading import DecodeError, FieldValue, Reading
+from gateway.config import DeviceConfig, LivenessConfig
+from gateway.core.clock import Clock
+from gateway.park.registry import KEEP_OUTAGES_NS, Device, Outage, Registry, uptime_parts
+from gateway.store.lineproto import encode
+
+log = logging.getLogger(__name__)
+
+NS = 10**9
+DAY_NS = 86400 * NS
+WINDOWS = {"24h": DAY_NS, "7d": 7 * DAY_NS, "30d": 30 * DAY_NS}
+MAX_DEVICES = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    device: str
+    name: str
+    kind: str | None
+    site: str
+    zone: str | None
+    old: str
+    new: str
+    # When the new state began: the outage's start for "offline", the sighting for "online".
+    at_ns: int
+    cause: str | None
+    # For a return to "online": when the outage began.
+    down_since_ns: int | None = None
+
+
+Listener = Callable[[Transition], None]
+
+
+class Liveness:
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        config: LivenessConfig,
+        devices: Sequence[DeviceConfig],
+        gateway_id: str,
+        site: str,
+        clock: Clock,
+        emit: Callable[[list[str]], None] | None = None,
+    ) -> None:
+        self._registry = registry
+        self._config = config
+        self._configured = {d.id: d for d in devices}
+        self.gateway_id = gateway_id
+        self.site = site
+        self._clock = clock
+        self._emit = emit
+        self.listeners: list[Listener] = []
+        self.devices: dict[str, Device] = {}
+        self.started_ns = 0
+        self.gateway_outage: Outage | None = None
+        self._changed = asyncio.Event()
+        self._wake_at: int | None = None
+        self.transitions = 0
+        self.reports = 0
+        self.refused = 0
+
+    # -- start and stop ------------------------------------------------------------------
+
+    def start(self) -> Outage | None:
+        """Restore the registry, record how long the gateway was down; returns that outage."""
+        now = self._clock.now_ns()
+        self.started_ns = now
+        self.devices = self._registry.load()
+        for dev_id, cfg in self._configured.items():
+            d = self.devices.get(dev_id)
+            if d is None or d.origin in ("discovered", "removed"):
+                d = self.devices[dev_id] = d or Device(
+                    id=dev_id, name=cfg.name or dev_id, kind=cfg.kind,
+                    site=cfg.site or self.site, zone=cfg.zone, interval_s=cfg.interval_s,
+                    source=cfg.source, origin="config")
+            d.name, d.kind, d.zone = cfg.name or dev_id, cfg.kind, cfg.zone
+            d.site, d.interval_s, d.source, d.origin = (cfg.site or self.site, cfg.interval_s,
+                                                         cfg.source or d.source, "config")
+            d.dirty = True
+        for d in self.devices.values():
+            if d.origin == "config" and d.id not in self._configured:
+                d.origin, d.dirty = "removed", True
+        gw = self.devices.get(self.gateway_id)
+        if gw is None:
+            gw = self.devices[self.gateway_id] = Device(
+                id=self.gateway_id, name=f"Gateway {self.gateway_id}", kind="gateway",
+                site=self.site, zone=None, interval_s=self._config.heartbeat_s, source="",
+                origin="gateway", first_seen_ns=now)
+        outage = self._gateway_was_down(gw, now)
+        gw.state, gw.since_ns, gw.cause, gw.last_seen_ns, gw.dirty = "online", now, None, now, True
+        self._registry.save(self.devices.values())
+        self._registry.put(heartbeat_ns=now, stopped_ns=None, started_ns=now)
+        self.gateway_outage = outage
+        return outage
+
+    def _gateway_was_down(self, gw: Device, now: int) -> Outage | None:
+        beat = self._registry.get("heartbeat_ns")
+        stopped = self._registry.get("stopped_ns")
+        if beat is None:
+            return None
+        start = stopped if stopped is not None else beat
+        cause = ("gateway stopped" if stopped is not None
+                 else "gateway lost power or crashed (time of its last heartbeat)")
+        if now <= start:
+            log.warning("gateway clock is behind its last heartbeat by %.0fs: no outage "
+                        "recorded for the restart", (start - now) / NS)
+            return None
+        oid = self._registry.add_outage(gw, start, now, cause, "gateway started")
+        log.info("gateway was down from=%d to=%d (%.0fs): %s", start, now, (now - start) / NS,
+                 cause)
+        return Outage(oid, gw.id, gw.site, gw.kind, start, now, cause, "gateway started")
+
+    def stop(self) -> None:
+        """A clean stop: the gateway's outage starts now, not at the last heartbeat."""
+        now = self._clock.now_ns()
+        self._registry.save(d for d in self.devices.values() if d.dirty)
+        self._registry.put(heartbeat_ns=now, stopped_ns=now)
+
+    # -- the ingest path -----------------------------------------------------------------
+
+    def readings(self, readings: Sequence[Reading]) -> None:
+        now = self._clock.now_ns()
+        for r in readings:
+            device = r.tag("device")
+            if device is None:
+                continue
+            d = self.devices.get(device) or self._discover(device, r.tag("site"), r.measurement)
+            if d is None:
+                continue
+            d.last_seen_ns = d.latest_ns = now
+            d.latest.update(r.fields)
+            d.dirty = True
+            if d.first_seen_ns is None:
+                d.first_seen_ns = now
+            if d.pending_offline_ns is not None:
+                d.pending_offline_ns = None
+            if d.state != "online":
+                self._online(d, now, "reading")
+
+    def presence(self, device: str, site: str | None, online: bool, cause: str) -> None:
+        now = self._clock.now_ns()
+        d = self.devices.get(device) or self._discover(device, site, None)
+        if d is None:
+            return
+        d.presence, d.presence_ns, d.dirty = ("online" if online else "offline"), now, True
+        if online:
+            d.last_seen_ns = now
+            if d.first_seen_ns is None:
+                d.first_seen_ns = now
+            d.pending_offline_ns = None
+            if d.state != "online":
+                self._online(d, now, cause)
+        elif d.state == "online" and d.pending_offline_ns is None:
+            d.pending_offline_ns = now
+            d.cause = cause
+            self._nudge(now + int(self._config.hold_s * NS))
+        elif d.state == "unknown":
+            # Seen, and saying it is off: that is a state we know.
+            d.first_seen_ns = d.first_seen_ns or now
+            self._offline(d, now, cause)
+
+    def _discover(self, device: str, site: str | None, kind: str | None) -> Device | None:
+        if len(self.devices) >= MAX_DEVICES:
+            self.refused += 1
+            return None
+        d = Device(id=device, name=device, kind=kind, site=site or self.site, zone=None,
+                   interval_s=self._config.default_interval_s, source="", origin="discovered",
+                   dirty=True)
+        self.devices[device] = d
+        log.info("registry: discovered device=%s site=%s kind=%s", device, d.site, kind)
+        return d
+
+    # -- transitions ---------------------------------------------------------------------
+
+    def _online(self, d: Device, now: int, cause: str) -> None:
+        old, down_since = d.state, None
+        if d.outage_id is not None:
+            self._registry.close_outage(d.outage_id, now, cause)
+            down_since = d.since_ns
+            d.outage_id = None
+        d.state, d.since_ns, d.cause, d.dirty = "online", now, None, True
+        self._nudge(now + self._silence_ns(d))
+        self._announce(d, old, now, cause, down_since)
+
+    def _offline(self, d: Device, start: int, cause: str) -> None:
+        old = d.state
+        d.outage_id = self._registry.open_outage(d, start, cause)
+        d.state, d.since_ns, d.cause, d.pending_offline_ns, d.dirty = (
+            "offline", start, cause, None, True)
+        self._announce(d, old, start, cause, None)
+
+    def _announce(self, d: Device, old: str, at: int, cause: str | None,
+                  down_since: int | None) -> None:
+        self.transitions += 1
+        self._registry.save([d])
+        log.info("device %s: %s -> %s cause=%s", d.id, old, d.state, cause)
+        t = Transition(d.id, d.name, d.kind, d.site, d.zone, old, d.state, at, cause,
+                       down_since)
+        for listener in self.listeners:
+            listener(t)
+        if self._emit is not None:
+            self._emit(self._points([d], self._clock.now_ns()))
+
+    def _silence_ns(self, d: Device) -> int:
+        return int(self._config.missed_intervals * d.interval_s * NS)
+
+    def _deadline(self, d: Device) -> int | None:
+        if d.origin == "removed" or d.id == self.gateway_id:
+            return None
+        if d.pending_offline_ns is not None:
+            return d.pending_offline_ns + int(self._config.hold_s * NS)
+        if d.state == "online":
+            seen = max(d.last_seen_ns or 0, self.started_ns)
+            return seen + self._silence_ns(d)
+        return None
+
+    def check(self) -> int | None:
+        """Apply every deadline that has passed; return the next one (or None)."""
+        now = self._clock.now_ns()
+        soonest: int | None = None
+        for d in list(self.devices.values()):
+            due = self._deadline(d)
+            if due is None:
+                continue
+            if due > now:
+                soonest = due if soonest is None else min(soonest, due)
+                continue
+            if d.pending_offline_ns is not None:
+                self._offline(d, d.pending_offline_ns, d.cause or "device reported offline")
+            else:
+                missed = max(d.last_seen_ns or 0, self.started_ns)
+                start = max(missed + int(d.interval_s * NS), self.started_ns)
+                self._offline(d, min(start, now), f"no reading for "
+                              f"{self._config.missed_intervals:g} intervals of {d.interval_s:g} s")
+        return soonest
+
+    def _nudge(self, due: int) -> None:
+        if self._wake_at is None or due < self._wake_at:
+            self._changed.set()
+
+    # -- the task ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        cfg = self._config
+        now = self._clock.now_ns()
+        next_report = now
+        next_beat = now + int(cfg.heartbeat_s * NS)
+        next_prune = now
+        while True:
+            soonest = self.check()
+            now = self._clock.now_ns()
+            if now >= next_report:
+                if self._emit is not None:
+                    self._emit(self._points(
+                        [d for d in self.devices.values() if d.origin != "removed"], now))
+                self.reports += 1
+                next_report = now + int(cfg.report_interval_s * NS)
+            if now >= next_beat:
+                self.heartbeat(now)
+                next_beat = now + int(cfg.heartbeat_s * NS)
+            if now >= next_prune:
+                self._registry.prune(now - KEEP_OUTAGES_NS)
+                next_prune = now + DAY_NS
+            wake = min(x for x in (soonest, next_report, next_beat, next_prune) if x is not None)
+            self._wake_at = wake
+            self._changed.clear()
+            sleeper = asyncio.ensure_future(self._clock.sleep((wake - now) / NS))
+            changed = asyncio.ensure_future(self._changed.wait())
+            try:
+                await asyncio.wait({sleeper, changed}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for f in (sleeper, changed):
+                    f.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await f
+            self._wake_at = None
+
+    def heartbeat(self, now: int) -> None:
+        gw = self.devices.get(self.gateway_id)
+        if gw is not None:
+            gw.last_seen_ns, gw.dirty = now, True
+        self._registry.save([d for d in self.devices.values() if d.dirty])
+        self._registry.put(heartbeat_ns=now)
+
+    # -- reports -------------------------------------------------------------------------
+
+    def uptime(self, now: int, devices: Sequence[Device] | None = None
+               ) -> dict[str, dict[str, float | None]]:
+        """Uptime % per device over each window (None where nothing was observed)."""
+        chosen = list(self.devices.values()) if devices is None else list(devices)
+        spans = self._registry.intervals(now - max(WINDOWS.values()))
+        blind = spans.get(self.gateway_id, [])
+        result: dict[str, dict[str, float | None]] = {}
+        for d in chosen:
+            own = spans.get(d.id, [])
+            result[d.id] = {
+                name: uptime_parts(window_start_ns=now - width, now_ns=now,
+                                   first_seen_ns=d.first_seen_ns, outages=own,
+                                   gateway_down=[] if d.id == self.gateway_id else blind).pct
+                for name, width in WINDOWS.items()
+            }
+        return result
+
+    def site_uptime(self, site: str, now: int) -> dict[str, float | None]:
+        """Time-weighted over the site's devices (not the gateway): all up time over all
+        observed time."""
+        spans = self._registry.intervals(now - max(WINDOWS.values()))
+        blind = spans.get(self.gateway_id, [])
+        members = [d for d in self.devices.values()
+                   if d.site == site and d.origin in ("config", "discovered")]
+        result: dict[str, float | None] = {}
+        for name, width in WINDOWS.items():
+            observed = down = 0
+            for d in members:
+                parts = uptime_parts(window_start_ns=now - width, now_ns=now,
+                                     first_seen_ns=d.first_seen_ns,
+                                     outages=spans.get(d.id, []), gateway_down=blind)
+                observed += parts.observed_ns
+                down += parts.down_ns
+            result[name] = round(100.0 * (1 - down / observed), 3) if observed else None
+        return result
+
+    def _points(self, devices: Sequence[Device], now: int) -> list[str]:
+        uptime = self.uptime(now, devices)
+        lines = []
+        for d in devices:
+            fields: dict[str, FieldValue] = {"state": d.state}
+            if d.state != "unknown":
+                fields["up"] = 1 if d.state == "online" else 0
+            if d.last_seen_ns is not None:
+                fields["last_seen_age_s"] = round(max(0, now - d.last_seen_ns) / NS, 3)
+            pct = uptime.get(d.id, {}).get("24h")
+            if pct is not None and math.isfinite(pct):
+                fields["uptime_24h_pct"] = pct
+            tags = {"device": d.id, "site": d.site, "gateway": self.gateway_id}
+            if d.kind:
+                tags["kind"] = d.kind
+            try:
+                lines.append(encode(Reading.build("device_status", tags, fields, now)))
+            except DecodeError as exc:  # a discovered id InfluxDB cannot take as a tag
+                log.warning("device_status for device=%s not written: %s", d.id, exc)
+        return lines
+
+    def view(self, d: Device, uptime: Mapping[str, float | None]) -> dict[str, Any]:
+        return {
+            "id": d.id, "name": d.name, "kind": d.kind, "site": d.site, "zone": d.zone,
+            "source": d.source or None, "origin": d.origin, "interval_s": d.interval_s,
+            "state": d.state, "since_ns": d.since_ns, "cause": d.cause,
+            "last_seen_ns": d.last_seen_ns, "presence": d.presence,
+            "latest": {"time_ns": d.latest_ns, "fields": dict(d.latest)} if d.latest else None,
+            "uptime_pct": dict(uptime),
+        }
+
+    def statistics(self) -> dict[str, int]:
+        states = {"online": 0, "offline": 0, "unknown": 0}
+        for d in self.devices.values():
+            if d.origin != "removed":
+                states[d.state] = states.get(d.state, 0) + 1
+        return {**states, "devices": sum(states.values()), "transitions": self.transitions,
+                "reports": self.reports, "refused": self.refused}

@@ -1,0 +1,1 @@
+"""Where readings come from: MQTT, line-printing serial sensors, Modbus RTU buses."""

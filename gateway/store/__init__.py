@@ -1,0 +1,1 @@
+"""The durable spool and the way out of it: spool, forwarder, InfluxDB, line protocol."""

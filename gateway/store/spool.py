@@ -1,0 +1,654 @@
+"""The durable spool: SQLite in WAL mode under ``data_dir``.
+
+Readings are stored as finished line protocol, in arrival order, and deleted only after
+InfluxDB answered 2xx for them. A row's timestamp was fixed at decode, so replaying a row
+writes the same point again, which InfluxDB overwrites: replays cannot duplicate.
+
+Durability: ``synchronous=FULL`` makes every commit survive a power cut, and commits are
+batched by the ingest path (one transaction per ~50 ms of traffic, not one per message) to
+spare the SD card. A process killed with SIGKILL loses nothing that was committed, and
+nothing is acknowledged to the broker before it is committed.
+
+The spool is bounded in bytes: when full, the oldest rows are dropped, and every dropped row
+is counted (``evicted``), never silent. Malformed input goes to a bounded ``dead_letter``
+table and lines InfluxDB refuses to a bounded ``quarantine`` table, each with the reason (so do
+lines the gateway refuses for their time: a device clock in the past, status NULL).
+
+Clock without RTC (:mod:`gateway.pipeline.timesync`): a reading stamped by the gateway while its
+clock is not synchronised waits in the bounded ``held`` table, line without its timestamp plus the
+boot it came from and the instant on that boot's ``CLOCK_BOOTTIME``; it is committed with the
+rest of its batch, so the delivery guarantee holds while it waits. Once the clock is
+synchronised, :meth:`SpoolDB.release_held` moves it to ``spool`` with its time corrected, in
+the same transaction that deletes it from ``held``. Rows of an earlier boot cannot be corrected
+(the boot's offset was never known): :meth:`SpoolDB.keep_apart` moves them to the bounded
+``unsynced`` table, which nothing sends.
+
+:class:`SpoolDB` is the synchronous core (tests and the benchmark use it directly);
+:class:`Spool` runs it on one dedicated thread so the event loop never waits for the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway.core.errors import SpoolError
+from gateway.store.lineproto import split_time
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Rough per-row cost on disk beyond the line itself (rowid, record header, b-tree cell).
+ROW_OVERHEAD = 16
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS spool (id INTEGER PRIMARY KEY AUTOINCREMENT, line TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY, at_ns INTEGER NOT NULL, status INTEGER,
+    reason TEXT NOT NULL, line TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS dead_letter (
+    id INTEGER PRIMARY KEY, at_ns INTEGER NOT NULL, source TEXT NOT NULL, topic TEXT NOT NULL,
+    kind TEXT NOT NULL, error TEXT NOT NULL, payload BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS seen (key INTEGER PRIMARY KEY, received_at_ns INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS held (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, boot_id TEXT NOT NULL, boot_ns INTEGER NOT NULL,
+    received_at_ns INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS unsynced (
+    id INTEGER PRIMARY KEY, at_ns INTEGER NOT NULL, boot_id TEXT NOT NULL,
+    boot_ns INTEGER NOT NULL, received_at_ns INTEGER NOT NULL, reason TEXT NOT NULL,
+    body TEXT NOT NULL);
+"""
+
+COUNTERS = ("spooled", "written", "evicted", "quarantined", "dead_lettered")
+# Kept apart from ``totals`` (whose keys the status API and /metrics already publish).
+CLOCK_COUNTERS = ("held", "released", "kept_apart", "held_evicted", "unsynced_evicted",
+                  "refused_time")
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    source: str
+    topic: str
+    kind: str
+    error: str
+    payload: bytes
+    at_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class HeldLine:
+    """A reading stamped while the clock was not synchronised: its line without the
+    timestamp, and when it was received on the boot's monotonic clock (CLOCK_BOOTTIME)."""
+
+    body: str
+    boot_id: str
+    boot_ns: int
+    # What the unsynchronised wall clock said: only for a technician reading the table.
+    received_at_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A finished line the gateway will not send for its time (quarantined, status NULL)."""
+
+    line: str
+    reason: str
+    at_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolStats:
+    rows: int
+    bytes: int
+    max_bytes: int
+    file_bytes: int
+    oldest_time_ns: int | None
+    quarantine_rows: int
+    dead_letter_rows: int
+    totals: dict[str, int]
+
+
+class SpoolDB:
+    """Synchronous spool. Not thread-safe: use it from one thread (see :class:`Spool`)."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_bytes: int,
+        dead_letter_max_rows: int = 10_000,
+        quarantine_max_rows: int = 10_000,
+        synchronous: str = "FULL",
+        held_max_rows: int = 100_000,
+        unsynced_max_rows: int = 100_000,
+    ) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.dead_letter_max_rows = dead_letter_max_rows
+        self.quarantine_max_rows = quarantine_max_rows
+        self.held_max_rows = held_max_rows
+        self.unsynced_max_rows = unsynced_max_rows
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
+            # Keep the WAL from growing without bound between checkpoints.
+            self._db.execute("PRAGMA journal_size_limit=67108864")
+            self._db.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise SpoolError(f"cannot open spool {path}: {exc}") from exc
+        rows, nbytes = self._db.execute(
+            "SELECT count(*), coalesce(sum(length(CAST(line AS BLOB))), 0) FROM spool"
+        ).fetchone()
+        self._rows = int(rows)
+        self._bytes = int(nbytes) + ROW_OVERHEAD * self._rows
+        self._quarantine_rows = int(self._scalar("SELECT count(*) FROM quarantine"))
+        self._dead_rows = int(self._scalar("SELECT count(*) FROM dead_letter"))
+        self._held_rows = int(self._scalar("SELECT count(*) FROM held"))
+        self._unsynced_rows = int(self._scalar("SELECT count(*) FROM unsynced"))
+        self._totals = dict.fromkeys(COUNTERS, 0)
+        self._clock_totals = dict.fromkeys(CLOCK_COUNTERS, 0)
+        for name, value in self._db.execute("SELECT name, value FROM counters"):
+            if name in self._clock_totals:
+                self._clock_totals[name] = int(value)
+            else:
+                self._totals[name] = int(value)
+        self._oldest_time_ns = self._read_oldest_time()
+        self._last_prune = 0.0
+
+    def _scalar(self, sql: str, *args: Any) -> Any:
+        return self._db.execute(sql, args).fetchone()[0]
+
+    def _read_oldest_time(self) -> int | None:
+        row = self._db.execute("SELECT line FROM spool ORDER BY id LIMIT 1").fetchone()
+        return None if row is None else split_time(str(row[0]))[1]
+
+    def close(self) -> None:
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            self._db.close()
+
+    # -- writing -------------------------------------------------------------------------
+
+    def append(
+        self,
+        lines: Sequence[str],
+        *,
+        dead: Sequence[DeadLetter] = (),
+        seen: Sequence[tuple[int, int]] = (),
+        held: Sequence[HeldLine] = (),
+        refused: Sequence[Refused] = (),
+    ) -> int:
+        """Commit lines (and dead letters, redelivery keys, held readings and lines refused
+        for their time) in one transaction.
+
+        Returns how many old rows were evicted to stay under ``max_bytes``.
+        """
+        added_bytes = sum(len(s) for s in lines) + ROW_OVERHEAD * len(lines)
+        db = self._db
+        held_evicted = 0
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if lines:
+                    db.executemany("INSERT INTO spool(line) VALUES (?)", ((s,) for s in lines))
+                if held:
+                    held_evicted = self._insert_held(db, held)
+                if refused:
+                    self._insert_quarantine(
+                        db, ((r.at_ns, None, r.reason, r.line) for r in refused), len(refused))
+                if seen:
+                    db.executemany(
+                        "INSERT OR REPLACE INTO seen(key, received_at_ns) VALUES (?, ?)", seen
+                    )
+                if dead:
+                    db.executemany(
+                        "INSERT INTO dead_letter(at_ns, source, topic, kind, error, payload)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        ((d.at_ns, d.source, d.topic, d.kind, d.error, d.payload) for d in dead),
+                    )
+                    self._dead_rows += len(dead)
+                    if self._dead_rows > self.dead_letter_max_rows:
+                        db.execute(
+                            "DELETE FROM dead_letter WHERE id <= "
+                            "(SELECT max(id) FROM dead_letter) - ?",
+                            (self.dead_letter_max_rows,),
+                        )
+                        self._dead_rows = self.dead_letter_max_rows
+                evicted, evicted_bytes = 0, 0
+                if self._bytes + added_bytes > self.max_bytes:
+                    evicted, evicted_bytes = self._evict(self._bytes + added_bytes - self.max_bytes)
+                self._bump(db, spooled=len(lines), evicted=evicted, dead_lettered=len(dead),
+                           quarantined=len(refused), held=len(held), held_evicted=held_evicted,
+                           refused_time=len(refused))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                self._reload_side_counts()
+                raise
+        except sqlite3.Error as exc:
+            raise SpoolError(f"spool write failed: {exc}") from exc
+        self._totals["quarantined"] += len(refused)
+        self._clock_totals["held"] += len(held)
+        self._clock_totals["held_evicted"] += held_evicted
+        self._clock_totals["refused_time"] += len(refused)
+        if held_evicted:
+            log.warning("held readings over clock.held_max_rows=%d: evicted=%d oldest",
+                        self.held_max_rows, held_evicted)
+        if self._rows == 0 and lines:
+            self._oldest_time_ns = split_time(lines[0])[1]
+        self._rows += len(lines) - evicted
+        self._bytes += added_bytes - evicted_bytes
+        self._totals["spooled"] += len(lines)
+        self._totals["evicted"] += evicted
+        self._totals["dead_lettered"] += len(dead)
+        if evicted:
+            self._oldest_time_ns = self._read_oldest_time()
+        return evicted
+
+    def _evict(self, need: int) -> tuple[int, int]:
+        freed, count, last_id = 0, 0, None
+        for row_id, length in self._db.execute(
+            "SELECT id, length(CAST(line AS BLOB)) FROM spool ORDER BY id"
+        ):
+            freed += int(length) + ROW_OVERHEAD
+            count += 1
+            last_id = row_id
+            if freed >= need:
+                break
+        if last_id is not None:
+            self._db.execute("DELETE FROM spool WHERE id <= ?", (last_id,))
+        return count, freed
+
+    def _insert_held(self, db: sqlite3.Connection, held: Sequence[HeldLine]) -> int:
+        db.executemany(
+            "INSERT INTO held(boot_id, boot_ns, received_at_ns, body) VALUES (?, ?, ?, ?)",
+            ((h.boot_id, h.boot_ns, h.received_at_ns, h.body) for h in held))
+        self._held_rows += len(held)
+        if self._held_rows <= self.held_max_rows:
+            return 0
+        over = self._held_rows - self.held_max_rows
+        db.execute("DELETE FROM held WHERE id IN (SELECT id FROM held ORDER BY id LIMIT ?)",
+                   (over,))
+        self._held_rows = self.held_max_rows
+        return over
+
+    def _insert_quarantine(self, db: sqlite3.Connection,
+                           rows: Any, count: int) -> None:
+        db.executemany(
+            "INSERT INTO quarantine(at_ns, status, reason, line) VALUES (?, ?, ?, ?)", rows)
+        self._quarantine_rows += count
+        if self._quarantine_rows > self.quarantine_max_rows:
+            db.execute(
+                "DELETE FROM quarantine WHERE id <= (SELECT max(id) FROM quarantine) - ?",
+                (self.quarantine_max_rows,),
+            )
+            self._quarantine_rows = self.quarantine_max_rows
+
+    def _reload_side_counts(self) -> None:
+        """After a rollback: the row counts of the bounded side tables, as on disk."""
+        try:
+            self._held_rows = int(self._scalar("SELECT count(*) FROM held"))
+            self._unsynced_rows = int(self._scalar("SELECT count(*) FROM unsynced"))
+            self._quarantine_rows = int(self._scalar("SELECT count(*) FROM quarantine"))
+            self._dead_rows = int(self._scalar("SELECT count(*) FROM dead_letter"))
+        except sqlite3.Error:
+            pass
+
+    def _bump(self, db: sqlite3.Connection, **deltas: int) -> None:
+        rows = [(name, n) for name, n in deltas.items() if n]
+        if rows:
+            db.executemany(
+                "INSERT INTO counters(name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                rows,
+            )
+
+    # -- forwarding ----------------------------------------------------------------------
+
+    def fetch(self, limit: int) -> list[tuple[int, str]]:
+        """The oldest ``limit`` rows, oldest first."""
+        return [
+            (int(i), str(s))
+            for i, s in self._db.execute("SELECT id, line FROM spool ORDER BY id LIMIT ?", (limit,))
+        ]
+
+    def delete_range(self, first: int, last: int) -> int:
+        """Delete delivered rows ``first..last``; returns how many were still there.
+
+        Ids only grow (AUTOINCREMENT), so the range holds exactly the rows fetched as one
+        batch, less any that eviction or quarantine removed meanwhile.
+        """
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            lengths = db.execute(
+                "DELETE FROM spool WHERE id BETWEEN ? AND ? RETURNING length(CAST(line AS BLOB))",
+                (first, last),
+            ).fetchall()
+            removed = len(lengths)
+            self._bump(db, written=removed)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._rows -= removed
+        self._bytes -= sum(int(n) for (n,) in lengths) + ROW_OVERHEAD * removed
+        self._totals["written"] += removed
+        self._oldest_time_ns = self._read_oldest_time() if self._rows else None
+        return removed
+
+    def quarantine(self, rows: Sequence[tuple[int, str]], *, status: int | None, reason: str,
+                   at_ns: int) -> None:
+        """Move rows InfluxDB refused out of the spool, with the server's reason."""
+        db = self._db
+        removed, removed_bytes = 0, 0
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            self._insert_quarantine(db, ((at_ns, status, reason, line) for _, line in rows),
+                                    len(rows))
+            for row_id, _ in rows:
+                cur = db.execute(
+                    "DELETE FROM spool WHERE id = ? RETURNING length(CAST(line AS BLOB))",
+                    (row_id,),
+                )
+                for (length,) in cur.fetchall():
+                    removed += 1
+                    removed_bytes += int(length) + ROW_OVERHEAD
+            self._bump(db, quarantined=len(rows))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            self._reload_side_counts()
+            raise
+        self._rows -= removed
+        self._bytes -= removed_bytes
+        self._totals["quarantined"] += len(rows)
+        self._oldest_time_ns = self._read_oldest_time() if self._rows else None
+
+    # -- held readings (clock without RTC) -------------------------------------------------
+
+    def release_held(self, boot_id: str, offset_ns: int, *, limit: int = 5000) -> int:
+        """Move up to ``limit`` held rows of boot ``boot_id`` to the spool, oldest first, each
+        stamped ``boot_ns + offset_ns`` (``offset_ns`` = wall - boottime, sampled once the
+        clock is synchronised). One transaction: a row is in ``held`` or in ``spool``, never
+        both, never neither. Returns how many moved."""
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = db.execute(
+                    "SELECT id, boot_ns, body FROM held WHERE boot_id = ? ORDER BY id LIMIT ?",
+                    (boot_id, limit)).fetchall()
+                if not rows:
+                    db.execute("COMMIT")
+                    return 0
+                lines = [f"{body} {int(boot_ns) + offset_ns}" for _, boot_ns, body in rows]
+                db.executemany("INSERT INTO spool(line) VALUES (?)", ((s,) for s in lines))
+                db.execute("DELETE FROM held WHERE boot_id = ? AND id <= ?",
+                           (boot_id, rows[-1][0]))
+                added_bytes = sum(len(s) for s in lines) + ROW_OVERHEAD * len(lines)
+                evicted, evicted_bytes = 0, 0
+                if self._bytes + added_bytes > self.max_bytes:
+                    evicted, evicted_bytes = self._evict(self._bytes + added_bytes - self.max_bytes)
+                self._bump(db, spooled=len(lines), evicted=evicted, released=len(lines))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise SpoolError(f"releasing held readings failed: {exc}") from exc
+        if self._rows == 0:
+            self._oldest_time_ns = split_time(lines[0])[1]
+        self._rows += len(lines) - evicted
+        self._bytes += added_bytes - evicted_bytes
+        self._held_rows -= len(lines)
+        self._totals["spooled"] += len(lines)
+        self._totals["evicted"] += evicted
+        self._clock_totals["released"] += len(lines)
+        if evicted:
+            self._oldest_time_ns = self._read_oldest_time()
+        return len(lines)
+
+    def keep_apart(self, boot_id: str, *, reason: str, at_ns: int) -> int:
+        """Move held rows of every boot but ``boot_id`` to ``unsynced``: their boot ended
+        before its clock was synchronised, so no correction is known. Never sent. Returns
+        how many moved."""
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                moved = db.execute(
+                    "INSERT INTO unsynced(at_ns, boot_id, boot_ns, received_at_ns, reason, body)"
+                    " SELECT ?, boot_id, boot_ns, received_at_ns, ?, body FROM held"
+                    " WHERE boot_id != ? ORDER BY id", (at_ns, reason, boot_id)).rowcount
+                db.execute("DELETE FROM held WHERE boot_id != ?", (boot_id,))
+                self._unsynced_rows += moved
+                dropped = 0
+                if self._unsynced_rows > self.unsynced_max_rows:
+                    dropped = self._unsynced_rows - self.unsynced_max_rows
+                    db.execute("DELETE FROM unsynced WHERE id IN "
+                               "(SELECT id FROM unsynced ORDER BY id LIMIT ?)", (dropped,))
+                    self._unsynced_rows = self.unsynced_max_rows
+                self._bump(db, kept_apart=moved, unsynced_evicted=dropped)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                self._reload_side_counts()
+                raise
+        except sqlite3.Error as exc:
+            raise SpoolError(f"keeping held readings apart failed: {exc}") from exc
+        self._held_rows -= moved
+        self._clock_totals["kept_apart"] += moved
+        self._clock_totals["unsynced_evicted"] += dropped
+        return moved
+
+    @property
+    def held_rows(self) -> int:
+        return self._held_rows
+
+    @property
+    def unsynced_rows(self) -> int:
+        return self._unsynced_rows
+
+    def clock_totals(self) -> dict[str, int]:
+        """Lifetime counts of the clock's work (held, released, kept_apart, ...)."""
+        return dict(self._clock_totals)
+
+    def held(self, limit: int = 100) -> list[dict[str, Any]]:
+        cur = self._db.execute(
+            "SELECT id, boot_id, boot_ns, received_at_ns, body FROM held ORDER BY id LIMIT ?",
+            (limit,))
+        return [{"id": r[0], "boot_id": r[1], "boot_ns": r[2], "received_at_ns": r[3],
+                 "body": r[4]} for r in cur]
+
+    def unsynced(self, limit: int = 100) -> list[dict[str, Any]]:
+        cur = self._db.execute(
+            "SELECT id, at_ns, boot_id, boot_ns, received_at_ns, reason, body FROM unsynced"
+            " ORDER BY id DESC LIMIT ?", (limit,))
+        return [{"id": r[0], "at_ns": r[1], "boot_id": r[2], "boot_ns": r[3],
+                 "received_at_ns": r[4], "reason": r[5], "body": r[6]} for r in cur]
+
+    # -- redelivery ----------------------------------------------------------------------
+
+    def seen_time(self, key: int) -> int | None:
+        row = self._db.execute("SELECT received_at_ns FROM seen WHERE key = ?", (key,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def prune_seen(self, older_than_ns: int) -> int:
+        cur = self._db.execute("DELETE FROM seen WHERE received_at_ns < ?", (older_than_ns,))
+        return cur.rowcount
+
+    # -- inspection ----------------------------------------------------------------------
+
+    @property
+    def rows(self) -> int:
+        """Rows waiting to be sent (a counter: no query, no file access)."""
+        return self._rows
+
+    def statistics(self) -> SpoolStats:
+        try:
+            file_bytes = sum(
+                p.stat().st_size
+                for p in (self.path, self.path.with_name(self.path.name + "-wal"))
+                if p.exists()
+            )
+        except OSError:
+            file_bytes = 0
+        return SpoolStats(
+            rows=self._rows,
+            bytes=self._bytes,
+            max_bytes=self.max_bytes,
+            file_bytes=file_bytes,
+            oldest_time_ns=self._oldest_time_ns,
+            quarantine_rows=self._quarantine_rows,
+            dead_letter_rows=self._dead_rows,
+            totals=dict(self._totals),
+        )
+
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        cur = self._db.execute(
+            "SELECT id, at_ns, source, topic, kind, error, payload FROM dead_letter "
+            "ORDER BY id DESC LIMIT ?", (limit,))
+        return [
+            {"id": r[0], "at_ns": r[1], "source": r[2], "topic": r[3], "kind": r[4],
+             "error": r[5], "payload": bytes(r[6]).decode("utf-8", "backslashreplace")}
+            for r in cur
+        ]
+
+    def quarantined(self, limit: int = 100) -> list[dict[str, Any]]:
+        cur = self._db.execute(
+            "SELECT id, at_ns, status, reason, line FROM quarantine ORDER BY id DESC LIMIT ?",
+            (limit,))
+        return [
+            {"id": r[0], "at_ns": r[1], "status": r[2], "reason": r[3], "line": r[4]} for r in cur
+        ]
+
+
+class Spool:
+    """The spool for the event loop: every database call runs on one dedicated thread."""
+
+    def __init__(self, db: SpoolDB) -> None:
+        self.db = db
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
+        # Set after each commit so the forwarder wakes without polling.
+        self.appended = asyncio.Event()
+        # Set after a commit that held readings, so the clock watcher releases them at once
+        # when the clock is already synchronised.
+        self.held_appended = asyncio.Event()
+
+    @classmethod
+    def open(cls, path: Path, **kwargs: Any) -> Spool:
+        return cls(SpoolDB(path, **kwargs))
+
+    async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    async def append(
+        self,
+        lines: Sequence[str],
+        *,
+        dead: Sequence[DeadLetter] = (),
+        seen: Sequence[tuple[int, int]] = (),
+        held: Sequence[HeldLine] = (),
+        refused: Sequence[Refused] = (),
+    ) -> int:
+        evicted: int = await self._run(self.db.append, lines, dead=dead, seen=seen, held=held,
+                                       refused=refused)
+        if lines:
+            self.appended.set()
+        if held:
+            self.held_appended.set()
+        if evicted:
+            log.warning("spool full: evicted=%d oldest rows to stay under max_bytes=%d",
+                        evicted, self.db.max_bytes)
+        return evicted
+
+    async def fetch(self, limit: int) -> list[tuple[int, str]]:
+        rows: list[tuple[int, str]] = await self._run(self.db.fetch, limit)
+        return rows
+
+    async def delete_range(self, first: int, last: int) -> int:
+        n: int = await self._run(self.db.delete_range, first, last)
+        return n
+
+    async def quarantine(self, rows: Sequence[tuple[int, str]], *, status: int | None,
+                         reason: str) -> None:
+        await self._run(self.db.quarantine, rows, status=status, reason=reason,
+                        at_ns=time.time_ns())
+
+    async def release_held(self, boot_id: str, offset_ns: int, *, limit: int = 5000) -> int:
+        n: int = await self._run(self.db.release_held, boot_id, offset_ns, limit=limit)
+        if n:
+            self.appended.set()
+        return n
+
+    async def keep_apart(self, boot_id: str, *, reason: str) -> int:
+        n: int = await self._run(self.db.keep_apart, boot_id, reason=reason,
+                                 at_ns=time.time_ns())
+        return n
+
+    async def unsynced(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = await self._run(self.db.unsynced, limit)
+        return rows
+
+    @property
+    def held_rows(self) -> int:
+        return self.db.held_rows
+
+    async def seen_time(self, key: int) -> int | None:
+        t: int | None = await self._run(self.db.seen_time, key)
+        return t
+
+    async def prune_seen(self, older_than_ns: int) -> int:
+        n: int = await self._run(self.db.prune_seen, older_than_ns)
+        return n
+
+    async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = await self._run(self.db.dead_letters, limit)
+        return rows
+
+    async def quarantined(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = await self._run(self.db.quarantined, limit)
+        return rows
+
+    @property
+    def rows(self) -> int:
+        return self.db.rows
+
+    def statistics(self) -> SpoolStats:
+        return self.db.statistics()
+
+    async def close(self) -> None:
+        await self._run(self.db.close)
+        self._executor.shutdown(wait=True)
+
+
+class SeenLookup:
+    """A read-only view of the redelivery keys for the loop thread.
+
+    WAL lets this connection read while the spool thread writes; lookups happen only for
+    redelivered (DUP) messages, so the rare synchronous read does not hold up the loop.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+
+    def get(self, key: int) -> int | None:
+        row = self._db.execute("SELECT received_at_ns FROM seen WHERE key = ?", (key,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def close(self) -> None:
+        self._db.close()

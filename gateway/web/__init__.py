@@ -1,0 +1,1 @@
+"""The status API, the pages, their live events and /metrics."""

@@ -1,0 +1,635 @@
+"""The status API and the pages (FastAPI), served by the gateway process itself.
+
+Routes read the gateway's snapshots, built from each component's ``statistics()``; they never
+reach into internals and never change anything. Two kinds of caller:
+
+- anyone on the park's network: ``/``, ``/health``, ``/api/v1/resident``, ``/api/v1/sites``,
+  the residents' chart histories and the public event stream; read-only and free of personal
+  data, addresses and error texts;
+- operators, with the token (``Authorization: Bearer``, or the cookie ``POST /api/v1/session``
+  sets): everything else. Without it: 401.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.middleware.gzip import GZipMiddleware
+from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from gateway.config import ApiConfig
+from gateway.web.auth import COOKIE, OperatorAuth
+from gateway.web.events import EventHub, TooManyClients
+
+PAGES = Path(__file__).resolve().parents[2] / "dashboard"
+RANGES: dict[str, int] = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "48h": 2 * 86400,
+                          "7d": 7 * 86400, "30d": 30 * 86400}
+# The pages load only from the gateway itself: no inline script, no other origin.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+
+
+class StatusProvider(Protocol):
+    stopping: bool
+
+    def status(self) -> dict[str, Any]: ...
+
+    def devices_view(self, *, site: str | None = None, kind: str | None = None,
+                     state: str | None = None, include_removed: bool = False
+                     ) -> list[dict[str, Any]]: ...
+
+    def outages_view(self, *, device: str | None = None, site: str | None = None,
+                     since_ns: int | None = None, ongoing: bool | None = None,
+                     limit: int = 100) -> list[dict[str, Any]]: ...
+
+    def sites(self) -> list[str]: ...
+
+    def site_view(self, site: str) -> dict[str, Any] | None: ...
+
+    def resident_view(self) -> dict[str, Any]: ...
+
+    def history_view(self, device: str, field: str, start_ns: int, end_ns: int
+                     ) -> tuple[int, list[tuple[int, float, float, float]]]: ...
+
+    def history_is_public(self, device: str, field: str) -> bool: ...
+
+    async def dead_letters(self, limit: int) -> list[dict[str, Any]]: ...
+
+    async def quarantined(self, limit: int) -> list[dict[str, Any]]: ...
+
+    def metrics_text(self) -> str: ...
+
+    def now_ns(self) -> int: ...
+
+
+class Health(BaseModel):
+    status: str
+    uptime_s: float
+
+
+class GatewayInfo(BaseModel):
+    id: str
+    site: str
+    version: str
+    uptime_s: float
+    stopping: bool
+
+
+class MqttStatus(BaseModel):
+    broker: str
+    state: str
+    connected: bool
+    connects: int
+    disconnects: int
+    session_present: bool | None
+    last_error: str | None
+    redeliveries: int
+    redeliveries_matched: int
+    unacknowledged: int
+    flow_pauses: int
+
+
+class InfluxStatus(BaseModel):
+    url: str
+    api: str
+    state: str
+    connected: bool | None
+    last_error: str | None
+    last_success_ns: int | None
+    batches: int
+    retries: int
+    next_attempt_in_s: float | None
+
+
+class SpoolStatus(BaseModel):
+    rows: int
+    bytes: int
+    max_bytes: int
+    file_bytes: int
+    oldest_unsent_age_s: float | None
+    pending_commit: int
+    commit_failures: int
+    quarantine_rows: int
+    dead_letter_rows: int
+
+
+class Counts(BaseModel):
+    received: int
+    readings: int
+    rejected: int
+    spooled: int = Field(description="Lines committed to the spool, own_points included")
+    own_points: int = Field(description="Points the gateway makes itself (device_status)")
+    acknowledged: int
+    written: int
+    quarantined: int
+    dead_lettered: int
+    evicted: int
+    dropped_uncommitted: int
+    presence_messages: int = Field(description="A device's own online/offline (last will)")
+    macs_redacted: int = Field(description="Client MAC addresses taken out of input")
+    own_topics_ignored: int = Field(description="The gateway's own state topics, heard back")
+
+
+class SourceStatus(BaseModel):
+    messages: int
+    readings: int
+    errors: dict[str, int]
+    last_message_ns: int | None
+    last_error: str | None
+
+
+class SerialStatus(BaseModel):
+    port: str
+    open: bool
+    opens: int
+    bytes: int
+    lines: int
+    readings: int
+    errors: dict[str, int]
+    last_error: str | None
+    last_reading_ns: int | None
+
+
+class ModbusBlockStatus(BaseModel):
+    function: str
+    address: int
+    count: int
+    polls: int
+    ok: int
+    errors: dict[str, int] = Field(description="timeout, crc, exception, mismatch, malformed, nan")
+    last_error: str | None
+    last_exception: int | None = Field(description="The slave's last exception code (2: "
+                                       "illegal data address)")
+    last_ok_ns: int | None
+
+
+class ModbusSlaveStatus(BaseModel):
+    unit: int
+    state: Literal["unknown", "online", "offline"] = Field(
+        description="unknown: not asked yet; offline: no answer to offline_after polls in a row")
+    interval_s: float
+    polls: int
+    answered: int
+    failures_in_row: int
+    went_offline: int
+    next_poll_in_s: float | None
+    last_error: str | None
+    last_reading_ns: int | None
+    errors: dict[str, int]
+    blocks: dict[str, ModbusBlockStatus] = Field(description="Keyed function@address")
+
+
+class ModbusStatus(BaseModel):
+    port: str
+    open: bool
+    opens: int
+    bytes_in: int
+    bytes_out: int
+    polls: int
+    stray_bytes: int = Field(description="Bytes that arrived when no answer was expected")
+    errors: dict[str, int] = Field(description="open_failed, port_gone")
+    last_error: str | None
+    last_reading_ns: int | None
+    slaves: dict[str, ModbusSlaveStatus] = Field(description="Keyed by device id")
+
+
+class Latest(BaseModel):
+    time_ns: int | None
+    fields: dict[str, float | int | bool | str]
+
+
+class UptimePct(BaseModel):
+    h24: float | None = Field(alias="24h", description="% of the observed time online")
+    d7: float | None = Field(alias="7d")
+    d30: float | None = Field(alias="30d")
+
+
+class ApWifi(BaseModel):
+    rx_bps: float | None
+    tx_bps: float | None
+    rx_bytes_today: int
+    tx_bytes_today: int
+    clients: int | None
+    distinct_clients_today: int
+    day: str
+    counter_events: dict[str, int] = Field(description="wrap32, wrap64, reset, gap")
+
+
+class DeviceView(BaseModel):
+    id: str
+    name: str
+    kind: str | None
+    site: str
+    zone: str | None
+    source: str | None
+    origin: Literal["config", "discovered", "gateway", "removed"]
+    interval_s: float
+    state: Literal["unknown", "online", "offline"]
+    since_ns: int | None = Field(description="When the current state began")
+    cause: str | None = Field(description="Why it is offline, when it is")
+    last_seen_ns: int | None
+    presence: Literal["online", "offline"] | None = Field(
+        description="What the device last said itself (its last will), if it does")
+    latest: Latest | None = Field(description="The latest value of each field")
+    uptime_pct: UptimePct
+    wifi: ApWifi | None = Field(description="For access points: traffic and clients")
+
+
+class OutageView(BaseModel):
+    id: int
+    device: str
+    site: str
+    kind: str | None
+    start_ns: int
+    end_ns: int | None
+    start: str | None
+    end: str | None
+    duration_s: float = Field(description="Up to now while ongoing")
+    ongoing: bool
+    cause: str | None
+    end_cause: str | None
+
+
+class Tally(BaseModel):
+    up: int
+    down: int
+    unknown: int
+    total: int
+
+
+class SiteGateway(BaseModel):
+    id: str
+    state: str
+    since_ns: int | None
+
+
+class SiteWifi(BaseModel):
+    rx_bps: float
+    tx_bps: float
+    rx_bytes_today: int
+    tx_bytes_today: int
+    clients: int
+    distinct_clients_today: int | None
+    aps_reporting: int
+    day: str
+
+
+class SiteView(BaseModel):
+    site: str
+    time_ns: int
+    gateways: list[SiteGateway]
+    aps: Tally
+    sensors: Tally
+    clients_now: int | None = Field(description="Connected clients summed over online APs")
+    wifi: SiteWifi | None
+    uptime_pct: UptimePct = Field(description="All devices' online time over observed time")
+    open_outages: int
+
+
+class ClockStatus(BaseModel):
+    synced: bool = Field(description="The wall clock is believed: above clock.min_valid_time "
+                         "and, per clock.require_sync, synchronised (NTP)")
+    kernel_synchronised: bool | None = Field(description="adjtimex's verdict; None: unknown")
+    require_sync: str
+    boot_id: str
+    since_boottime_s: float
+    synced_at_ns: int | None
+    last_step_s: float | None = Field(description="How far the clock jumped when it synced")
+    held_rows: int = Field(description="Readings stamped before the sync, waiting on disk")
+    unsynced_rows: int = Field(description="Held in an earlier boot: kept apart, never sent")
+    held: int
+    released: int
+    kept_apart: int
+    held_evicted: int
+    refused_time: int = Field(description="Device times before the floor or far ahead")
+
+
+class WatchdogStatus(BaseModel):
+    alive: bool = Field(description="What systemd's WATCHDOG=1 vouches for: every task runs, "
+                        "the event loop wakes on time, the committer is not stuck")
+    why_not: str | None
+    pings: int
+    skips: int
+
+
+class Status(BaseModel):
+    gateway: GatewayInfo
+    mqtt: MqttStatus
+    influx: InfluxStatus
+    spool: SpoolStatus
+    counts: Counts
+    totals: dict[str, int]
+    sources: dict[str, SourceStatus]
+    discovered_devices: list[str]
+    liveness: dict[str, int]
+    wifi: dict[str, int]
+    alerts: dict[str, Any] = Field(description="Per target: sent, failed, dropped, pending")
+    serial: dict[str, SerialStatus]
+    modbus: dict[str, ModbusStatus]
+    watchdog: WatchdogStatus
+    clock: ClockStatus
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+class Session(BaseModel):
+    operator: bool
+    expires_in_s: int | None = Field(description="Until the cookie ends; None for a bearer token")
+
+
+class SessionRequest(BaseModel):
+    token: str = Field(min_length=1, max_length=4096)
+
+
+class DeadLetterView(BaseModel):
+    id: int
+    at_ns: int
+    source: str
+    topic: str
+    kind: str
+    error: str
+    payload: str = Field(description="As received (client MACs already taken out)")
+
+
+class QuarantineView(BaseModel):
+    id: int
+    at_ns: int
+    status: int | None = Field(description="InfluxDB's HTTP status when it refused the line")
+    reason: str
+    line: str
+
+
+class HistoryView(BaseModel):
+    device: str
+    field: str
+    range: str
+    start_ns: int
+    end_ns: int
+    step_s: int = Field(description="Bucket width of the rollup tier that answered")
+    points: list[tuple[int, float, float, float]] = Field(
+        description="[bucket start ns, average, minimum, maximum], oldest first")
+
+
+class ResidentWifi(BaseModel):
+    status: Literal["normal", "gangguan", "mati", "unknown"] = Field(
+        description="normal: every access point up; gangguan: some down; mati: none up")
+    aps_up: int
+    aps_total: int
+    clients_now: int | None
+
+
+class ResidentPolder(BaseModel):
+    value: float | None
+    unit: str
+    level: Literal["normal", "waspada", "siaga", "awas", "unknown"]
+    thresholds: dict[str, float] = Field(description="waspada, siaga, awas: from these up")
+    time_ns: int | None
+    stale: bool = Field(description="No value within pages.fresh_s")
+    state: str
+
+
+class ResidentGarden(BaseModel):
+    temperature_c: float | None
+    humidity_pct: float | None
+    time_ns: int | None
+    stale: bool
+    state: str
+
+
+class ChartRef(BaseModel):
+    device: str
+    field: str
+
+
+class ResidentView(BaseModel):
+    site: str
+    name: str
+    time_ns: int = Field(description="The gateway's clock, for '... minutes ago'")
+    updated_ns: int | None = Field(description="When the park's devices were last heard")
+    wifi: ResidentWifi
+    polder: ResidentPolder | None
+    garden: ResidentGarden | None
+    charts: dict[str, ChartRef] = Field(
+        description="clients, polder, temperature, humidity: the history each chart reads")
+
+
+def create_app(gateway: StatusProvider, *, config: ApiConfig, auth: OperatorAuth,
+               events: EventHub, pages_dir: Path = PAGES) -> FastAPI:
+    app = FastAPI(
+        title="Garden Gateway",
+        summary="One park's gateway: residents' view, devices, uptime, spool and counts.",
+        version="1",
+        openapi_tags=[
+            {"name": "public", "description": "Read-only, safe on the park's open network"},
+            {"name": "operator", "description": "Needs the operator token (401 without it)"},
+            {"name": "session", "description": "The operator page's sign-in: a cookie for the "
+             "token"},
+        ],
+    )
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
+    if config.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins),
+                           allow_methods=["GET"], allow_headers=["Authorization"],
+                           allow_credentials=False)
+
+    bearer = HTTPBearer(auto_error=False, description="The operator token")
+    cookie = APIKeyCookie(name=COOKIE, auto_error=False,
+                          description="Set by POST /api/v1/session")
+    unauthorized: dict[int | str, dict[str, Any]] = {
+        401: {"model": Problem, "description": "No or wrong operator token"}}
+
+    def is_operator(credentials: HTTPAuthorizationCredentials | None,
+                    session: str | None) -> bool:
+        if credentials is not None and auth.token_ok(credentials.credentials):
+            return True
+        return auth.session_ok(session)
+
+    def caller(credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+               session: str | None = Depends(cookie)) -> bool:
+        return is_operator(credentials, session)
+
+    def refuse() -> HTTPException:
+        detail = ("operator token required" if auth.configured else
+                  "no operator token is configured on this gateway; set api.operator_token "
+                  "(or GARDEN_GATEWAY_API__OPERATOR_TOKEN, or api.operator_token_file)")
+        return HTTPException(status_code=401, detail=detail,
+                             headers={"WWW-Authenticate": "Bearer"})
+
+    def operator(allowed: bool = Depends(caller)) -> None:
+        if not allowed:
+            raise refuse()
+
+    Operator = Depends(operator)
+
+    @app.middleware("http")
+    async def safety_headers(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        if not request.url.path.startswith(("/api/", "/metrics", "/health")):
+            response.headers.setdefault("Content-Security-Policy", CSP)
+            response.headers.setdefault("X-Frame-Options", "DENY")
+        else:
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    # -- public ------------------------------------------------------------------------
+
+    @app.get("/health", response_model=Health, tags=["public"])
+    def health() -> Health:
+        """Liveness: the process answers and its loop is running."""
+        status = gateway.status()
+        return Health(status="stopping" if gateway.stopping else "ok",
+                      uptime_s=status["gateway"]["uptime_s"])
+
+    @app.get("/api/v1/resident", response_model=ResidentView, tags=["public"])
+    async def resident() -> dict[str, Any]:
+        """The park for its residents: Wi-Fi in words, polder level, garden, chart series."""
+        return gateway.resident_view()
+
+    @app.get("/api/v1/sites", response_model=list[str], tags=["public"])
+    async def sites() -> list[str]:
+        return gateway.sites()
+
+    @app.get("/api/v1/sites/{site}", response_model=SiteView, tags=["public"])
+    async def site(site: str) -> dict[str, Any]:
+        """A park at a glance: APs up/total, clients now, sensors up/total, uptime."""
+        view = gateway.site_view(site)
+        if view is None:
+            raise HTTPException(status_code=404, detail=f"no device at site {site!r}")
+        return view
+
+    @app.get("/api/v1/history", response_model=HistoryView, tags=["public", "operator"],
+             responses=unauthorized)
+    async def history(allowed: bool = Depends(caller),
+                      device: str = Query(min_length=1, max_length=200),
+                      field: str = Query(min_length=1, max_length=200),
+                      range: Literal["1h", "6h", "24h", "48h", "7d", "30d"] = "24h",
+                      ) -> HistoryView:
+        """A field's rollups from the gateway's own store (works with InfluxDB down).
+
+        The series the residents' page draws are public; any other needs the token."""
+        if not allowed and not gateway.history_is_public(device, field):
+            raise refuse()
+        end = gateway.now_ns()
+        start = end - RANGES[range] * 1_000_000_000
+        step, points = gateway.history_view(device, field, start, end)
+        return HistoryView(device=device, field=field, range=range, start_ns=start,
+                           end_ns=end, step_s=step, points=points)
+
+    @app.get("/api/v1/events", tags=["public", "operator"],
+             response_class=StreamingResponse,
+             responses={200: {"content": {"text/event-stream": {}}, "description": (
+                 "Server-Sent Events. Public: `resident` (the whole /api/v1/resident body). "
+                 "With the token also `state` {device, state, since_ns, cause} and `reading` "
+                 "{device, time_ns, fields}. `resync` means events were lost: fetch again.")},
+                 503: {"model": Problem}})
+    async def stream_events(allowed: bool = Depends(caller)) -> StreamingResponse:
+        """Live updates; browsers reconnect by themselves (EventSource)."""
+        try:
+            body: AsyncIterator[bytes] = events.stream(operator=allowed)
+        except TooManyClients as exc:
+            raise HTTPException(status_code=503, detail=str(exc),
+                                headers={"Retry-After": "30"}) from exc
+        return StreamingResponse(body, media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store",
+                                          "X-Accel-Buffering": "no"})
+
+    # -- the operator's session ----------------------------------------------------------
+
+    @app.post("/api/v1/session", status_code=204, tags=["session"], responses=unauthorized)
+    def sign_in(body: SessionRequest, request: Request, response: Response) -> None:
+        """Trade the token for an HttpOnly cookie (the operator page's sign-in)."""
+        if not auth.token_ok(body.token):
+            raise refuse()
+        response.set_cookie(COOKIE, auth.new_session(), max_age=auth.max_age_s,
+                            httponly=True, samesite="strict", path="/",
+                            secure=request.url.scheme == "https")
+
+    @app.get("/api/v1/session", response_model=Session, tags=["session"],
+             responses=unauthorized)
+    def session(credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+                cookie_value: str | None = Depends(cookie)) -> Session:
+        """200 when the caller is an operator (cookie or bearer token), else 401."""
+        if not is_operator(credentials, cookie_value):
+            raise refuse()
+        return Session(operator=True, expires_in_s=None if credentials else auth.max_age_s)
+
+    @app.delete("/api/v1/session", status_code=204, tags=["session"])
+    def sign_out(response: Response) -> None:
+        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+
+    # -- operator ------------------------------------------------------------------------
+
+    @app.get("/api/v1/status", response_model=Status, tags=["operator"],
+             dependencies=[Operator], responses=unauthorized)
+    def status() -> Status:
+        """Connections, spool, and counts of readings since the gateway started."""
+        return Status.model_validate(gateway.status())
+
+    # async: the registry's SQLite connection belongs to the event loop's thread.
+    @app.get("/api/v1/devices", response_model=list[DeviceView], tags=["operator"],
+             dependencies=[Operator], responses=unauthorized)
+    async def devices(site: str | None = None, kind: str | None = None,
+                      state: Literal["unknown", "online", "offline"] | None = None,
+                      include_removed: bool = False) -> list[dict[str, Any]]:
+        """Every device with its state, since when, last seen, latest values, uptime %."""
+        return gateway.devices_view(site=site, kind=kind, state=state,
+                                    include_removed=include_removed)
+
+    @app.get("/api/v1/outages", response_model=list[OutageView], tags=["operator"],
+             dependencies=[Operator], responses=unauthorized)
+    async def outages(device: str | None = None, site: str | None = None,
+                      since_ns: int | None = Query(None, description="Still going on then"),
+                      ongoing: bool | None = None,
+                      limit: int = Query(100, ge=1, le=10_000)) -> list[dict[str, Any]]:
+        """Outages, newest first."""
+        return gateway.outages_view(device=device, site=site, since_ns=since_ns,
+                                    ongoing=ongoing, limit=limit)
+
+    @app.get("/api/v1/dead-letters", response_model=list[DeadLetterView], tags=["operator"],
+             dependencies=[Operator], responses=unauthorized)
+    async def dead_letters(limit: int = Query(100, ge=1, le=10_000)) -> list[dict[str, Any]]:
+        """Input the gateway could not read (malformed, oversized, wrong type), newest first."""
+        return await gateway.dead_letters(limit)
+
+    @app.get("/api/v1/quarantine", response_model=list[QuarantineView], tags=["operator"],
+             dependencies=[Operator], responses=unauthorized)
+    async def quarantine(limit: int = Query(100, ge=1, le=10_000)) -> list[dict[str, Any]]:
+        """Lines InfluxDB refused for good (type conflicts, unparsable), newest first."""
+        return await gateway.quarantined(limit)
+
+    metrics_deps = [] if config.metrics_public else [Operator]
+
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["operator"],
+             dependencies=metrics_deps, responses=unauthorized)
+    async def metrics() -> PlainTextResponse:
+        """Prometheus text format: ingest, spool, forwarder, per-source errors, devices."""
+        return PlainTextResponse(gateway.metrics_text(),
+                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    # -- the pages ----------------------------------------------------------------------
+
+    if config.pages and pages_dir.is_dir():
+        @app.get("/", include_in_schema=False)
+        def resident_page() -> FileResponse:
+            return FileResponse(pages_dir / "index.html", headers={"Cache-Control": "no-cache"})
+
+        @app.get("/operator", include_in_schema=False)
+        def operator_page() -> FileResponse:
+            # The page itself holds nothing: it asks GET /api/v1/session before showing data.
+            return FileResponse(pages_dir / "operator.html",
+                                headers={"Cache-Control": "no-cache"})
+
+        app.mount("/static", StaticFiles(directory=pages_dir / "static"), name="static")
+
+    return app

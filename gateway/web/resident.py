@@ -1,0 +1,110 @@
+"""What the residents' page says about the park: pure code over the devices' current state.
+
+Words a resident understands, decided here and not in the browser, so the API, the page and
+the tests agree:
+
+- Wi-Fi ``normal`` (every access point up), ``gangguan`` (some down), ``mati`` (none up and at
+  least one known to be down), ``unknown`` (no access point heard yet);
+- polder ``normal`` / ``waspada`` / ``siaga`` / ``awas`` from the configured thresholds
+  (a level equal to a threshold is already that level), ``unknown`` without a value.
+
+Only what is safe to show anyone is here: no device ids beyond those the charts need, no
+addresses, no errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+from gateway.config import PagesConfig, Thresholds
+from gateway.park.registry import Device
+
+NS = 1_000_000_000
+WifiWord = Literal["normal", "gangguan", "mati", "unknown"]
+Level = Literal["normal", "waspada", "siaga", "awas", "unknown"]
+CLIENTS_FIELD = "wifi_clients"
+
+
+def wifi_word(states: Iterable[str]) -> WifiWord:
+    states = list(states)
+    up = states.count("online")
+    if not states or (up == 0 and "offline" not in states):
+        return "unknown"
+    if up == len(states):
+        return "normal"
+    return "mati" if up == 0 else "gangguan"
+
+
+def polder_level(value: float | None, th: Thresholds) -> Level:
+    if value is None:
+        return "unknown"
+    if value >= th.awas:
+        return "awas"
+    if value >= th.siaga:
+        return "siaga"
+    if value >= th.waspada:
+        return "waspada"
+    return "normal"
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def resident_view(*, site: str, pages: PagesConfig, wifi_kind: str,
+                  devices: Mapping[str, Device], clients_now: int | None,
+                  now_ns: int) -> dict[str, Any]:
+    members = [d for d in devices.values() if d.site == site and d.origin != "removed"]
+    aps = [d for d in members if d.kind == wifi_kind]
+    seen = [d.latest_ns for d in members if d.latest_ns is not None and d.kind != "gateway"]
+    body: dict[str, Any] = {
+        "site": site,
+        "name": pages.name or site,
+        "time_ns": now_ns,
+        "updated_ns": max(seen) if seen else None,
+        "wifi": {"status": wifi_word(d.state for d in aps),
+                 "aps_up": sum(d.state == "online" for d in aps), "aps_total": len(aps),
+                 "clients_now": clients_now},
+        "polder": None,
+        "garden": None,
+        "charts": {"clients": {"device": site, "field": CLIENTS_FIELD}} if aps else {},
+    }
+    fresh_ns = int(pages.fresh_s * NS)
+    if pages.polder is not None:
+        p = pages.polder
+        d = devices.get(p.device)
+        value = _number(d.latest.get(p.field)) if d is not None else None
+        at = d.latest_ns if d is not None and value is not None else None
+        body["polder"] = {
+            "value": value, "unit": p.unit, "level": polder_level(value, p.thresholds),
+            "thresholds": p.thresholds.model_dump(), "time_ns": at,
+            "stale": at is None or now_ns - at > fresh_ns,
+            "state": d.state if d is not None else "unknown",
+        }
+        body["charts"]["polder"] = {"device": p.device, "field": p.field}
+    if pages.garden is not None:
+        g = pages.garden
+        d = devices.get(g.device)
+        temp = _number(d.latest.get(g.temperature_field)) if d is not None else None
+        hum = _number(d.latest.get(g.humidity_field)) if d is not None else None
+        at = d.latest_ns if d is not None and (temp, hum) != (None, None) else None
+        body["garden"] = {"temperature_c": temp, "humidity_pct": hum, "time_ns": at,
+                          "stale": at is None or now_ns - at > fresh_ns,
+                          "state": d.state if d is not None else "unknown"}
+        body["charts"]["temperature"] = {"device": g.device, "field": g.temperature_field}
+        body["charts"]["humidity"] = {"device": g.device, "field": g.humidity_field}
+    return body
+
+
+def public_series(pages: PagesConfig, site: str) -> set[tuple[str, str]]:
+    """The (device, field) histories anyone may read: those the residents' charts draw."""
+    series = {(site, CLIENTS_FIELD)}
+    if pages.polder is not None:
+        series.add((pages.polder.device, pages.polder.field))
+    if pages.garden is not None:
+        series.add((pages.garden.device, pages.garden.temperature_field))
+        series.add((pages.garden.device, pages.garden.humidity_field))
+    return series
