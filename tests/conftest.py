@@ -283,25 +283,25 @@ async def gateway_in_process(tmp_path: Path, cfg: dict[str, Any],
     from gateway.config import validate_raw
 
     config = validate_raw(json.loads(json.dumps(cfg)), env={}, base=tmp_path).config
-    gateway = Gateway(config, clock=clock)
-    stop = asyncio.Event()
-    task = asyncio.create_task(gateway.run(stop), name="gateway under test")
-    api = f"http://127.0.0.1:{cfg['api']['port']}"
-    try:
-        async with httpx.AsyncClient(base_url=api, timeout=5, headers=OPERATOR) as http:
-            async with asyncio.timeout(30):
-                while True:
-                    if task.done():
-                        task.result()
-                    with contextlib.suppress(httpx.TransportError):
-                        if (await http.get("/health")).status_code == 200:
-                            break
-                    await asyncio.sleep(0.02)
-            setattr(gateway, "http", http)  # noqa: B010 - the test's handle on the API
-            yield gateway
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
+    async with Gateway(config, clock=clock) as gateway:
+        stop = asyncio.Event()
+        task = asyncio.create_task(gateway.run(stop), name="gateway under test")
+        api = f"http://127.0.0.1:{cfg['api']['port']}"
+        try:
+            async with httpx.AsyncClient(base_url=api, timeout=5, headers=OPERATOR) as http:
+                async with asyncio.timeout(30):
+                    while True:
+                        if task.done():
+                            task.result()
+                        with contextlib.suppress(httpx.TransportError):
+                            if (await http.get("/health")).status_code == 200:
+                                break
+                        await asyncio.sleep(0.02)
+                setattr(gateway, "http", http)  # noqa: B010 - the test's handle on the API
+                yield gateway
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
 
 
 class Watcher:

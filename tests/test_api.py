@@ -180,7 +180,7 @@ async def test_resident_view_history_and_headers(
         pub.publish(f"garden/{SITE}/ap-2/telemetry", {"clients": 9})
         pub.publish(f"garden/{SITE}/kebun-1/telemetry",
                     {"temperature_c": 29.4, "humidity_pct": 78.2})
-        await until(lambda: gw.resident_view()["wifi"]["clients_now"] == 14)
+        await until(lambda: gw.resident_view().wifi.clients_now == 14)
         body = (await anyone.get("/api/v1/resident")).json()
         assert body["name"] == "Taman Uji"
         assert body["wifi"] == {"status": "normal", "aps_up": 2, "aps_total": 2,
@@ -205,8 +205,8 @@ async def test_resident_view_history_and_headers(
         assert bad.status_code == 422
         # An AP that says it is gone turns the Wi-Fi word into "gangguan".
         pub.publish(f"garden/{SITE}/ap-2/status", "offline")
-        await until(lambda: gw.resident_view()["wifi"]["status"] == "gangguan")
-        assert gw.resident_view()["wifi"]["clients_now"] == 5
+        await until(lambda: gw.resident_view().wifi.status == "gangguan")
+        assert gw.resident_view().wifi.clients_now == 5
         page = await anyone.get("/")
         assert "default-src 'self'" in page.headers["content-security-policy"]
         assert page.headers["x-frame-options"] == "DENY"
@@ -306,7 +306,7 @@ async def test_metrics_in_prometheus_format(
     async with gateway_in_process(tmp_path, cfg) as gw:
         pub.publish(f"garden/{SITE}/polder-1/telemetry", {"level_cm": 120})
         pub.publish(f"garden/{SITE}/polder-1/telemetry", b"{not json")
-        await until(lambda: gw.status()["counts"]["written"] >= 1, 20)
+        await until(lambda: gw.status().counts.written >= 1, 20)
         answer = await gw.http.get("/metrics")
         assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
         samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
@@ -367,7 +367,7 @@ async def test_without_influxdb_readings_stay_in_the_spool_and_the_pages_work(
         status = (await gw.http.get("/api/v1/status")).json()
         assert status["influx"]["state"] == "disabled"
         assert status["counts"]["written"] == 0
-        assert gw.resident_view()["polder"]["value"] == 140.0
+        assert gw.resident_view().polder.value == 140.0
         history = (await gw.http.get("/api/v1/history", params={
             "device": "polder-1", "field": "level_cm", "range": "1h"})).json()
         assert history["points"][-1][3] == 140.0

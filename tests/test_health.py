@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 
+from gateway.core.status import Status
 from gateway.park.health import health_point
 from gateway.testing.clock import FakeClock
 from gateway.testing.stack import PrivateInfluxDB, PrivateMosquitto
@@ -17,7 +18,7 @@ NOW = 1_800_000_000 * 10**9
 
 
 def test_the_point_carries_spool_traffic_connections_and_errors() -> None:
-    line = health_point(status(), now_ns=NOW, rss_bytes=70_000_000)
+    line = health_point(Status.model_validate(status()), now_ns=NOW, rss_bytes=70_000_000)
     head, fields, stamp = line.split(" ")
     assert head == "gateway_health,device=gw-taman-01,gateway=gw-taman-01,site=taman-suropati"
     assert int(stamp) == NOW
@@ -36,7 +37,8 @@ def test_influxdb_reads_the_point_back_with_its_types(
     influx_server: PrivateInfluxDB, db_name: str,
 ) -> None:
     influx_server.create_database(db_name)
-    line = health_point(status(spool={**status()["spool"], "oldest_unsent_age_s": 12.5}),
+    line = health_point(Status.model_validate(
+        status(spool={**status()["spool"], "oldest_unsent_age_s": 12.5})),
                         now_ns=NOW)
     written = httpx.post(f"{influx_server.url}/write", params={"db": db_name},
                          content=line.encode(), timeout=5)
@@ -55,10 +57,10 @@ async def test_the_running_gateway_writes_its_health_at_the_report_rate(
                       liveness={"report_interval_s": 60})
     async with gateway_in_process(tmp_path, cfg, clock) as gw:
         await until(lambda: clock.sleepers > 0)
-        before = gw.status()["counts"]["own_points"]
+        before = gw.status().counts.own_points
         clock.advance(60)
         # Its own points (device_status, gateway_health) committed, then all sent.
-        await until(lambda: gw.status()["counts"]["own_points"] > before)
+        await until(lambda: gw.status().counts.own_points > before)
         await until(lambda: gw.spool.rows == 0, 20)
         status = (await gw.http.get("/api/v1/status")).json()
         assert status["watchdog"]["alive"] is True

@@ -169,8 +169,8 @@ async def test_a_device_saying_offline_is_held_so_a_quick_reconnect_is_no_outage
         await until(lambda: getattr(gw.liveness.devices.get("polder-1"), "state", None)
                     == "offline")
         pub.publish(f"garden/{SITE}/polder-1/status", "maybe")
-        await until(lambda: gw.status()["sources"]["native-status"]["errors"] == {"malformed": 1})
-        assert gw.status()["counts"]["rejected"] == 1
+        await until(lambda: gw.status().sources["native-status"].errors == {"malformed": 1})
+        assert gw.status().counts.rejected == 1
 
 
 async def test_a_restart_restores_states_and_counts_the_downtime_as_the_gateways(
@@ -368,7 +368,7 @@ async def test_an_outage_past_the_threshold_alerts_in_bahasa_indonesia_and_recov
             await until(lambda: gw.liveness.devices["polder-1"].state == "offline")
             # Down since t0 + 60 s; the alert waits until it has lasted 300 s.
             clock.advance(178)
-            assert gw.status()["alerts"]["waiting"] == 1
+            assert gw.status().alerts.waiting == 1
             clock.advance(2)
             [down] = await receiver.wait_for("/hook", 1)
             body = down.json()
@@ -386,7 +386,7 @@ async def test_an_outage_past_the_threshold_alerts_in_bahasa_indonesia_and_recov
             assert "kembali menyala" in up["text"]
             assert "setelah mati 5 menit" in up["text"]
             assert clock.now_ns() - t0 == 361 * S
-            assert TG_PATH.split("/")[1][3:] not in json.dumps(gw.status())
+            assert TG_PATH.split("/")[1][3:] not in gw.status().model_dump_json()
     finally:
         await receiver.close()
 
@@ -404,9 +404,9 @@ async def test_with_mqtt_3_1_1_the_gateways_own_states_heard_back_are_not_input(
         pub.publish(f"garden/{SITE}/polder-1/telemetry", {"level_cm": 150})
         # Its birth, polder-1's state at connect (unknown) and after the reading (online)
         # come back through garden/#.
-        await until(lambda: gw.status()["counts"]["own_topics_ignored"] >= 3)
-        counts = gw.status()["counts"]
-        assert (counts["rejected"], counts["readings"]) == (0, 1)
+        await until(lambda: gw.status().counts.own_topics_ignored >= 3)
+        counts = gw.status().counts
+        assert (counts.rejected, counts.readings) == (0, 1)
 
 
 async def test_after_a_long_stop_the_gateway_reports_its_own_outage(
@@ -426,7 +426,7 @@ async def test_after_a_long_stop_the_gateway_reports_its_own_outage(
         stopped = clock.now_ns()
         clock.advance(100)  # shorter than down_after_s: no message
         async with gateway_in_process(tmp_path, cfg, clock) as gw:
-            await until(lambda: gw.status()["alerts"]["suppressed"] == 1)
+            await until(lambda: gw.status().alerts.suppressed == 1)
         clock.advance(1200)
         async with gateway_in_process(tmp_path, cfg, clock):
             [msg] = await receiver.wait_for("/hook", 1)

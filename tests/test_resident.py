@@ -6,7 +6,7 @@ import pytest
 
 from gateway.config import PagesConfig, Thresholds
 from gateway.park.registry import Device
-from gateway.web.resident import polder_level, public_series, resident_view, wifi_word
+from gateway.park.resident import polder_level, public_series, resident_view, wifi_word
 
 TH = Thresholds(waspada=150, siaga=200, awas=250)
 NOW = 1_800_000_000 * 10**9

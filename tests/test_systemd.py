@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 import gateway.app.gateway as app
+import gateway.app.watchdog as watchdog
 from gateway.app.gateway import Gateway
 from gateway.app.sdnotify import Notifier, watchdog_interval_s
 from gateway.config import Config
@@ -296,7 +297,7 @@ async def _watched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cfg: dict[st
     monkeypatch.setenv("NOTIFY_SOCKET", listener.address)
     monkeypatch.setenv("WATCHDOG_USEC", str(int(watchdog_s * 1e6)))
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
-    monkeypatch.setattr(app, "STATUS_S", 0.3)
+    monkeypatch.setattr(watchdog, "STATUS_S", 0.3)
     try:
         async with gateway_in_process(tmp_path, cfg) as gateway:
             assert "NOTIFY_SOCKET" not in os.environ  # taken out for child processes

@@ -88,7 +88,7 @@ async def test_counters_and_rates_become_bits_per_second_and_daily_totals(
         pub.publish("collectd/ap-2/interface-wlan0/if_octets", collectd(T0 + 30, 1500, 2500))
         pub.publish("collectd/ap-2/iwinfo-wlan0/stations", collectd(T0 + 30, 7))
         pub.publish("collectd/ap-2/iwinfo-wlan1/stations", collectd(T0 + 30, 4))
-        await until(lambda: gw.status()["counts"]["received"] >= 13)
+        await until(lambda: gw.status().counts.received >= 13)
 
         devices = {d["id"]: d for d in (await gw.http.get(
             "/api/v1/devices", params={"kind": "wifi_ap"})).json()}
@@ -163,10 +163,10 @@ async def test_no_client_mac_reaches_the_spool_the_database_the_logs_or_the_api(
         pub.publish(f"garden/{SITE}/{MACS[6]}/telemetry", {"rssi_dbm": -60})
         pub.publish("telegraf/ap-2",
                     f"wifi_client,device=ap-2,client={MACS[7]} rssi_dbm=-61 {(T0 + 4) * S}")
-        await until(lambda: gw.status()["counts"]["received"] >= 6)
-        await until(lambda: gw.status()["counts"]["written"] >= 5, 20)
+        await until(lambda: gw.status().counts.received >= 6)
+        await until(lambda: gw.status().counts.written >= 5, 20)
         status = gw.status()
-        assert status["sources"]["native"]["errors"] == {"malformed": 1}
+        assert status.sources["native"].errors == {"malformed": 1}
         api = "".join([(await gw.http.get(path)).text for path in (
             "/api/v1/status", "/api/v1/devices", "/api/v1/outages", "/api/v1/sites",
             f"/api/v1/sites/{SITE}", "/api/v1/resident", "/api/v1/dead-letters",

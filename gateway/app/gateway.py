@@ -1,4 +1,4 @@
-"""The gateway process: one TaskGroup owning every long-lived task, and an orderly shutdown.
+"""The composition root: the parts built from the config, one TaskGroup, an orderly shutdown.
 
 Tasks (named as they appear in tracebacks):
 ``spool.commit`` batches readings into spool transactions and then acknowledges them;
@@ -16,38 +16,42 @@ the gateway's heartbeat;
 ``history.flush`` writes the charts' rollups to ``history.sqlite3``;
 ``events.pump`` turns new readings and the park's summary into the pages' live events;
 ``api.serve`` is the status API and the pages;
-``systemd.notify`` (only under systemd, see :mod:`gateway.app.sdnotify`) sends READY=1 once the
-API listens, a STATUS line at the summary's rate, and WATCHDOG=1 only while :meth:`Gateway.alive`.
+``systemd.notify`` (only under systemd, :mod:`gateway.app.watchdog`) sends READY=1 once the API
+listens, a STATUS line at the summary's rate, and WATCHDOG=1 only while the gateway is alive.
 
 Shutdown (SIGTERM, SIGINT): stop reading MQTT, commit what was received and acknowledge it,
 say goodbye to the broker (the session stays), deliver what InfluxDB accepts within
 ``shutdown_grace_s``, and stop. Whatever is not delivered stays in the spool for next time.
-systemd hears STOPPING=1 first, with how long the stop may take.
+systemd hears STOPPING=1 first, with how long the stop may take. Files are closed by
+``__aexit__``, whether the run ended by a stop or by a failed task.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator
 from typing import Any
 
 import uvicorn
 
-from devices.reading import Reading
 from gateway.app.sdnotify import Notifier
+from gateway.app.status import Parts, build_status
+from gateway.app.watchdog import Watchdog
 from gateway.config import Config
-from gateway.core.clock import Clock, SystemClock
+from gateway.core.clock import SYSTEM_CLOCK, Clock
+from gateway.core.status import DeviceView, OutageView, ResidentView, SiteView, Status
 from gateway.park.alerts import Alerter, Subject
 from gateway.park.health import health_point
 from gateway.park.history import History, Tier
 from gateway.park.liveness import Liveness, Transition
 from gateway.park.registry import Registry
-from gateway.park.state_topics import StatePublisher, gateway_status_topic, iso
+from gateway.park.resident import public_series
+from gateway.park.state_topics import StatePublisher, gateway_status_topic
+from gateway.park.views import ParkViews
 from gateway.park.wifi_usage import WifiUsage
 from gateway.pipeline import Committer, Pipeline
 from gateway.pipeline.timesync import ClockTimeSource, TimeSource, TimeSync
@@ -60,8 +64,8 @@ from gateway.store.spool import SeenLookup, Spool
 from gateway.web.api import create_app
 from gateway.web.auth import OperatorAuth
 from gateway.web.events import EventHub
+from gateway.web.live import LiveFeed
 from gateway.web.metrics import render as render_metrics
-from gateway.web.resident import CLIENTS_FIELD, public_series, resident_view
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +73,6 @@ __version__ = "0.1.0"
 
 SEEN_KEEP_NS = 3600 * 10**9
 HOUSEKEEPING_S = 60.0
-# How often the pages' live events go out: bursts of readings become one event per device.
-PUMP_S = 0.5
-# How often the site's connected-clients count goes into the local history.
-CLIENTS_SAMPLE_S = 60.0
-# How often systemd's STATUS line (systemctl status) is refreshed: the summary's rate.
-STATUS_S = HOUSEKEEPING_S
 # What a stop may take beyond shutdown_grace_s (MQTT goodbye, the API, the spool's checkpoint):
 # sent as EXTEND_TIMEOUT_USEC, so a grace longer than the unit's TimeoutStopSec still fits.
 STOP_MARGIN_S = 20.0
@@ -101,15 +99,48 @@ class _QuietServer(uvicorn.Server):
 
 
 class Gateway:
+    """The composition root: the parts built from the config, run in one TaskGroup.
+
+    ``async with Gateway(config) as gateway: await gateway.run(stop)``. Entering opens the
+    files (spool, state, history) and builds every part; leaving closes all of them in reverse
+    order, also when a task failed or the start did. The views, live events, status and
+    watchdog live in their parts; this class only wires them and runs them.
+    """
+
     def __init__(self, config: Config, *, clock: Clock | None = None,
                  notifier: Notifier | None = None,
                  time_source: TimeSource | None = None) -> None:
         # First, before any thread starts: it takes NOTIFY_SOCKET & co. out of os.environ.
         self.notifier = notifier if notifier is not None else Notifier.from_environment(unset=True)
         self.config = config
-        self.clock = clock or SystemClock()
-        self.started_ns = time.time_ns()
-        self._started_mono = time.monotonic()
+        self.clock: Clock = clock or SYSTEM_CLOCK
+        self._time_source = time_source
+        if time_source is None and clock is not None:
+            self._time_source = ClockTimeSource(self.clock)
+        self.started_ns = self.clock.now_ns()
+        self._started_mono = SYSTEM_CLOCK.monotonic()
+        self._exit = contextlib.AsyncExitStack()
+        self._tasks: dict[str, asyncio.Task[Any]] = {}
+        self.own_points = 0
+        self.stopping = False
+
+    # -- wiring --------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Gateway:
+        try:
+            self._build(self._exit)
+        except BaseException:
+            await self._exit.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._exit.aclose()
+
+    def _build(self, exit: contextlib.AsyncExitStack) -> None:
+        """Every part, from the config; each file registered for closing as it is opened."""
+        config, clock = self.config, self.clock
+        exit.callback(self.notifier.close)
         spool_path = config.data_dir / "spool.sqlite3"
         self.spool = Spool.open(
             spool_path,
@@ -119,11 +150,11 @@ class Gateway:
             held_max_rows=config.clock.held_max_rows,
             unsynced_max_rows=config.clock.unsynced_max_rows,
         )
+        exit.push_async_callback(self._close_spool)
         self.seen = SeenLookup(spool_path)
-        if time_source is None and clock is not None:
-            time_source = ClockTimeSource(self.clock)
-        self.timesync = TimeSync.from_config(config.clock, source=time_source, spool=self.spool,
-                                             clock=self.clock)
+        exit.callback(self.seen.close)
+        self.timesync = TimeSync.from_config(config.clock, source=self._time_source,
+                                             spool=self.spool, clock=clock)
         self.pipeline = Pipeline.from_config(config, time_sync=self.timesync)
         self.committer = Committer(
             spool=self.spool,
@@ -146,6 +177,7 @@ class Gateway:
             use_gzip=influx.gzip,
             timeout_s=influx.timeout_s,
         )
+        exit.push_async_callback(self.writer.aclose)
         self.forwarder = Forwarder(
             spool=self.spool,
             writer=self.writer,
@@ -159,15 +191,16 @@ class Gateway:
             time_guard=self.timesync.refuse_reason,
         )
         self.registry = Registry(config.data_dir / "state.sqlite3")
+        exit.callback(self.registry.close)
         self.liveness = Liveness(
             registry=self.registry, config=config.liveness, devices=config.devices,
-            gateway_id=config.gateway.id, site=config.gateway.site, clock=self.clock,
+            gateway_id=config.gateway.id, site=config.gateway.site, clock=clock,
             emit=self._emit,
         )
         self.pipeline.on_readings.append(self.liveness.readings)
         self.wifi = WifiUsage(config=config.wifi, devices=config.devices,
                               gateway_id=config.gateway.id, site=config.gateway.site,
-                              registry=self.registry, clock=self.clock, emit=self._emit)
+                              registry=self.registry, clock=clock, emit=self._emit)
         self.pipeline.on_readings.append(self.wifi.readings)
         self.pipeline.on_macs.append(self.wifi.macs)
         self.pipeline.on_presence.append(
@@ -188,8 +221,9 @@ class Gateway:
         self.states = StatePublisher(liveness=self.liveness, publish=self.mqtt.publish)
         if publish_states:
             self.liveness.listeners.append(self.states.transition)
-        self.alerter = Alerter(config.alerts, clock=self.clock, gateway_id=config.gateway.id,
+        self.alerter = Alerter(config.alerts, clock=clock, gateway_id=config.gateway.id,
                                site=config.gateway.site)
+        exit.push_async_callback(self.alerter.aclose)
         self.liveness.listeners.append(self._alert)
         self.serial = [
             SerialLineSource(
@@ -216,36 +250,44 @@ class Gateway:
         self.history: History | None = None
         if config.history.enabled:
             self.history = History(
-                config.data_dir / "history.sqlite3", clock=self.clock,
+                config.data_dir / "history.sqlite3", clock=clock,
                 tiers=[Tier(t.step_s, t.keep_s) for t in config.history.tiers],
                 max_series=config.history.max_series)
+            exit.callback(self.history.close)
             self.pipeline.on_readings.append(self.history.readings)
+        self.views = ParkViews(config=config, liveness=self.liveness, registry=self.registry,
+                               wifi=self.wifi, clock=clock)
         self._public_series = public_series(config.pages, config.gateway.site)
         self.events = EventHub(max_clients=config.api.sse_max_clients,
                                keepalive_s=config.api.sse_keepalive_s)
-        self._fresh: dict[str, tuple[int, dict[str, Any]]] = {}
-        self.pipeline.on_readings.append(self._fresh_readings)
-        self.liveness.listeners.append(self._state_event)
+        self.live = LiveFeed(events=self.events, liveness=self.liveness, history=self.history,
+                             resident=self.views.resident, site=config.gateway.site,
+                             clock=clock)
+        self.pipeline.on_readings.append(self.live.readings)
+        self.liveness.listeners.append(self.live.transition)
         token = config.api.operator_token
         self.auth = OperatorAuth(token.get_secret_value() if token else None,
                                  max_age_s=config.api.session_max_age_s)
-        self.own_points = 0
         self.app = create_app(self, config=config.api, auth=self.auth, events=self.events)
-        self.api_port: int | None = None
-        self.stopping = False
-        # The watchdog's view (see alive()): the long-lived tasks, and the committer's progress.
         # A committer that neither commits nor fails for this long while lines wait is stuck.
         spool_cfg = config.spool
-        self.commit_stall_s = max(30.0, 10 * max(spool_cfg.commit_interval_s,
-                                                 spool_cfg.unacked_commit_interval_s))
-        self._tasks: dict[str, asyncio.Task[Any]] = {}
-        self._commit_mark = (0, 0)
-        self._commit_moved = time.monotonic()
-        self._loop_late_s = 0.0
-        self._loop_late_limit_s = float("inf")
-        self._not_alive: str | None = None
-        self.watchdog_pings = 0
-        self.watchdog_skips = 0
+        # Real time even under a test's FakeClock: a stuck disk or loop is a real-time matter.
+        self.watchdog = Watchdog(
+            notifier=self.notifier, tasks=self._tasks, committer=self.committer,
+            commit_stall_s=max(30.0, 10 * max(spool_cfg.commit_interval_s,
+                                              spool_cfg.unacked_commit_interval_s)),
+            status_line=self._status_line, clock=SYSTEM_CLOCK)
+        self._parts = Parts(
+            config=config, version=__version__, spool=self.spool, forwarder=self.forwarder,
+            mqtt=self.mqtt, pipeline=self.pipeline, committer=self.committer,
+            liveness=self.liveness, wifi=self.wifi, timesync=self.timesync,
+            alerter=self.alerter, serial=self.serial, modbus=self.modbus)
+
+    async def _close_spool(self) -> None:
+        st = self.spool.statistics()
+        await self.spool.close()
+        log.info("gateway stopped: spool rows=%d left for next start (written=%d)", st.rows,
+                 st.totals["written"])
 
     def _emit(self, lines: list[str]) -> None:
         """Points the gateway makes itself (device_status) take the readings' path."""
@@ -256,66 +298,38 @@ class Gateway:
     def _connected(self) -> None:
         self.states.republish()
 
-    # -- live events (SSE) -----------------------------------------------------------------
+    def _alert(self, t: Transition) -> None:
+        subject = Subject(t.device, t.name, t.kind, t.site, t.zone)
+        if t.new == "offline":
+            self.alerter.down(subject, t.at_ns, _cause_id(t.cause, self.config.liveness))
+        elif t.new == "online" and t.old == "offline":
+            self.alerter.up(subject, t.at_ns)
 
-    def _fresh_readings(self, readings: Sequence[Reading]) -> None:
-        # Cheap on the ingest path: remember the newest fields per device; events.pump sends.
-        # Nobody watching, nothing kept: a page fetches the whole state when it connects.
-        if not self.events.operators_listening:
-            return
-        for r in readings:
-            device = r.tag("device")
-            if device is None:
-                continue
-            at, fields = self._fresh.get(device) or (0, {})
-            fields.update(r.fields)
-            self._fresh[device] = (max(at, r.time_ns), fields)
-
-    def _state_event(self, t: Transition) -> None:
-        d = self.liveness.devices.get(t.device)
-        self.events.publish("state", {
-            "device": t.device, "state": t.new, "old": t.old, "since_ns": t.at_ns,
-            "cause": t.cause, "last_seen_ns": d.last_seen_ns if d is not None else None,
-        }, public=False)
-
-    async def _pump(self) -> None:
-        last_resident: dict[str, Any] | None = None
-        last_sample_ns: int | None = None
-        while True:
-            await asyncio.sleep(PUMP_S)
-            fresh, self._fresh = self._fresh, {}
-            for device, (at, fields) in fresh.items():
-                self.events.publish("reading", {"device": device, "time_ns": at,
-                                                "fields": fields}, public=False)
-            now = self.clock.now_ns()
-            sample = self.history is not None and (
-                last_sample_ns is None or now - last_sample_ns >= CLIENTS_SAMPLE_S * 1e9)
-            if not (sample or self.events.listening):
-                last_resident = None  # the next page to connect gets a fresh summary
-                continue
-            view = self.resident_view()
-            comparable = {k: v for k, v in view.items() if k != "time_ns"}
-            if comparable != last_resident and self.events.listening:
-                last_resident = comparable
-                self.events.publish("resident", view, public=True)
-            clients = view["wifi"]["clients_now"]
-            if sample and self.history is not None:
-                last_sample_ns = now
-                if clients is not None:
-                    self.history.record(self.config.gateway.site, CLIENTS_FIELD, now, clients)
-
-    # -- the pages' views ------------------------------------------------------------------
+    # -- what the API reads (web.api.StatusProvider) ---------------------------------------
 
     def now_ns(self) -> int:
         return self.clock.now_ns()
 
-    def resident_view(self) -> dict[str, Any]:
-        site = self.config.gateway.site
-        aps = [d for d in self.liveness.devices.values()
-               if d.site == site and d.kind == self.config.wifi.kind and d.origin != "removed"]
-        return resident_view(site=site, pages=self.config.pages, wifi_kind=self.config.wifi.kind,
-                             devices=self.liveness.devices, clients_now=self._clients_now(aps),
-                             now_ns=self.clock.now_ns())
+    def resident_view(self) -> ResidentView:
+        return self.views.resident()
+
+    def devices_view(self, *, site: str | None = None, kind: str | None = None,
+                     state: str | None = None, include_removed: bool = False
+                     ) -> list[DeviceView]:
+        return self.views.devices(site=site, kind=kind, state=state,
+                                  include_removed=include_removed)
+
+    def outages_view(self, *, device: str | None = None, site: str | None = None,
+                     since_ns: int | None = None, ongoing: bool | None = None,
+                     limit: int = 100) -> list[OutageView]:
+        return self.views.outages(device=device, site=site, since_ns=since_ns,
+                                  ongoing=ongoing, limit=limit)
+
+    def sites(self) -> list[str]:
+        return self.views.sites()
+
+    def site_view(self, site: str) -> SiteView | None:
+        return self.views.site(site)
 
     def history_is_public(self, device: str, field: str) -> bool:
         return (device, field) in self._public_series
@@ -333,200 +347,109 @@ class Gateway:
     async def quarantined(self, limit: int) -> list[dict[str, Any]]:
         return await self.spool.quarantined(limit)
 
+    def status(self) -> Status:
+        """A snapshot for the API, /metrics and gateway_health; reads statistics() only."""
+        return build_status(
+            self._parts, now_ns=time.time_ns(),
+            uptime_s=SYSTEM_CLOCK.monotonic() - self._started_mono,
+            own_points=self.own_points, stopping=self.stopping,
+            watchdog=self.watchdog.status(self.watchdog.why_not_alive()))
+
     def metrics_text(self) -> str:
         status = self.status()
         extra: dict[str, Any] = {
-            "clock": status["clock"], "events": self.events.statistics(),
+            "clock": status.clock.model_dump(), "events": self.events.statistics(),
             "api": {"operator_refused": self.auth.refused},
-            "watchdog": {"alive": status["watchdog"]["alive"],
-                         "skips": status["watchdog"]["skips"]}}
+            "watchdog": {"alive": status.watchdog.alive, "skips": status.watchdog.skips}}
         if self.history is not None:
             extra["history"] = self.history.statistics()
         return render_metrics(status, self.devices_view(), extra)
 
-    def _alert(self, t: Transition) -> None:
-        subject = Subject(t.device, t.name, t.kind, t.site, t.zone)
-        if t.new == "offline":
-            self.alerter.down(subject, t.at_ns, _cause_id(t.cause, self.config.liveness))
-        elif t.new == "online" and t.old == "offline":
-            self.alerter.up(subject, t.at_ns)
+    # -- systemd's watchdog ----------------------------------------------------------------
 
-    # -- devices, outages, sites (the API's views) ---------------------------------------
+    def alive(self) -> bool:
+        return self.watchdog.alive()
 
-    def devices_view(self, *, site: str | None = None, kind: str | None = None,
-                     state: str | None = None, include_removed: bool = False
-                     ) -> list[dict[str, Any]]:
-        now = self.clock.now_ns()
-        chosen = [d for d in self.liveness.devices.values()
-                  if (include_removed or d.origin != "removed")
-                  and (site is None or d.site == site) and (kind is None or d.kind == kind)
-                  and (state is None or d.state == state)]
-        chosen.sort(key=lambda d: (d.site, d.kind or "", d.id))
-        uptime = self.liveness.uptime(now, chosen)
-        return [{**self.liveness.view(d, uptime[d.id]), "wifi": self.wifi.ap_view(d.id)}
-                for d in chosen]
+    def why_not_alive(self) -> str | None:
+        return self.watchdog.why_not_alive()
 
-    def outages_view(self, *, device: str | None = None, site: str | None = None,
-                     since_ns: int | None = None, ongoing: bool | None = None,
-                     limit: int = 100) -> list[dict[str, Any]]:
-        now = self.clock.now_ns()
-        return [{"id": o.id, "device": o.device, "site": o.site, "kind": o.kind,
-                 "start_ns": o.start_ns, "end_ns": o.end_ns, "start": iso(o.start_ns),
-                 "end": iso(o.end_ns), "duration_s": round(o.duration_s(now), 3),
-                 "ongoing": o.end_ns is None, "cause": o.cause, "end_cause": o.end_cause}
-                for o in self.registry.outages(device=device, site=site, since_ns=since_ns,
-                                               ongoing=ongoing, limit=limit)]
+    @property
+    def watchdog_pings(self) -> int:
+        return self.watchdog.pings
 
-    def sites(self) -> list[str]:
-        return sorted({d.site for d in self.liveness.devices.values() if d.origin != "removed"})
+    @property
+    def watchdog_skips(self) -> int:
+        return self.watchdog.skips
 
-    def site_view(self, site: str) -> dict[str, Any] | None:
-        now = self.clock.now_ns()
-        members = [d for d in self.liveness.devices.values()
-                   if d.site == site and d.origin != "removed"]
-        if not members:
-            return None
+    @property
+    def commit_stall_s(self) -> float:
+        return self.watchdog.commit_stall_s
 
-        def tally(ds: list[Any]) -> dict[str, int]:
-            return {"up": sum(d.state == "online" for d in ds), "total": len(ds),
-                    "down": sum(d.state == "offline" for d in ds),
-                    "unknown": sum(d.state == "unknown" for d in ds)}
+    @commit_stall_s.setter
+    def commit_stall_s(self, value: float) -> None:
+        self.watchdog.commit_stall_s = value
 
-        aps = [d for d in members if d.kind == "wifi_ap"]
-        sensors = [d for d in members if d.kind not in ("wifi_ap", "gateway")]
-        gateways = [d for d in members if d.kind == "gateway"]
-        return {
-            "site": site,
-            "time_ns": now,
-            "gateways": [{"id": g.id, "state": g.state, "since_ns": g.since_ns}
-                         for g in gateways],
-            "aps": tally(aps),
-            "sensors": tally(sensors),
-            "clients_now": self._clients_now(aps),
-            "wifi": self.wifi.site_view(site),
-            "uptime_pct": self.liveness.site_uptime(site, now),
-            "open_outages": len(self.registry.outages(site=site, ongoing=True, limit=10_000)),
-        }
-
-    def _clients_now(self, aps: list[Any]) -> int | None:
-        counts = [self.wifi.ap_view(d.id) for d in aps if d.state == "online"]
-        found = [c["clients"] for c in counts if c is not None and c["clients"] is not None]
-        return sum(found) if found else None
-
-    # -- status --------------------------------------------------------------------------
-
-    def status(self) -> dict[str, Any]:
-        """A snapshot for the API; reads statistics() of each component, nothing more."""
-        now = time.time_ns()
-        spool = self.spool.statistics()
-        fwd = self.forwarder.statistics()
-        mqtt = self.mqtt.statistics()
-        pipe = self.pipeline.statistics()
-        commit = self.committer.statistics()
-        why_not = self.why_not_alive()
-        oldest_age = None
-        if spool.oldest_time_ns is not None:
-            oldest_age = max(0.0, (now - spool.oldest_time_ns) / 1e9)
-        return {
-            "gateway": {"id": self.config.gateway.id, "site": self.config.gateway.site,
-                        "version": __version__,
-                        "uptime_s": round(time.monotonic() - self._started_mono, 3),
-                        "stopping": self.stopping},
-            "mqtt": {"broker": mqtt.broker, "state": mqtt.state, "connected": mqtt.connected,
-                     "connects": mqtt.connects, "disconnects": mqtt.disconnects,
-                     "session_present": mqtt.session_present, "last_error": mqtt.last_error,
-                     "redeliveries": mqtt.redeliveries,
-                     "redeliveries_matched": mqtt.redeliveries_matched,
-                     "unacknowledged": mqtt.unacknowledged, "flow_pauses": mqtt.flow_pauses},
-            "influx": {"url": self.config.influx.url, "api": self.config.influx.api,
-                       "state": fwd.state, "connected": fwd.connected,
-                       "last_error": fwd.last_error,
-                       "last_success_ns": fwd.last_success_ns, "batches": fwd.batches,
-                       "retries": fwd.retries, "next_attempt_in_s": fwd.next_attempt_in_s},
-            "spool": {"rows": spool.rows, "bytes": spool.bytes, "max_bytes": spool.max_bytes,
-                      "file_bytes": spool.file_bytes, "oldest_unsent_age_s": oldest_age,
-                      "pending_commit": commit["pending_lines"],
-                      "commit_failures": commit["failures"],
-                      "quarantine_rows": spool.quarantine_rows,
-                      "dead_letter_rows": spool.dead_letter_rows},
-            "counts": {
-                "received": mqtt.messages,
-                "readings": pipe["readings"],
-                "rejected": pipe["rejected"],
-                "spooled": commit["committed_lines"],
-                "own_points": self.own_points,
-                "acknowledged": mqtt.acks,
-                "written": fwd.written,
-                "quarantined": fwd.quarantined,
-                "dead_lettered": pipe["rejected"],
-                "evicted": spool.totals["evicted"],
-                "dropped_uncommitted": commit["dropped"],
-                "presence_messages": pipe["presences"],
-                "macs_redacted": pipe["redacted"],
-                "own_topics_ignored": pipe["own_topics"],
-            },
-            "totals": spool.totals,
-            "sources": pipe["sources"],
-            "discovered_devices": pipe["discovered_devices"],
-            "liveness": self.liveness.statistics(),
-            "wifi": self.wifi.statistics(),
-            "clock": self.timesync.statistics(),
-            "alerts": dataclasses.asdict(self.alerter.statistics()),
-            "serial": {s.name: s.describe() for s in self.serial},
-            "modbus": {b.name: b.describe() for b in self.modbus},
-            "watchdog": {"alive": why_not is None, "why_not": why_not,
-                         "pings": self.watchdog_pings, "skips": self.watchdog_skips},
-        }
+    def _status_line(self) -> str:
+        s = self.status()
+        line = (f"mqtt={s.mqtt.state} influx={s.influx.state} spool_rows={s.spool.rows} "
+                f"received={s.counts.received} written={s.counts.written}")
+        failures = s.spool.commit_failures
+        return f"{line} commit_failures={failures}" if failures else line
 
     # -- running -------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Every long-lived task in one TaskGroup until ``stop``; then the orderly shutdown.
+
+        Shutdown (SIGTERM, SIGINT): stop reading, commit what was received and acknowledge
+        it, say goodbye to the broker (the session stays), deliver what InfluxDB accepts
+        within ``shutdown_grace_s``; what is not delivered stays in the spool. Closing the
+        files is ``__aexit__``'s, so it happens whether this returns or raises.
+        """
         cfg = self.config
         server: _QuietServer | None = None
         gateway_down = self.liveness.start()
+        self._exit.callback(self.liveness.stop)
         self.wifi.restore()
         if gateway_down is not None and gateway_down.end_ns is not None:
             gw = self.liveness.devices[cfg.gateway.id]
             self.alerter.gateway_was_down(Subject(gw.id, gw.name, gw.kind, gw.site, gw.zone),
                                           gateway_down.start_ns, gateway_down.end_ns)
         async with asyncio.TaskGroup() as tg:
-            commit = tg.create_task(self.committer.run(), name="spool.commit")
+            def start(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+                task = tg.create_task(coro, name=name)
+                self._tasks[name] = task
+                return task
+
+            commit = start(self.committer.run(), "spool.commit")
             forward: asyncio.Task[None] | None = None
             if cfg.influx.enabled:
-                forward = tg.create_task(self.forwarder.run(),
-                                         name=f"influx[{cfg.influx.url}].forward")
+                forward = start(self.forwarder.run(), f"influx[{cfg.influx.url}].forward")
             else:
                 self.forwarder.disable()
                 log.warning("influx.enabled is false: readings stay in the spool (%s) and the "
                             "local history; nothing goes to InfluxDB", cfg.data_dir)
-            receive = tg.create_task(self.mqtt.run(), name=f"mqtt[{self.mqtt.broker}].receive")
-            house = tg.create_task(self._housekeeping(), name="gateway.housekeeping")
-            clock_watch = tg.create_task(self.timesync.run(), name="clock.watch")
-            watch = tg.create_task(self.liveness.run(), name="liveness.watch")
-            alerts = tg.create_task(self.alerter.run(), name="alerts.deliver")
-            wifi = tg.create_task(self.wifi.run(), name="wifi.report")
-            pump = tg.create_task(self._pump(), name="events.pump")
-            health = tg.create_task(self._health_report(), name="health.report")
-            history = (tg.create_task(self.history.run(cfg.history.flush_interval_s),
-                                      name="history.flush")
+            receive = start(self.mqtt.run(), f"mqtt[{self.mqtt.broker}].receive")
+            house = start(self._housekeeping(), "gateway.housekeeping")
+            clock_watch = start(self.timesync.run(), "clock.watch")
+            watch = start(self.liveness.run(), "liveness.watch")
+            alerts = start(self.alerter.run(), "alerts.deliver")
+            wifi = start(self.wifi.run(), "wifi.report")
+            pump = start(self.live.run(), "events.pump")
+            health = start(self._health_report(), "health.report")
+            history = (start(self.history.run(cfg.history.flush_interval_s), "history.flush")
                        if self.history is not None else None)
-            serial = [tg.create_task(s.run(), name=f"serial[{s.name}].read")
-                      for s in self.serial]
-            serial += [tg.create_task(b.run(), name=f"modbus[{b.name}].poll")
-                       for b in self.modbus]
+            serial = [start(s.run(), f"serial[{s.name}].read") for s in self.serial]
+            serial += [start(b.run(), f"modbus[{b.name}].poll") for b in self.modbus]
             if cfg.api.enabled:
                 server = _QuietServer(uvicorn.Config(
                     self.app, host=cfg.api.host, port=cfg.api.port, log_level="warning",
                     access_log=False, lifespan="off", timeout_graceful_shutdown=2,
                 ))
-                api = tg.create_task(server.serve(), name="api.serve")
-                self._tasks[api.get_name()] = api
-            for task in (commit, forward, receive, house, clock_watch, watch, alerts, wifi,
-                         pump, history, health, *serial):
-                if task is not None:
-                    self._tasks[task.get_name()] = task
-            notify = (tg.create_task(self._notify(server), name="systemd.notify")
-                      if self.notifier.enabled else None)
+                start(server.serve(), "api.serve")
+            notify = (tg.create_task(
+                self.watchdog.run(server.listening.wait() if server is not None else None),
+                name="systemd.notify") if self.notifier.enabled else None)
             log.info("gateway started id=%s site=%s data_dir=%s", cfg.gateway.id,
                      cfg.gateway.site, cfg.data_dir)
             await stop.wait()
@@ -548,10 +471,9 @@ class Gateway:
             await self.committer.flush()
             await self.mqtt.close(timeout=min(2.0, max(0.1, deadline - time.monotonic())))
             await _cancel(receive)
-            left = self.spool.rows
             if forward is not None:
                 await _cancel(forward)
-                left = await self.forwarder.drain(deadline)
+                await self.forwarder.drain(deadline)
             await _cancel(house)
             await _cancel(clock_watch)
             await _cancel(alerts)
@@ -561,99 +483,6 @@ class Gateway:
             self.events.close()  # open pages' streams end; their browsers come back later
             if server is not None:
                 server.should_exit = True
-        self.liveness.stop()
-        self.registry.close()
-        if self.history is not None:
-            self.history.close()
-        await self.spool.close()
-        self.seen.close()
-        await self.writer.aclose()
-        await self.alerter.aclose()
-        st = self.spool.statistics()
-        log.info("gateway stopped: spool rows=%d left for next start (written=%d)", left,
-                 st.totals["written"])
-        self.notifier.close()
-
-    # -- systemd: readiness, status, watchdog ----------------------------------------------
-
-    def alive(self) -> bool:
-        """What WATCHDOG=1 vouches for: every long-lived task still runs, the event loop
-        answered the watchdog's last wake-up in time, and the committer is not stuck."""
-        return self.why_not_alive() is None
-
-    def why_not_alive(self) -> str | None:
-        """None while alive; else the first check that failed, in words for the journal."""
-        for name, task in self._tasks.items():
-            if task.done():
-                if task.cancelled():
-                    return f"task {name} was cancelled"
-                exc = task.exception()
-                return f"task {name} ended" + (f": {exc!r}" if exc is not None else "")
-        if self._loop_late_s > self._loop_late_limit_s:
-            return (f"event loop blocked: the watchdog woke {self._loop_late_s:.2f}s late "
-                    f"(limit {self._loop_late_limit_s:.2f}s)")
-        # Stuck is neither a commit nor a failed one finishing while lines wait. A disk that
-        # refuses commits (full, read-only) counts failures: that gateway is alive, says so in
-        # its status, and a restart would not mend the disk (it would lose what waits in RAM).
-        c = self.committer.statistics()
-        mark = (c["commits"], c["failures"])
-        now = time.monotonic()
-        if c["pending_lines"] == 0 or mark != self._commit_mark:
-            self._commit_mark, self._commit_moved = mark, now
-        elif now - self._commit_moved > self.commit_stall_s:
-            return (f"spool.commit stuck: {c['pending_lines']} lines waiting and no commit "
-                    f"finished for {now - self._commit_moved:.0f}s")
-        return None
-
-    def _status_line(self) -> str:
-        s = self.status()
-        line = (f"mqtt={s['mqtt']['state']} influx={s['influx']['state']} "
-                f"spool_rows={s['spool']['rows']} received={s['counts']['received']} "
-                f"written={s['counts']['written']}")
-        failures = s["spool"]["commit_failures"]
-        return f"{line} commit_failures={failures}" if failures else line
-
-    async def _notify(self, server: _QuietServer | None) -> None:
-        """READY=1 once the tasks run and the API listens; then STATUS every STATUS_S and,
-        when systemd watches (WatchdogSec=), WATCHDOG=1 every half interval while alive()."""
-        notifier = self.notifier
-        if server is not None:
-            await server.listening.wait()
-        notifier.ready(self._status_line())
-        watchdog_s = notifier.watchdog_s
-        log.info("systemd: ready, watchdog=%s", f"{watchdog_s:g}s" if watchdog_s else "off")
-        loop = asyncio.get_running_loop()
-        period = watchdog_s / 2 if watchdog_s else STATUS_S
-        self._loop_late_limit_s = period
-        next_status = loop.time() + STATUS_S
-        while True:
-            due = loop.time() + period
-            await asyncio.sleep(period)
-            now = loop.time()
-            # A wake-up this late means the loop did nothing else for that long either.
-            self._loop_late_s = now - due
-            if watchdog_s:
-                self._watchdog_tick()
-            if now >= next_status:
-                next_status = now + STATUS_S
-                notifier.status(self._status_line() if self._not_alive is None
-                                else f"not alive: {self._not_alive}")
-
-    def _watchdog_tick(self) -> None:
-        problem = self.why_not_alive()
-        if problem is not None:
-            self.watchdog_skips += 1
-            if self._not_alive is None:
-                log.error("watchdog: not alive, WATCHDOG=1 withheld (systemd restarts the "
-                          "gateway after WatchdogSec): %s", problem)
-                self.notifier.status(f"not alive: {problem}")
-            self._not_alive = problem
-            return
-        if self._not_alive is not None:
-            log.warning("watchdog: alive again (was: %s)", self._not_alive)
-            self._not_alive = None
-        self.notifier.watchdog()
-        self.watchdog_pings += 1
 
     async def _health_report(self) -> None:
         """A ``gateway_health`` point at liveness's report rate, through the spool."""
@@ -672,9 +501,8 @@ class Gateway:
             log.info(
                 "summary received=%d readings=%d rejected=%d spooled=%d written=%d "
                 "spool_rows=%d mqtt=%s influx=%s",
-                s["counts"]["received"], s["counts"]["readings"], s["counts"]["rejected"],
-                s["counts"]["spooled"], s["counts"]["written"], s["spool"]["rows"],
-                s["mqtt"]["state"], s["influx"]["state"],
+                s.counts.received, s.counts.readings, s.counts.rejected,
+                s.counts.spooled, s.counts.written, s.spool.rows, s.mqtt.state, s.influx.state,
             )
 
 

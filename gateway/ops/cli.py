@@ -84,10 +84,10 @@ async def _serve(loaded: LoadedConfig, on_started: str = "") -> int:
     # Signals are handled here and nowhere else, before the web server starts.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    gateway = Gateway(loaded.config)
-    if on_started:
-        print(on_started, flush=True)
-    await gateway.run(stop)
+    async with Gateway(loaded.config) as gateway:
+        if on_started:
+            print(on_started, flush=True)
+        await gateway.run(stop)
     return EXIT_OK
 
 

@@ -10,10 +10,9 @@ side takes differences.
 from __future__ import annotations
 
 import resource
-from collections.abc import Mapping
-from typing import Any
 
 from devices.reading import FieldValue, Reading
+from gateway.core.status import Status
 from gateway.store.lineproto import encode
 
 MEASUREMENT = "gateway_health"
@@ -29,37 +28,33 @@ def _rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def health_point(status: Mapping[str, Any], *, now_ns: int,
-                 rss_bytes: int | None = None) -> str:
+def health_point(status: Status, *, now_ns: int, rss_bytes: int | None = None) -> str:
     """One line of line protocol from a ``Gateway.status()`` snapshot."""
-    gw, counts, spool = status["gateway"], status["counts"], status["spool"]
-    mqtt, influx = status["mqtt"], status["influx"]
+    gw, counts, spool = status.gateway, status.counts, status.spool
     fields: dict[str, FieldValue] = {
-        "uptime_s": float(gw["uptime_s"]),
-        "received": int(counts["received"]),
-        "readings": int(counts["readings"]),
-        "rejected": int(counts["rejected"]),
-        "spooled": int(counts["spooled"]),
-        "written": int(counts["written"]),
-        "quarantined": int(counts["quarantined"]),
-        "evicted": int(counts["evicted"]),
-        "spool_rows": int(spool["rows"]),
-        "spool_bytes": int(spool["bytes"]),
-        "spool_max_bytes": int(spool["max_bytes"]),
-        "dead_letter_rows": int(spool["dead_letter_rows"]),
-        "quarantine_rows": int(spool["quarantine_rows"]),
-        "mqtt_connected": bool(mqtt["connected"]),
-        "mqtt_state": str(mqtt["state"]),
-        "influx_state": str(influx["state"]),
+        "uptime_s": float(gw.uptime_s),
+        "received": counts.received,
+        "readings": counts.readings,
+        "rejected": counts.rejected,
+        "spooled": counts.spooled,
+        "written": counts.written,
+        "quarantined": counts.quarantined,
+        "evicted": counts.evicted,
+        "spool_rows": spool.rows,
+        "spool_bytes": spool.bytes,
+        "spool_max_bytes": spool.max_bytes,
+        "dead_letter_rows": spool.dead_letter_rows,
+        "quarantine_rows": spool.quarantine_rows,
+        "mqtt_connected": status.mqtt.connected,
+        "mqtt_state": status.mqtt.state,
+        "influx_state": status.influx.state,
         "rss_bytes": _rss_bytes() if rss_bytes is None else rss_bytes,
     }
-    if spool["oldest_unsent_age_s"] is not None:
-        fields["oldest_unsent_age_s"] = float(spool["oldest_unsent_age_s"])
-    serial_errors = sum(sum(s["errors"].values()) for s in status.get("serial", {}).values())
-    modbus_errors = sum(sum(b["errors"].values()) + sum(
-        sum(sl["errors"].values()) for sl in b["slaves"].values())
-        for b in status.get("modbus", {}).values())
-    fields["serial_errors"] = serial_errors
-    fields["modbus_errors"] = modbus_errors
-    tags = {"site": gw["site"], "gateway": gw["id"], "device": gw["id"]}
+    if spool.oldest_unsent_age_s is not None:
+        fields["oldest_unsent_age_s"] = float(spool.oldest_unsent_age_s)
+    fields["serial_errors"] = sum(sum(s.errors.values()) for s in status.serial.values())
+    fields["modbus_errors"] = sum(
+        sum(b.errors.values()) + sum(sum(sl.errors.values()) for sl in b.slaves.values())
+        for b in status.modbus.values())
+    tags = {"site": gw.site, "gateway": gw.id, "device": gw.id}
     return encode(Reading.build(MEASUREMENT, tags, fields, now_ns))

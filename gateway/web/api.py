@@ -25,6 +25,16 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from gateway.config import ApiConfig
+from gateway.core.status import (
+    DeadLetterView,
+    DeviceView,
+    Health,
+    OutageView,
+    QuarantineView,
+    ResidentView,
+    SiteView,
+    Status,
+)
 from gateway.web.auth import COOKIE, OperatorAuth
 from gateway.web.events import EventHub, TooManyClients
 
@@ -39,21 +49,21 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 class StatusProvider(Protocol):
     stopping: bool
 
-    def status(self) -> dict[str, Any]: ...
+    def status(self) -> Status: ...
 
     def devices_view(self, *, site: str | None = None, kind: str | None = None,
                      state: str | None = None, include_removed: bool = False
-                     ) -> list[dict[str, Any]]: ...
+                     ) -> list[DeviceView]: ...
 
     def outages_view(self, *, device: str | None = None, site: str | None = None,
                      since_ns: int | None = None, ongoing: bool | None = None,
-                     limit: int = 100) -> list[dict[str, Any]]: ...
+                     limit: int = 100) -> list[OutageView]: ...
 
     def sites(self) -> list[str]: ...
 
-    def site_view(self, site: str) -> dict[str, Any] | None: ...
+    def site_view(self, site: str) -> SiteView | None: ...
 
-    def resident_view(self) -> dict[str, Any]: ...
+    def resident_view(self) -> ResidentView: ...
 
     def history_view(self, device: str, field: str, start_ns: int, end_ns: int
                      ) -> tuple[int, list[tuple[int, float, float, float]]]: ...
@@ -69,274 +79,6 @@ class StatusProvider(Protocol):
     def now_ns(self) -> int: ...
 
 
-class Health(BaseModel):
-    status: str
-    uptime_s: float
-
-
-class GatewayInfo(BaseModel):
-    id: str
-    site: str
-    version: str
-    uptime_s: float
-    stopping: bool
-
-
-class MqttStatus(BaseModel):
-    broker: str
-    state: str
-    connected: bool
-    connects: int
-    disconnects: int
-    session_present: bool | None
-    last_error: str | None
-    redeliveries: int
-    redeliveries_matched: int
-    unacknowledged: int
-    flow_pauses: int
-
-
-class InfluxStatus(BaseModel):
-    url: str
-    api: str
-    state: str
-    connected: bool | None
-    last_error: str | None
-    last_success_ns: int | None
-    batches: int
-    retries: int
-    next_attempt_in_s: float | None
-
-
-class SpoolStatus(BaseModel):
-    rows: int
-    bytes: int
-    max_bytes: int
-    file_bytes: int
-    oldest_unsent_age_s: float | None
-    pending_commit: int
-    commit_failures: int
-    quarantine_rows: int
-    dead_letter_rows: int
-
-
-class Counts(BaseModel):
-    received: int
-    readings: int
-    rejected: int
-    spooled: int = Field(description="Lines committed to the spool, own_points included")
-    own_points: int = Field(description="Points the gateway makes itself (device_status)")
-    acknowledged: int
-    written: int
-    quarantined: int
-    dead_lettered: int
-    evicted: int
-    dropped_uncommitted: int
-    presence_messages: int = Field(description="A device's own online/offline (last will)")
-    macs_redacted: int = Field(description="Client MAC addresses taken out of input")
-    own_topics_ignored: int = Field(description="The gateway's own state topics, heard back")
-
-
-class SourceStatus(BaseModel):
-    messages: int
-    readings: int
-    errors: dict[str, int]
-    last_message_ns: int | None
-    last_error: str | None
-
-
-class SerialStatus(BaseModel):
-    port: str
-    open: bool
-    opens: int
-    bytes: int
-    lines: int
-    readings: int
-    errors: dict[str, int]
-    last_error: str | None
-    last_reading_ns: int | None
-
-
-class ModbusBlockStatus(BaseModel):
-    function: str
-    address: int
-    count: int
-    polls: int
-    ok: int
-    errors: dict[str, int] = Field(description="timeout, crc, exception, mismatch, malformed, nan")
-    last_error: str | None
-    last_exception: int | None = Field(description="The slave's last exception code (2: "
-                                       "illegal data address)")
-    last_ok_ns: int | None
-
-
-class ModbusSlaveStatus(BaseModel):
-    unit: int
-    state: Literal["unknown", "online", "offline"] = Field(
-        description="unknown: not asked yet; offline: no answer to offline_after polls in a row")
-    interval_s: float
-    polls: int
-    answered: int
-    failures_in_row: int
-    went_offline: int
-    next_poll_in_s: float | None
-    last_error: str | None
-    last_reading_ns: int | None
-    errors: dict[str, int]
-    blocks: dict[str, ModbusBlockStatus] = Field(description="Keyed function@address")
-
-
-class ModbusStatus(BaseModel):
-    port: str
-    open: bool
-    opens: int
-    bytes_in: int
-    bytes_out: int
-    polls: int
-    stray_bytes: int = Field(description="Bytes that arrived when no answer was expected")
-    errors: dict[str, int] = Field(description="open_failed, port_gone")
-    last_error: str | None
-    last_reading_ns: int | None
-    slaves: dict[str, ModbusSlaveStatus] = Field(description="Keyed by device id")
-
-
-class Latest(BaseModel):
-    time_ns: int | None
-    fields: dict[str, float | int | bool | str]
-
-
-class UptimePct(BaseModel):
-    h24: float | None = Field(alias="24h", description="% of the observed time online")
-    d7: float | None = Field(alias="7d")
-    d30: float | None = Field(alias="30d")
-
-
-class ApWifi(BaseModel):
-    rx_bps: float | None
-    tx_bps: float | None
-    rx_bytes_today: int
-    tx_bytes_today: int
-    clients: int | None
-    distinct_clients_today: int
-    day: str
-    counter_events: dict[str, int] = Field(description="wrap32, wrap64, reset, gap")
-
-
-class DeviceView(BaseModel):
-    id: str
-    name: str
-    kind: str | None
-    site: str
-    zone: str | None
-    source: str | None
-    origin: Literal["config", "discovered", "gateway", "removed"]
-    interval_s: float
-    state: Literal["unknown", "online", "offline"]
-    since_ns: int | None = Field(description="When the current state began")
-    cause: str | None = Field(description="Why it is offline, when it is")
-    last_seen_ns: int | None
-    presence: Literal["online", "offline"] | None = Field(
-        description="What the device last said itself (its last will), if it does")
-    latest: Latest | None = Field(description="The latest value of each field")
-    uptime_pct: UptimePct
-    wifi: ApWifi | None = Field(description="For access points: traffic and clients")
-
-
-class OutageView(BaseModel):
-    id: int
-    device: str
-    site: str
-    kind: str | None
-    start_ns: int
-    end_ns: int | None
-    start: str | None
-    end: str | None
-    duration_s: float = Field(description="Up to now while ongoing")
-    ongoing: bool
-    cause: str | None
-    end_cause: str | None
-
-
-class Tally(BaseModel):
-    up: int
-    down: int
-    unknown: int
-    total: int
-
-
-class SiteGateway(BaseModel):
-    id: str
-    state: str
-    since_ns: int | None
-
-
-class SiteWifi(BaseModel):
-    rx_bps: float
-    tx_bps: float
-    rx_bytes_today: int
-    tx_bytes_today: int
-    clients: int
-    distinct_clients_today: int | None
-    aps_reporting: int
-    day: str
-
-
-class SiteView(BaseModel):
-    site: str
-    time_ns: int
-    gateways: list[SiteGateway]
-    aps: Tally
-    sensors: Tally
-    clients_now: int | None = Field(description="Connected clients summed over online APs")
-    wifi: SiteWifi | None
-    uptime_pct: UptimePct = Field(description="All devices' online time over observed time")
-    open_outages: int
-
-
-class ClockStatus(BaseModel):
-    synced: bool = Field(description="The wall clock is believed: above clock.min_valid_time "
-                         "and, per clock.require_sync, synchronised (NTP)")
-    kernel_synchronised: bool | None = Field(description="adjtimex's verdict; None: unknown")
-    require_sync: str
-    boot_id: str
-    since_boottime_s: float
-    synced_at_ns: int | None
-    last_step_s: float | None = Field(description="How far the clock jumped when it synced")
-    held_rows: int = Field(description="Readings stamped before the sync, waiting on disk")
-    unsynced_rows: int = Field(description="Held in an earlier boot: kept apart, never sent")
-    held: int
-    released: int
-    kept_apart: int
-    held_evicted: int
-    refused_time: int = Field(description="Device times before the floor or far ahead")
-
-
-class WatchdogStatus(BaseModel):
-    alive: bool = Field(description="What systemd's WATCHDOG=1 vouches for: every task runs, "
-                        "the event loop wakes on time, the committer is not stuck")
-    why_not: str | None
-    pings: int
-    skips: int
-
-
-class Status(BaseModel):
-    gateway: GatewayInfo
-    mqtt: MqttStatus
-    influx: InfluxStatus
-    spool: SpoolStatus
-    counts: Counts
-    totals: dict[str, int]
-    sources: dict[str, SourceStatus]
-    discovered_devices: list[str]
-    liveness: dict[str, int]
-    wifi: dict[str, int]
-    alerts: dict[str, Any] = Field(description="Per target: sent, failed, dropped, pending")
-    serial: dict[str, SerialStatus]
-    modbus: dict[str, ModbusStatus]
-    watchdog: WatchdogStatus
-    clock: ClockStatus
-
-
 class Problem(BaseModel):
     detail: str
 
@@ -350,24 +92,6 @@ class SessionRequest(BaseModel):
     token: str = Field(min_length=1, max_length=4096)
 
 
-class DeadLetterView(BaseModel):
-    id: int
-    at_ns: int
-    source: str
-    topic: str
-    kind: str
-    error: str
-    payload: str = Field(description="As received (client MACs already taken out)")
-
-
-class QuarantineView(BaseModel):
-    id: int
-    at_ns: int
-    status: int | None = Field(description="InfluxDB's HTTP status when it refused the line")
-    reason: str
-    line: str
-
-
 class HistoryView(BaseModel):
     device: str
     field: str
@@ -377,49 +101,6 @@ class HistoryView(BaseModel):
     step_s: int = Field(description="Bucket width of the rollup tier that answered")
     points: list[tuple[int, float, float, float]] = Field(
         description="[bucket start ns, average, minimum, maximum], oldest first")
-
-
-class ResidentWifi(BaseModel):
-    status: Literal["normal", "gangguan", "mati", "unknown"] = Field(
-        description="normal: every access point up; gangguan: some down; mati: none up")
-    aps_up: int
-    aps_total: int
-    clients_now: int | None
-
-
-class ResidentPolder(BaseModel):
-    value: float | None
-    unit: str
-    level: Literal["normal", "waspada", "siaga", "awas", "unknown"]
-    thresholds: dict[str, float] = Field(description="waspada, siaga, awas: from these up")
-    time_ns: int | None
-    stale: bool = Field(description="No value within pages.fresh_s")
-    state: str
-
-
-class ResidentGarden(BaseModel):
-    temperature_c: float | None
-    humidity_pct: float | None
-    time_ns: int | None
-    stale: bool
-    state: str
-
-
-class ChartRef(BaseModel):
-    device: str
-    field: str
-
-
-class ResidentView(BaseModel):
-    site: str
-    name: str
-    time_ns: int = Field(description="The gateway's clock, for '... minutes ago'")
-    updated_ns: int | None = Field(description="When the park's devices were last heard")
-    wifi: ResidentWifi
-    polder: ResidentPolder | None
-    garden: ResidentGarden | None
-    charts: dict[str, ChartRef] = Field(
-        description="clients, polder, temperature, humidity: the history each chart reads")
 
 
 def create_app(gateway: StatusProvider, *, config: ApiConfig, auth: OperatorAuth,
@@ -489,10 +170,10 @@ def create_app(gateway: StatusProvider, *, config: ApiConfig, auth: OperatorAuth
         """Liveness: the process answers and its loop is running."""
         status = gateway.status()
         return Health(status="stopping" if gateway.stopping else "ok",
-                      uptime_s=status["gateway"]["uptime_s"])
+                      uptime_s=status.gateway.uptime_s)
 
     @app.get("/api/v1/resident", response_model=ResidentView, tags=["public"])
-    async def resident() -> dict[str, Any]:
+    async def resident() -> ResidentView:
         """The park for its residents: Wi-Fi in words, polder level, garden, chart series."""
         return gateway.resident_view()
 
@@ -501,7 +182,7 @@ def create_app(gateway: StatusProvider, *, config: ApiConfig, auth: OperatorAuth
         return gateway.sites()
 
     @app.get("/api/v1/sites/{site}", response_model=SiteView, tags=["public"])
-    async def site(site: str) -> dict[str, Any]:
+    async def site(site: str) -> SiteView:
         """A park at a glance: APs up/total, clients now, sensors up/total, uptime."""
         view = gateway.site_view(site)
         if view is None:
@@ -574,14 +255,14 @@ def create_app(gateway: StatusProvider, *, config: ApiConfig, auth: OperatorAuth
              dependencies=[Operator], responses=unauthorized)
     def status() -> Status:
         """Connections, spool, and counts of readings since the gateway started."""
-        return Status.model_validate(gateway.status())
+        return gateway.status()
 
     # async: the registry's SQLite connection belongs to the event loop's thread.
     @app.get("/api/v1/devices", response_model=list[DeviceView], tags=["operator"],
              dependencies=[Operator], responses=unauthorized)
     async def devices(site: str | None = None, kind: str | None = None,
                       state: Literal["unknown", "online", "offline"] | None = None,
-                      include_removed: bool = False) -> list[dict[str, Any]]:
+                      include_removed: bool = False) -> list[DeviceView]:
         """Every device with its state, since when, last seen, latest values, uptime %."""
         return gateway.devices_view(site=site, kind=kind, state=state,
                                     include_removed=include_removed)
@@ -591,7 +272,7 @@ def create_app(gateway: StatusProvider, *, config: ApiConfig, auth: OperatorAuth
     async def outages(device: str | None = None, site: str | None = None,
                       since_ns: int | None = Query(None, description="Still going on then"),
                       ongoing: bool | None = None,
-                      limit: int = Query(100, ge=1, le=10_000)) -> list[dict[str, Any]]:
+                      limit: int = Query(100, ge=1, le=10_000)) -> list[OutageView]:
         """Outages, newest first."""
         return gateway.outages_view(device=device, site=site, since_ns=since_ns,
                                     ongoing=ongoing, limit=limit)

@@ -15,7 +15,8 @@ import asyncio
 import collections
 import json
 import logging
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,17 +93,23 @@ class EventHub:
             sub.closed = True
             sub.wake.set()
 
-    def stream(self, *, operator: bool) -> AsyncIterator[bytes]:
+    def stream(self, *, operator: bool) -> AsyncGenerator[bytes, None]:
         """The bytes of one client's stream, until it goes away or the hub closes."""
         if len(self._subscribers) >= self._max_clients:
             self.refused += 1
             raise TooManyClients(f"{len(self._subscribers)} live pages already open")
+        # Counted from now, not from the stream's first byte: streams that are accepted
+        # together but not yet started must count against the limit too.
         sub = _Subscriber(operator)
-        return self._stream(sub)
-
-    async def _stream(self, sub: _Subscriber) -> AsyncIterator[bytes]:
         self._subscribers.add(sub)
         self.connections += 1
+        body = self._stream(sub)
+        # A stream whose client left before its first byte is never started, so its finally
+        # never runs: the subscriber goes when the generator does.
+        weakref.finalize(body, self._subscribers.discard, sub)
+        return body
+
+    async def _stream(self, sub: _Subscriber) -> AsyncGenerator[bytes, None]:
         try:
             # The browser waits this long before reconnecting after the stream ends.
             yield b"retry: 3000\n: hello\n\n"

@@ -1,9 +1,9 @@
 """The gateway's status in Prometheus text exposition format 0.0.4: a pure renderer.
 
-``render(status, devices, extra)`` turns the snapshots that ``Gateway.status()`` and
-``Gateway.devices_view()`` build into the text a Prometheus server scrapes from ``/metrics``
-(served as :data:`CONTENT_TYPE`). No I/O, no clock, no prometheus_client at run time: the same
-snapshot always gives the same text.
+``render(status, devices, extra)`` turns the typed snapshots that ``Gateway.status()`` and
+``Gateway.devices_view()`` build (:mod:`gateway.core.status`) into the text a Prometheus server
+scrapes from ``/metrics`` (served as :data:`CONTENT_TYPE`). No I/O, no clock, no
+prometheus_client at run time: the same snapshot always gives the same text.
 
 Conventions kept here:
 
@@ -30,6 +30,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from gateway.core.status import (
+    AlertsStatus,
+    Counts,
+    DeviceView,
+    GatewayInfo,
+    InfluxStatus,
+    ModbusStatus,
+    MqttStatus,
+    SerialStatus,
+    SourceStatus,
+    SpoolStatus,
+    Status,
+)
+
 __all__ = ["CONTENT_TYPE", "render"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -37,7 +51,6 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _PREFIX = "garden_gateway_"
 # An int: int / int is correctly rounded, where int / 1e9 first rounds the nanoseconds.
 _NS_PER_S = 10**9
-_UPTIME_WINDOWS = ("24h", "7d", "30d")
 _DEVICE_STATES = ("unknown", "online", "offline")
 _UP = {"online": 1, "offline": 0}
 
@@ -48,23 +61,23 @@ _NOT_IN_NAME = re.compile(r"[^a-zA-Z0-9_]")
 Number = int | float
 
 
-def render(status: Mapping[str, Any], devices: Sequence[Mapping[str, Any]],
+def render(status: Status, devices: Sequence[DeviceView],
            extra: Mapping[str, Any] | None = None) -> str:
-    """The exposition of one ``status()`` snapshot, the ``devices_view()`` list, and ``extra``.
+    """The exposition of one ``status()`` snapshot, the devices' views, and ``extra``.
 
-    A key missing from ``status`` raises ``KeyError``: the snapshot's shape is the API's
-    ``Status`` model, and a renamed key should fail loudly in the tests, not vanish here.
+    Both are the typed shapes of :mod:`gateway.core.status`, the same the API returns: a
+    renamed field is a type error here, not a key that silently vanishes.
     """
     out = _Exposition()
-    _gateway(out, status["gateway"])
-    _counts(out, status["counts"])
-    _mqtt(out, status["mqtt"])
-    _spool(out, status["spool"])
-    _influx(out, status["influx"])
-    _sources(out, status["sources"])
-    _serial(out, status["serial"])
-    _modbus(out, status["modbus"])
-    _alerts(out, status["alerts"])
+    _gateway(out, status.gateway)
+    _counts(out, status.counts)
+    _mqtt(out, status.mqtt)
+    _spool(out, status.spool)
+    _influx(out, status.influx)
+    _sources(out, status.sources)
+    _serial(out, status.serial)
+    _modbus(out, status.modbus)
+    _alerts(out, status.alerts)
     _devices(out, devices)
     _extra(out, extra or {})
     return out.text()
@@ -166,11 +179,11 @@ def _entries(section: object) -> list[tuple[str, Any]]:
 # -- sections ------------------------------------------------------------------------------------
 
 
-def _gateway(out: _Exposition, gw: Mapping[str, Any]) -> None:
+def _gateway(out: _Exposition, gw: GatewayInfo) -> None:
     out.gauge("info", "The gateway's id, site and version (always 1).",
-              "gateway", "site", "version").add(1, gw["id"], gw["site"], gw["version"])
+              "gateway", "site", "version").add(1, gw.id, gw.site, gw.version)
     out.gauge("uptime_seconds", "Seconds since the gateway process started.").add(
-        gw["uptime_s"])
+        gw.uptime_s)
 
 
 _COUNTS: tuple[tuple[str, str], ...] = (
@@ -191,65 +204,65 @@ _COUNTS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _counts(out: _Exposition, counts: Mapping[str, Any]) -> None:
+def _counts(out: _Exposition, counts: Counts) -> None:
     for key, doc in _COUNTS:
-        out.counter(f"{key}_total", doc).add(counts[key])
+        out.counter(f"{key}_total", doc).add(getattr(counts, key))
 
 
-def _mqtt(out: _Exposition, mqtt: Mapping[str, Any]) -> None:
-    out.gauge("mqtt_connected", "1 while connected to the MQTT broker.").add(mqtt["connected"])
+def _mqtt(out: _Exposition, mqtt: MqttStatus) -> None:
+    out.gauge("mqtt_connected", "1 while connected to the MQTT broker.").add(mqtt.connected)
     out.gauge("mqtt_state", "The MQTT connection's state (1 for the current one).",
-              "state").add(1, mqtt["state"])
-    out.counter("mqtt_connects_total", "Connections made to the broker.").add(mqtt["connects"])
+              "state").add(1, mqtt.state)
+    out.counter("mqtt_connects_total", "Connections made to the broker.").add(mqtt.connects)
     out.counter("mqtt_disconnects_total", "Connections to the broker lost.").add(
-        mqtt["disconnects"])
+        mqtt.disconnects)
     out.counter("mqtt_redeliveries_total", "Messages the broker sent again (DUP).").add(
-        mqtt["redeliveries"])
+        mqtt.redeliveries)
     out.counter("mqtt_redeliveries_matched_total",
                 "Redelivered messages found already spooled (not stored twice).").add(
-        mqtt["redeliveries_matched"])
+        mqtt.redeliveries_matched)
     out.counter("mqtt_flow_pauses_total",
                 "Times reading from the broker paused for unacknowledged messages.").add(
-        mqtt["flow_pauses"])
+        mqtt.flow_pauses)
     out.gauge("mqtt_unacknowledged", "Messages received and not yet acknowledged.").add(
-        mqtt["unacknowledged"])
+        mqtt.unacknowledged)
 
 
-def _spool(out: _Exposition, spool: Mapping[str, Any]) -> None:
-    out.gauge("spool_rows", "Lines in the spool not yet written to InfluxDB.").add(spool["rows"])
-    out.gauge("spool_bytes", "Size of the unsent lines.").add(spool["bytes"])
+def _spool(out: _Exposition, spool: SpoolStatus) -> None:
+    out.gauge("spool_rows", "Lines in the spool not yet written to InfluxDB.").add(spool.rows)
+    out.gauge("spool_bytes", "Size of the unsent lines.").add(spool.bytes)
     out.gauge("spool_max_bytes", "The spool's size limit; beyond it the oldest are evicted.").add(
-        spool["max_bytes"])
-    out.gauge("spool_file_bytes", "Size of the spool's SQLite file.").add(spool["file_bytes"])
+        spool.max_bytes)
+    out.gauge("spool_file_bytes", "Size of the spool's SQLite file.").add(spool.file_bytes)
     out.gauge("spool_oldest_unsent_age_seconds", "Age of the oldest unsent line.").add(
-        spool["oldest_unsent_age_s"])
+        spool.oldest_unsent_age_s)
     out.gauge("spool_pending_commit", "Lines received and waiting for the next commit.").add(
-        spool["pending_commit"])
+        spool.pending_commit)
     out.counter("spool_commit_failures_total", "Spool transactions that failed.").add(
-        spool["commit_failures"])
+        spool.commit_failures)
     out.gauge("spool_quarantine_rows", "Lines InfluxDB refused, kept for inspection.").add(
-        spool["quarantine_rows"])
+        spool.quarantine_rows)
     out.gauge("spool_dead_letter_rows", "Malformed messages kept for inspection.").add(
-        spool["dead_letter_rows"])
+        spool.dead_letter_rows)
 
 
-def _influx(out: _Exposition, influx: Mapping[str, Any]) -> None:
+def _influx(out: _Exposition, influx: InfluxStatus) -> None:
     out.gauge("influx_connected",
               "1 when the last attempt reached InfluxDB, 0 when it did not.").add(
-        influx["connected"])
+        influx.connected)
     out.gauge("influx_state", "The forwarder's state (1 for the current one).", "state").add(
-        1, influx["state"])
-    out.counter("influx_batches_total", "Batches InfluxDB accepted.").add(influx["batches"])
+        1, influx.state)
+    out.counter("influx_batches_total", "Batches InfluxDB accepted.").add(influx.batches)
     out.counter("influx_retries_total", "Batches tried again after a failure.").add(
-        influx["retries"])
+        influx.retries)
     out.gauge("influx_last_success_timestamp_seconds",
               "When InfluxDB last accepted a batch (Unix time).").add(
-        _seconds(influx["last_success_ns"]))
+        _seconds(influx.last_success_ns))
     out.gauge("influx_next_attempt_seconds", "Seconds until the next attempt after a failure.").add(
-        influx["next_attempt_in_s"])
+        influx.next_attempt_in_s)
 
 
-def _sources(out: _Exposition, sources: Mapping[str, Any]) -> None:
+def _sources(out: _Exposition, sources: Mapping[str, SourceStatus]) -> None:
     messages = out.counter("source_messages_total", "Messages per source.", "source")
     readings = out.counter("source_readings_total", "Readings decoded per source.", "source")
     errors = out.counter("source_errors_total", "Input a source refused, by kind.",
@@ -257,14 +270,14 @@ def _sources(out: _Exposition, sources: Mapping[str, Any]) -> None:
     last = out.gauge("source_last_message_timestamp_seconds",
                      "When a source last had a message (Unix time).", "source")
     for name, s in _entries(sources):
-        messages.add(s["messages"], name)
-        readings.add(s["readings"], name)
-        last.add(_seconds(s["last_message_ns"]), name)
-        for kind, count in _entries(s["errors"]):
+        messages.add(s.messages, name)
+        readings.add(s.readings, name)
+        last.add(_seconds(s.last_message_ns), name)
+        for kind, count in _entries(s.errors):
             errors.add(count, name, kind)
 
 
-def _serial(out: _Exposition, ports: Mapping[str, Any]) -> None:
+def _serial(out: _Exposition, ports: Mapping[str, SerialStatus]) -> None:
     is_open = out.gauge("serial_open", "1 while the serial port is open.", "name", "port")
     opens = out.counter("serial_opens_total", "Times the serial port was opened.", "name")
     size = out.counter("serial_bytes_total", "Bytes read from the serial port.", "name")
@@ -275,17 +288,17 @@ def _serial(out: _Exposition, ports: Mapping[str, Any]) -> None:
     last = out.gauge("serial_last_reading_timestamp_seconds",
                      "When the serial port last gave a reading (Unix time).", "name")
     for name, p in _entries(ports):
-        is_open.add(p["open"], name, p["port"])
-        opens.add(p["opens"], name)
-        size.add(p["bytes"], name)
-        lines.add(p["lines"], name)
-        readings.add(p["readings"], name)
-        last.add(_seconds(p["last_reading_ns"]), name)
-        for kind, count in _entries(p["errors"]):
+        is_open.add(p.open, name, p.port)
+        opens.add(p.opens, name)
+        size.add(p.bytes, name)
+        lines.add(p.lines, name)
+        readings.add(p.readings, name)
+        last.add(_seconds(p.last_reading_ns), name)
+        for kind, count in _entries(p.errors):
             errors.add(count, name, kind)
 
 
-def _modbus(out: _Exposition, buses: Mapping[str, Any]) -> None:
+def _modbus(out: _Exposition, buses: Mapping[str, ModbusStatus]) -> None:
     is_open = out.gauge("modbus_open", "1 while the RS485 bus's port is open.", "bus", "port")
     opens = out.counter("modbus_opens_total", "Times the bus's port was opened.", "bus")
     received = out.counter("modbus_received_bytes_total", "Bytes read from the bus.", "bus")
@@ -317,41 +330,40 @@ def _modbus(out: _Exposition, buses: Mapping[str, Any]) -> None:
                                "A register block's errors, by kind (timeout, crc, exception, "
                                "mismatch, malformed, nan).", "bus", "device", "block", "kind")
     for bus, b in _entries(buses):
-        is_open.add(b["open"], bus, b["port"])
-        opens.add(b["opens"], bus)
-        received.add(b["bytes_in"], bus)
-        sent.add(b["bytes_out"], bus)
-        stray.add(b["stray_bytes"], bus)
-        polls.add(b["polls"], bus)
-        for kind, count in _entries(b["errors"]):
+        is_open.add(b.open, bus, b.port)
+        opens.add(b.opens, bus)
+        received.add(b.bytes_in, bus)
+        sent.add(b.bytes_out, bus)
+        stray.add(b.stray_bytes, bus)
+        polls.add(b.polls, bus)
+        for kind, count in _entries(b.errors):
             errors.add(count, bus, kind)
-        for device, s in _entries(b["slaves"]):
-            up.add(_UP.get(s["state"]), bus, device, s["unit"])
-            state.add(1, bus, device, s["unit"], s["state"])
-            slave_polls.add(s["polls"], bus, device)
-            answered.add(s["answered"], bus, device)
-            went_offline.add(s["went_offline"], bus, device)
-            slave_last.add(_seconds(s["last_reading_ns"]), bus, device)
-            for kind, count in _entries(s["errors"]):
+        for device, s in _entries(b.slaves):
+            up.add(_UP.get(s.state), bus, device, s.unit)
+            state.add(1, bus, device, s.unit, s.state)
+            slave_polls.add(s.polls, bus, device)
+            answered.add(s.answered, bus, device)
+            went_offline.add(s.went_offline, bus, device)
+            slave_last.add(_seconds(s.last_reading_ns), bus, device)
+            for kind, count in _entries(s.errors):
                 slave_errors.add(count, bus, device, kind)
-            for block, k in _entries(s["blocks"]):
-                block_polls.add(k["polls"], bus, device, block)
-                block_ok.add(k["ok"], bus, device, block)
-                for kind, count in _entries(k["errors"]):
+            for block, k in _entries(s.blocks):
+                block_polls.add(k.polls, bus, device, block)
+                block_ok.add(k.ok, bus, device, block)
+                for kind, count in _entries(k.errors):
                     block_errors.add(count, bus, device, block, kind)
 
 
-def _alerts(out: _Exposition, alerts: Mapping[str, Any]) -> None:
-    # The API types this section only as dict[str, Any]: read it leniently.
+def _alerts(out: _Exposition, alerts: AlertsStatus) -> None:
     out.gauge("alerts_enabled", "1 when down/recovered alerts are configured on.").add(
-        alerts.get("enabled"))
+        alerts.enabled)
     out.gauge("alerts_waiting", "Devices down whose alert delay is still running.").add(
-        alerts.get("waiting"))
+        alerts.waiting)
     out.gauge("alerts_down", "Devices whose down alert went out, not recovered yet.").add(
-        alerts.get("down"))
+        alerts.down)
     out.counter("alerts_suppressed_total",
                 "Devices back up before their alert delay ran out: nothing sent.").add(
-        alerts.get("suppressed"))
+        alerts.suppressed)
     sent = out.counter("alerts_sent_total", "Alert messages a target accepted.",
                        "target", "kind")
     failed = out.counter("alerts_failed_total", "Alert deliveries that failed.",
@@ -362,21 +374,15 @@ def _alerts(out: _Exposition, alerts: Mapping[str, Any]) -> None:
                           "target", "kind")
     pending = out.gauge("alerts_pending", "Alert messages waiting to be delivered.",
                         "target", "kind")
-    targets = alerts.get("targets")
-    # dataclasses.asdict keeps the statistics' tuple; a JSON round trip makes it a list.
-    if not isinstance(targets, Sequence) or isinstance(targets, str):
-        return
-    for t in targets:
-        if isinstance(t, Mapping):
-            labels = (t.get("name"), t.get("kind"))
-            sent.add(t.get("sent"), *labels)
-            failed.add(t.get("failed"), *labels)
-            dropped.add(t.get("dropped"), *labels)
-            retries.add(t.get("retries"), *labels)
-            pending.add(t.get("pending"), *labels)
+    for t in alerts.targets:
+        sent.add(t.sent, t.name, t.kind)
+        failed.add(t.failed, t.name, t.kind)
+        dropped.add(t.dropped, t.name, t.kind)
+        retries.add(t.retries, t.name, t.kind)
+        pending.add(t.pending, t.name, t.kind)
 
 
-def _devices(out: _Exposition, devices: Sequence[Mapping[str, Any]]) -> None:
+def _devices(out: _Exposition, devices: Sequence[DeviceView]) -> None:
     up = out.gauge("device_up", "1 while a device is online, 0 while offline; none while "
                    "unknown.", "device", "kind", "site")
     state = out.gauge("device_state", "A device's state (1 for the current one).",
@@ -389,14 +395,14 @@ def _devices(out: _Exposition, devices: Sequence[Mapping[str, Any]]) -> None:
     tally = out.gauge("devices", "Devices in each state.", "state")
     counted = dict.fromkeys(_DEVICE_STATES, 0)
     for d in devices:
-        device, kind, site, now = d["id"], d["kind"], d["site"], d["state"]
+        device, kind, site, now = d.id, d.kind, d.site, d.state
         counted[now] = counted.get(now, 0) + 1
         up.add(_UP.get(now), device, kind, site)
         state.add(1, device, kind, site, now)
-        last_seen.add(_seconds(d["last_seen_ns"]), device)
-        pct = d["uptime_pct"]
-        for window in _UPTIME_WINDOWS:
-            value = _number(pct.get(window))
+        last_seen.add(_seconds(d.last_seen_ns), device)
+        pct = d.uptime_pct
+        for window, ratio in (("24h", pct.h24), ("7d", pct.d7), ("30d", pct.d30)):
+            value = _number(ratio)
             if value is not None:
                 uptime.add(value / 100, device, window)
     for name, count in counted.items():

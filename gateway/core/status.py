@@ -1,0 +1,372 @@
+"""One typed shape per fact: the gateway's status and the park's views.
+
+The parts report through these models, the composition root (:mod:`gateway.app.status`)
+assembles them, and every reader takes them as they are: the API returns them (and so documents
+them in its OpenAPI schema), ``/metrics`` renders them (:mod:`gateway.web.metrics`), the
+``gateway_health`` point is built from them (:mod:`gateway.park.health`). A renamed field is a
+type error in all of them at once, not a string key that silently vanishes.
+
+Pure data: no I/O, nothing of the gateway imported, so every layer may use them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Shape(BaseModel):
+    # By name or by alias (UptimePct's "24h"); what a part reports beyond the shape is left out.
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class Health(_Shape):
+    status: str
+    uptime_s: float
+
+
+class GatewayInfo(_Shape):
+    id: str
+    site: str
+    version: str
+    uptime_s: float
+    stopping: bool
+
+
+class MqttStatus(_Shape):
+    broker: str
+    state: str
+    connected: bool
+    connects: int
+    disconnects: int
+    session_present: bool | None
+    last_error: str | None
+    redeliveries: int
+    redeliveries_matched: int
+    unacknowledged: int
+    flow_pauses: int
+
+
+class InfluxStatus(_Shape):
+    url: str
+    api: str
+    state: str
+    connected: bool | None
+    last_error: str | None
+    last_success_ns: int | None
+    batches: int
+    retries: int
+    next_attempt_in_s: float | None
+
+
+class SpoolStatus(_Shape):
+    rows: int
+    bytes: int
+    max_bytes: int
+    file_bytes: int
+    oldest_unsent_age_s: float | None
+    pending_commit: int
+    commit_failures: int
+    quarantine_rows: int
+    dead_letter_rows: int
+
+
+class Counts(_Shape):
+    received: int
+    readings: int
+    rejected: int
+    spooled: int = Field(description="Lines committed to the spool, own_points included")
+    own_points: int = Field(description="Points the gateway makes itself (device_status)")
+    acknowledged: int
+    written: int
+    quarantined: int
+    dead_lettered: int
+    evicted: int
+    dropped_uncommitted: int
+    presence_messages: int = Field(description="A device's own online/offline (last will)")
+    macs_redacted: int = Field(description="Client MAC addresses taken out of input")
+    own_topics_ignored: int = Field(description="The gateway's own state topics, heard back")
+
+
+class SourceStatus(_Shape):
+    messages: int
+    readings: int
+    errors: dict[str, int]
+    last_message_ns: int | None
+    last_error: str | None
+
+
+class SerialStatus(_Shape):
+    port: str
+    open: bool
+    opens: int
+    bytes: int
+    lines: int
+    readings: int
+    errors: dict[str, int]
+    last_error: str | None
+    last_reading_ns: int | None
+
+
+class ModbusBlockStatus(_Shape):
+    function: str
+    address: int
+    count: int
+    polls: int
+    ok: int
+    errors: dict[str, int] = Field(description="timeout, crc, exception, mismatch, malformed, nan")
+    last_error: str | None
+    last_exception: int | None = Field(description="The slave's last exception code (2: "
+                                       "illegal data address)")
+    last_ok_ns: int | None
+
+
+class ModbusSlaveStatus(_Shape):
+    unit: int
+    state: Literal["unknown", "online", "offline"] = Field(
+        description="unknown: not asked yet; offline: no answer to offline_after polls in a row")
+    interval_s: float
+    polls: int
+    answered: int
+    failures_in_row: int
+    went_offline: int
+    next_poll_in_s: float | None
+    last_error: str | None
+    last_reading_ns: int | None
+    errors: dict[str, int]
+    blocks: dict[str, ModbusBlockStatus] = Field(description="Keyed function@address")
+
+
+class ModbusStatus(_Shape):
+    port: str
+    open: bool
+    opens: int
+    bytes_in: int
+    bytes_out: int
+    polls: int
+    stray_bytes: int = Field(description="Bytes that arrived when no answer was expected")
+    errors: dict[str, int] = Field(description="open_failed, port_gone")
+    last_error: str | None
+    last_reading_ns: int | None
+    slaves: dict[str, ModbusSlaveStatus] = Field(description="Keyed by device id")
+
+
+class Latest(_Shape):
+    time_ns: int | None
+    fields: dict[str, float | int | bool | str]
+
+
+class UptimePct(_Shape):
+    h24: float | None = Field(alias="24h", description="% of the observed time online")
+    d7: float | None = Field(alias="7d")
+    d30: float | None = Field(alias="30d")
+
+
+class ApWifi(_Shape):
+    rx_bps: float | None
+    tx_bps: float | None
+    rx_bytes_today: int
+    tx_bytes_today: int
+    clients: int | None
+    distinct_clients_today: int
+    day: str
+    counter_events: dict[str, int] = Field(description="wrap32, wrap64, reset, gap")
+
+
+class DeviceView(_Shape):
+    id: str
+    name: str
+    kind: str | None
+    site: str
+    zone: str | None
+    source: str | None
+    origin: Literal["config", "discovered", "gateway", "removed"]
+    interval_s: float
+    state: Literal["unknown", "online", "offline"]
+    since_ns: int | None = Field(description="When the current state began")
+    cause: str | None = Field(description="Why it is offline, when it is")
+    last_seen_ns: int | None
+    presence: Literal["online", "offline"] | None = Field(
+        description="What the device last said itself (its last will), if it does")
+    latest: Latest | None = Field(description="The latest value of each field")
+    uptime_pct: UptimePct
+    wifi: ApWifi | None = Field(description="For access points: traffic and clients")
+
+
+class OutageView(_Shape):
+    id: int
+    device: str
+    site: str
+    kind: str | None
+    start_ns: int
+    end_ns: int | None
+    start: str | None
+    end: str | None
+    duration_s: float = Field(description="Up to now while ongoing")
+    ongoing: bool
+    cause: str | None
+    end_cause: str | None
+
+
+class Tally(_Shape):
+    up: int
+    down: int
+    unknown: int
+    total: int
+
+
+class SiteGateway(_Shape):
+    id: str
+    state: str
+    since_ns: int | None
+
+
+class SiteWifi(_Shape):
+    rx_bps: float
+    tx_bps: float
+    rx_bytes_today: int
+    tx_bytes_today: int
+    clients: int
+    distinct_clients_today: int | None
+    aps_reporting: int
+    day: str
+
+
+class SiteView(_Shape):
+    site: str
+    time_ns: int
+    gateways: list[SiteGateway]
+    aps: Tally
+    sensors: Tally
+    clients_now: int | None = Field(description="Connected clients summed over online APs")
+    wifi: SiteWifi | None
+    uptime_pct: UptimePct = Field(description="All devices' online time over observed time")
+    open_outages: int
+
+
+class ClockStatus(_Shape):
+    synced: bool = Field(description="The wall clock is believed: above clock.min_valid_time "
+                         "and, per clock.require_sync, synchronised (NTP)")
+    kernel_synchronised: bool | None = Field(description="adjtimex's verdict; None: unknown")
+    require_sync: str
+    boot_id: str
+    since_boottime_s: float
+    synced_at_ns: int | None
+    last_step_s: float | None = Field(description="How far the clock jumped when it synced")
+    held_rows: int = Field(description="Readings stamped before the sync, waiting on disk")
+    unsynced_rows: int = Field(description="Held in an earlier boot: kept apart, never sent")
+    held: int
+    released: int
+    kept_apart: int
+    held_evicted: int
+    refused_time: int = Field(description="Device times before the floor or far ahead")
+
+
+class WatchdogStatus(_Shape):
+    alive: bool = Field(description="What systemd's WATCHDOG=1 vouches for: every task runs, "
+                        "the event loop wakes on time, the committer is not stuck")
+    why_not: str | None
+    pings: int
+    skips: int
+
+
+class AlertTargetStatus(_Shape):
+    name: str
+    kind: str
+    sent: int
+    failed: int
+    dropped: int
+    retries: int
+    pending: int
+    last_error: str | None
+    last_sent_ns: int | None
+    next_attempt_ns: int | None
+
+
+class AlertsStatus(_Shape):
+    enabled: bool
+    waiting: int = Field(description="Down, and the alert delay (down_after_s) still running")
+    down: int = Field(description="Down alert sent, not recovered yet")
+    suppressed: int = Field(description="Back up before the delay ran out: nothing sent")
+    targets: list[AlertTargetStatus] = Field(description="Per target: sent, failed, dropped, "
+                                             "pending")
+
+
+class Status(_Shape):
+    gateway: GatewayInfo
+    mqtt: MqttStatus
+    influx: InfluxStatus
+    spool: SpoolStatus
+    counts: Counts
+    totals: dict[str, int]
+    sources: dict[str, SourceStatus]
+    discovered_devices: list[str]
+    liveness: dict[str, int]
+    wifi: dict[str, int]
+    alerts: AlertsStatus
+    serial: dict[str, SerialStatus]
+    modbus: dict[str, ModbusStatus]
+    watchdog: WatchdogStatus
+    clock: ClockStatus
+
+
+class DeadLetterView(_Shape):
+    id: int
+    at_ns: int
+    source: str
+    topic: str
+    kind: str
+    error: str
+    payload: str = Field(description="As received (client MACs already taken out)")
+
+
+class QuarantineView(_Shape):
+    id: int
+    at_ns: int
+    status: int | None = Field(description="InfluxDB's HTTP status when it refused the line")
+    reason: str
+    line: str
+
+
+class ResidentWifi(_Shape):
+    status: Literal["normal", "gangguan", "mati", "unknown"] = Field(
+        description="normal: every access point up; gangguan: some down; mati: none up")
+    aps_up: int
+    aps_total: int
+    clients_now: int | None
+
+
+class ResidentPolder(_Shape):
+    value: float | None
+    unit: str
+    level: Literal["normal", "waspada", "siaga", "awas", "unknown"]
+    thresholds: dict[str, float] = Field(description="waspada, siaga, awas: from these up")
+    time_ns: int | None
+    stale: bool = Field(description="No value within pages.fresh_s")
+    state: str
+
+
+class ResidentGarden(_Shape):
+    temperature_c: float | None
+    humidity_pct: float | None
+    time_ns: int | None
+    stale: bool
+    state: str
+
+
+class ChartRef(_Shape):
+    device: str
+    field: str
+
+
+class ResidentView(_Shape):
+    site: str
+    name: str
+    time_ns: int = Field(description="The gateway's clock, for '... minutes ago'")
+    updated_ns: int | None = Field(description="When the park's devices were last heard")
+    wifi: ResidentWifi
+    polder: ResidentPolder | None
+    garden: ResidentGarden | None
+    charts: dict[str, ChartRef] = Field(
+        description="clients, polder, temperature, humidity: the history each chart reads")

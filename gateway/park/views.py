@@ -1,0 +1,108 @@
+"""The park as the API shows it: devices, outages, sites, the residents' summary.
+
+Read-only views over liveness (devices and their states), the registry (outages) and Wi-Fi
+usage, in the typed shapes of :mod:`gateway.core.status`. Routes call these and nothing
+deeper; nothing here changes state.
+
+What an access point is comes from ``wifi.kind`` (``wifi_ap`` unless configured otherwise),
+the same for the site's tally, its clients and the residents' Wi-Fi word.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gateway.config import Config
+from gateway.core.clock import Clock
+from gateway.core.status import DeviceView, OutageView, ResidentView, SiteView, Tally
+from gateway.park.liveness import Liveness
+from gateway.park.registry import Device, Registry
+from gateway.park.resident import resident_view
+from gateway.park.state_topics import iso
+from gateway.park.wifi_usage import WifiUsage
+
+GATEWAY_KIND = "gateway"
+
+
+def tally(devices: Sequence[Device]) -> Tally:
+    return Tally(up=sum(d.state == "online" for d in devices),
+                 down=sum(d.state == "offline" for d in devices),
+                 unknown=sum(d.state == "unknown" for d in devices),
+                 total=len(devices))
+
+
+class ParkViews:
+    def __init__(self, *, config: Config, liveness: Liveness, registry: Registry,
+                 wifi: WifiUsage, clock: Clock) -> None:
+        self._config = config
+        self._liveness = liveness
+        self._registry = registry
+        self._wifi = wifi
+        self._clock = clock
+        self.ap_kind = config.wifi.kind
+
+    def devices(self, *, site: str | None = None, kind: str | None = None,
+                state: str | None = None, include_removed: bool = False) -> list[DeviceView]:
+        now = self._clock.now_ns()
+        chosen = [d for d in self._liveness.devices.values()
+                  if (include_removed or d.origin != "removed")
+                  and (site is None or d.site == site) and (kind is None or d.kind == kind)
+                  and (state is None or d.state == state)]
+        chosen.sort(key=lambda d: (d.site, d.kind or "", d.id))
+        uptime = self._liveness.uptime(now, chosen)
+        return [DeviceView.model_validate({**self._liveness.view(d, uptime[d.id]),
+                                           "wifi": self._wifi.ap_view(d.id)})
+                for d in chosen]
+
+    def outages(self, *, device: str | None = None, site: str | None = None,
+                since_ns: int | None = None, ongoing: bool | None = None,
+                limit: int = 100) -> list[OutageView]:
+        now = self._clock.now_ns()
+        return [OutageView(id=o.id, device=o.device, site=o.site, kind=o.kind,
+                           start_ns=o.start_ns, end_ns=o.end_ns, start=iso(o.start_ns),
+                           end=iso(o.end_ns), duration_s=round(o.duration_s(now), 3),
+                           ongoing=o.end_ns is None, cause=o.cause, end_cause=o.end_cause)
+                for o in self._registry.outages(device=device, site=site, since_ns=since_ns,
+                                                ongoing=ongoing, limit=limit)]
+
+    def sites(self) -> list[str]:
+        return sorted({d.site for d in self._liveness.devices.values()
+                       if d.origin != "removed"})
+
+    def site(self, site: str) -> SiteView | None:
+        now = self._clock.now_ns()
+        members = [d for d in self._liveness.devices.values()
+                   if d.site == site and d.origin != "removed"]
+        if not members:
+            return None
+        aps = [d for d in members if d.kind == self.ap_kind]
+        sensors = [d for d in members if d.kind not in (self.ap_kind, GATEWAY_KIND)]
+        gateways = [d for d in members if d.kind == GATEWAY_KIND]
+        return SiteView.model_validate({
+            "site": site,
+            "time_ns": now,
+            "gateways": [{"id": g.id, "state": g.state, "since_ns": g.since_ns}
+                         for g in gateways],
+            "aps": tally(aps),
+            "sensors": tally(sensors),
+            "clients_now": self.clients_now(aps),
+            "wifi": self._wifi.site_view(site),
+            "uptime_pct": self._liveness.site_uptime(site, now),
+            "open_outages": len(self._registry.outages(site=site, ongoing=True,
+                                                       limit=10_000)),
+        })
+
+    def resident(self) -> ResidentView:
+        site = self._config.gateway.site
+        aps = [d for d in self._liveness.devices.values()
+               if d.site == site and d.kind == self.ap_kind and d.origin != "removed"]
+        return ResidentView.model_validate(resident_view(
+            site=site, pages=self._config.pages, wifi_kind=self.ap_kind,
+            devices=self._liveness.devices, clients_now=self.clients_now(aps),
+            now_ns=self._clock.now_ns()))
+
+    def clients_now(self, aps: Sequence[Device]) -> int | None:
+        """Connected clients summed over the online access points that reported a count."""
+        counts = [self._wifi.ap_view(d.id) for d in aps if d.state == "online"]
+        found = [c["clients"] for c in counts if c is not None and c["clients"] is not None]
+        return sum(found) if found else None
