@@ -106,17 +106,17 @@ async def test_the_cookie_session_signs_in_and_out_and_cannot_be_forged(
 
 
 def test_sessions_end_by_themselves_and_with_a_new_token() -> None:
-    now = [1_800_000_000.0]
-    auth = OperatorAuth("a" * 20, max_age_s=3600, wall=lambda: now[0])
+    clock = FakeClock(start_ns=1_800_000_000 * 10**9)
+    auth = OperatorAuth("a" * 20, max_age_s=3600, clock=clock)
     cookie = auth.new_session()
     assert auth.session_ok(cookie)
-    now[0] += 3599
+    clock.advance(3599)
     assert auth.session_ok(cookie)
-    now[0] += 2
+    clock.advance(2)
     assert not auth.session_ok(cookie)
-    assert not OperatorAuth("b" * 20, max_age_s=3600, wall=lambda: now[0]).session_ok(
+    assert not OperatorAuth("b" * 20, max_age_s=3600, clock=clock).session_ok(
         OperatorAuth("b" * 20, max_age_s=3600).new_session()[:-1] + "0")
-    other = OperatorAuth("c" * 20, max_age_s=3600, wall=lambda: now[0])
+    other = OperatorAuth("c" * 20, max_age_s=3600, clock=clock)
     assert not other.session_ok(auth.new_session())  # the token changed: signed out
     assert not OperatorAuth(None, max_age_s=60).token_ok("")
     assert not OperatorAuth(None, max_age_s=60).session_ok(cookie)

@@ -10,6 +10,7 @@ import asyncio
 import gzip
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,9 +41,16 @@ class FakeSleep:
     def __init__(self) -> None:
         self.delays: list[float] = []
 
-    async def __call__(self, delay: float) -> None:
+    async def sleep(self, delay: float) -> None:
         self.delays.append(delay)
         await asyncio.sleep(0)
+
+    # The rest of the Clock the forwarder takes: real time.
+    def now_ns(self) -> int:
+        return time.time_ns()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
 
 
 @pytest.fixture
@@ -56,7 +64,7 @@ def make(spool: Spool, url: str, sleep: FakeSleep, **kw: Any) -> tuple[Forwarder
     writer_kw = {k: kw.pop(k) for k in list(kw) if k in (
         "api", "database", "username", "password", "org", "bucket", "token", "use_gzip")}
     writer = InfluxWriter(url=url, **writer_kw)
-    fwd = Forwarder(spool=spool, writer=writer, sleep=sleep, backoff_min_s=1.0,
+    fwd = Forwarder(spool=spool, writer=writer, clock=sleep, backoff_min_s=1.0,
                     backoff_max_s=8.0, auth_retry_s=30.0, **kw)
     return fwd, writer
 

@@ -32,7 +32,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-import time
 from collections.abc import Coroutine, Iterator
 from typing import Any
 
@@ -350,7 +349,7 @@ class Gateway:
     def status(self) -> Status:
         """A snapshot for the API, /metrics and gateway_health; reads statistics() only."""
         return build_status(
-            self._parts, now_ns=time.time_ns(),
+            self._parts, now_ns=SYSTEM_CLOCK.now_ns(),
             uptime_s=SYSTEM_CLOCK.monotonic() - self._started_mono,
             own_points=self.own_points, stopping=self.stopping,
             watchdog=self.watchdog.status(self.watchdog.why_not_alive()))
@@ -454,7 +453,7 @@ class Gateway:
                      cfg.gateway.site, cfg.data_dir)
             await stop.wait()
             self.stopping = True
-            deadline = time.monotonic() + cfg.shutdown_grace_s
+            deadline = SYSTEM_CLOCK.monotonic() + cfg.shutdown_grace_s
             log.info("gateway stopping: grace=%.1fs", cfg.shutdown_grace_s)
             self.notifier.stopping(f"stopping: delivering for up to {cfg.shutdown_grace_s:g}s",
                                    extend_timeout_s=cfg.shutdown_grace_s + STOP_MARGIN_S)
@@ -469,7 +468,7 @@ class Gateway:
             self.wifi.save()
             await _cancel(commit)
             await self.committer.flush()
-            await self.mqtt.close(timeout=min(2.0, max(0.1, deadline - time.monotonic())))
+            await self.mqtt.close(timeout=min(2.0, max(0.1, deadline - SYSTEM_CLOCK.monotonic())))
             await _cancel(receive)
             if forward is not None:
                 await _cancel(forward)
@@ -491,12 +490,12 @@ class Gateway:
             self._emit([health_point(self.status(), now_ns=self.clock.now_ns())])
 
     async def _housekeeping(self) -> None:
-        last_prune = time.monotonic()
+        last_prune = SYSTEM_CLOCK.monotonic()
         while True:
             await asyncio.sleep(HOUSEKEEPING_S)
-            if time.monotonic() - last_prune > 600:
-                await self.spool.prune_seen(time.time_ns() - SEEN_KEEP_NS)
-                last_prune = time.monotonic()
+            if SYSTEM_CLOCK.monotonic() - last_prune > 600:
+                await self.spool.prune_seen(SYSTEM_CLOCK.now_ns() - SEEN_KEEP_NS)
+                last_prune = SYSTEM_CLOCK.monotonic()
             s = self.status()
             log.info(
                 "summary received=%d readings=%d rejected=%d spooled=%d written=%d "

@@ -9,17 +9,17 @@ were skipped meanwhile.
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
+
+from gateway.core.clock import SYSTEM_CLOCK, Clock
 
 
 class RateLimitedLog:
     """Log a kind of problem at most once per ``interval_s``, saying how many were skipped."""
 
     def __init__(self, logger: logging.Logger, interval_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         self._logger = logger
         self._interval = interval_s
         self._clock = clock
@@ -27,7 +27,7 @@ class RateLimitedLog:
         self._suppressed: Counter[tuple[str, str]] = Counter()
 
     def warning(self, key: tuple[str, str], msg: str, *args: Any) -> bool:
-        now = self._clock()
+        now = self._clock.monotonic()
         last = self._last.get(key)
         if last is not None and now - last < self._interval:
             self._suppressed[key] += 1

@@ -26,7 +26,6 @@ quarantine with the reason (``Outcome.refused``). Without one, nothing changes.
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -37,6 +36,7 @@ from devices.presence import Presence
 from devices.privacy import scrub
 from devices.reading import DecodeError, Reading, Tags, check_name
 from gateway.config import Config, DeviceConfig
+from gateway.core.clock import SYSTEM_CLOCK, Clock
 from gateway.core.ratelog import RateLimitedLog
 from gateway.core.topics import topic_matches
 from gateway.pipeline.timesync import TimeSync
@@ -104,7 +104,7 @@ class Pipeline:
         allow_discovery: bool,
         max_payload_bytes: int,
         log_interval_s: float = 60.0,
-        clock_ns: Callable[[], int] = time.time_ns,
+        clock: Clock = SYSTEM_CLOCK,
         time_sync: TimeSync | None = None,
     ) -> None:
         self._gateway_id = gateway_id
@@ -113,12 +113,12 @@ class Pipeline:
         self._devices = dict(devices)
         self._allow_discovery = allow_discovery
         self._max_payload = max_payload_bytes
-        self._clock_ns = clock_ns
+        self._clock = clock
         self.time_sync = time_sync
         self.held = 0
         self.refused_time = 0
         self._route_cache: dict[str, Route | None] = {}
-        self._log = RateLimitedLog(log, log_interval_s)
+        self._log = RateLimitedLog(log, log_interval_s, clock=clock)
         self.sources: dict[str, SourceStats] = {r.source: SourceStats() for _, r in self._routes}
         self.discovered: dict[str, int] = {}
         self.received = 0
@@ -342,7 +342,7 @@ class Pipeline:
                     raise DecodeError(f"more than {MAX_DISCOVERED} discovered devices",
                                       device=device, kind="unknown_device")
                 check_name("device id", device)
-                self.discovered[device] = self._clock_ns()
+                self.discovered[device] = self._clock.now_ns()
                 log.info("device discovered device=%s site=%s", device, site or self._site)
         extra = {"gateway": self._gateway_id, "site": (config.site if config else None)
                  or self._site}

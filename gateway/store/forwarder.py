@@ -26,12 +26,12 @@ import asyncio
 import logging
 import random
 import re
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.core.aio import wait_event
 from gateway.core.backoff import Backoff
+from gateway.core.clock import SYSTEM_CLOCK, Clock
 from gateway.core.errors import (
     InfluxAuthError,
     InfluxError,
@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 # InfluxDB 1.x names the line it could not parse: unable to parse 'cpu value=': missing fields
 _UNPARSABLE = re.compile(r"unable to parse '((?:[^'\\]|\\.)*)'")
 
-Sleep = Callable[[float], Awaitable[None]]
 # A point's timestamp (ns) -> why it must not be sent, or None.
 TimeGuard = Callable[[int], str | None]
 
@@ -80,9 +79,8 @@ class Forwarder:
         backoff_max_s: float = 60.0,
         auth_retry_s: float = 30.0,
         create_database: bool = True,
-        sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
         idle_probe_s: float = 30.0,
         quiet_flush_s: float | None = None,
         time_guard: TimeGuard | None = None,
@@ -93,8 +91,7 @@ class Forwarder:
         self._flush_interval = flush_interval_s
         self._auth_retry = auth_retry_s
         self._create_database = create_database
-        self._sleep = sleep
-        self._monotonic = monotonic
+        self._clock = clock
         self._backoff = Backoff(backoff_min_s, backoff_max_s, rng)
         self._state = "starting"
         self._connected: bool | None = None
@@ -122,7 +119,7 @@ class Forwarder:
     def statistics(self) -> ForwarderStats:
         next_in = None
         if self._next_attempt_at is not None:
-            next_in = max(0.0, self._next_attempt_at - self._monotonic())
+            next_in = max(0.0, self._next_attempt_at - self._clock.monotonic())
         return ForwarderStats(
             state=self._state,
             connected=self._connected,
@@ -163,8 +160,8 @@ class Forwarder:
                 return
             if rows:
                 if self._pending_since is None:
-                    self._pending_since = self._monotonic()
-                wait = self._pending_since + self._flush_interval - self._monotonic()
+                    self._pending_since = self._clock.monotonic()
+                wait = self._pending_since + self._flush_interval - self._clock.monotonic()
                 if wait <= 0:
                     return
                 quiet = self._quiet_flush_s
@@ -188,7 +185,7 @@ class Forwarder:
         if not rows:
             return True
         # What is left after this batch waits at most one more interval.
-        self._pending_since = self._monotonic()
+        self._pending_since = self._clock.monotonic()
         try:
             await self._deliver(rows)
         except InfluxAuthError as exc:
@@ -207,7 +204,7 @@ class Forwarder:
 
     async def drain(self, deadline: float) -> int:
         """On shutdown: deliver what can be delivered before ``deadline`` (monotonic)."""
-        remaining = deadline - self._monotonic()
+        remaining = deadline - self._clock.monotonic()
         if remaining <= 0:
             return self._spool.rows
         try:
@@ -319,7 +316,7 @@ class Forwarder:
         deleted = await self._spool.delete_range(rows[0][0], rows[-1][0])
         self._batches += 1
         self._written += deleted
-        self._last_success_ns = time.time_ns()
+        self._last_success_ns = self._clock.now_ns()
         self._last_error = None
 
     async def _handle_rejected(self, rows: list[tuple[int, str]],
@@ -371,8 +368,8 @@ class Forwarder:
         await self._wait(delay)
 
     async def _wait(self, delay: float) -> None:
-        self._next_attempt_at = self._monotonic() + delay
+        self._next_attempt_at = self._clock.monotonic() + delay
         try:
-            await self._sleep(delay)
+            await self._clock.sleep(delay)
         finally:
             self._next_attempt_at = None

@@ -12,20 +12,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import time
-from collections.abc import Callable
+
+from gateway.core.clock import SYSTEM_CLOCK, Clock
 
 COOKIE = "gg_operator"
 
 
 class OperatorAuth:
     def __init__(self, token: str | None, *, max_age_s: int,
-                 wall: Callable[[], float] = time.time) -> None:
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         self._token = token.encode() if token else None
         self._key = (hmac.new(self._token, b"garden-gateway session v1", hashlib.sha256).digest()
                      if self._token else None)
         self.max_age_s = max_age_s
-        self._wall = wall
+        self._clock = clock
         self.refused = 0
 
     @property
@@ -42,7 +42,7 @@ class OperatorAuth:
 
     def new_session(self) -> str:
         assert self._key is not None, "no operator token configured"
-        expires = int(self._wall()) + self.max_age_s
+        expires = self._clock.now_ns() // 10**9 + self.max_age_s
         return f"{expires}.{self._sign(expires)}"
 
     def session_ok(self, value: str | None) -> bool:
@@ -53,7 +53,7 @@ class OperatorAuth:
             return False
         expires = int(expires_text)
         return (hmac.compare_digest(signature, self._sign(expires))
-                and expires > self._wall())
+                and expires > self._clock.now_ns() / 1e9)
 
     def bearer_ok(self, authorization: str | None) -> bool:
         if not authorization:
