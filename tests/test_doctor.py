@@ -27,6 +27,7 @@ from gateway.ops import doctor
 from gateway.ops.doctor import ClockSources, CommandOutput, Result
 from gateway.ops.simulate import block_config, pty_port
 from gateway.store.spool import SpoolDB
+from gateway.testing.clock import FakeClock
 from gateway.testing.stack import PrivateInfluxDB, PrivateMosquitto, free_port
 from tests.conftest import ROOT, Publisher, write_config
 from tests.modbus_peer import modbus_peer
@@ -459,7 +460,8 @@ NOW = 1_800_000_000.0  # 2027-01-15
 
 def fake_clock(now: float = NOW, timedatectl: bool | None = None,
                adjtimex: int | None = None) -> ClockSources:
-    return ClockSources(now=lambda: now, timedatectl=lambda timeout_s: timedatectl,
+    return ClockSources(clock=FakeClock(int(now * 10**9)),
+                        timedatectl=lambda timeout_s: timedatectl,
                         adjtimex=lambda: adjtimex)
 
 
@@ -560,7 +562,7 @@ def test_spool_waiting_rows_and_age_are_read_while_the_gateway_holds_it_open(
         (fresh,) = doctor.check_spool(cfg)
         assert fresh.verdict == "OK"
         assert "about 5 readings waiting, the oldest from 60 s ago" in fresh.found
-        (stale,) = doctor.check_spool(cfg, now=lambda: now_ns / 1e9 + 7200)
+        (stale,) = doctor.check_spool(cfg, FakeClock(now_ns + 7200 * 10**9))
         assert stale.verdict == "WARN"
         assert "the oldest from 2.0 h ago" in stale.found
         assert spool.append(["polder,device=p1 level_cm=9 1"]) == 0  # still writable

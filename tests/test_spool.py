@@ -12,7 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from gateway.store.spool import ROW_OVERHEAD, DeadLetter, SeenLookup, Spool, SpoolDB
+from gateway.core.errors import SpoolError
+from gateway.store.spool import (
+    FILE_NAME,
+    ROW_OVERHEAD,
+    DeadLetter,
+    HeldLine,
+    SeenLookup,
+    Spool,
+    SpoolDB,
+    SpoolReadError,
+    inspect_spool,
+    spool_file_bytes,
+)
 from tests.conftest import ROOT, wait_for
 
 
@@ -166,6 +178,101 @@ def test_open_failure_is_a_spool_error(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("x")
     with pytest.raises(SpoolError, match="cannot open spool"):
         SpoolDB(tmp_path / "afile" / "s.db", max_bytes=10**6)
+
+
+def test_a_full_disk_is_reported_as_such_and_the_counts_stay_true(tmp_path: Path) -> None:
+    db = SpoolDB(tmp_path / "s.db", max_bytes=10**9)
+    db.append([line(0)])
+    # The card is full: SQLite answers SQLITE_FULL and rolls the whole transaction back itself.
+    pages = db._db.execute("PRAGMA page_count").fetchone()[0]
+    db._db.execute(f"PRAGMA max_page_count={pages}")
+    dead = DeadLetter("mqtt", "t", "json", "bad", b"{", 1)
+    held = HeldLine("polder,device=p1 level_cm=1i", "boot-a", 5, 6)
+    with pytest.raises(SpoolError, match="database or disk is full"):
+        db.append([line(i) for i in range(1, 2000)], dead=[dead], held=[held])
+    st = db.statistics()
+    assert (st.rows, st.dead_letter_rows, db.held_rows) == (1, 0, 0)
+    db._db.execute("PRAGMA max_page_count=1073741823")  # room again
+    db.append([line(1)], dead=[dead], held=[held])
+    st = db.statistics()
+    assert (st.rows, st.dead_letter_rows, db.held_rows) == (2, 1, 1)
+    db.close()
+
+
+# -- inspection from another process ---------------------------------------------------------
+
+
+def test_inspect_reads_a_spool_the_gateway_holds_open_and_leaves_it_writable(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / FILE_NAME
+    db = SpoolDB(path, max_bytes=10**7)
+    try:
+        db.append([line(i) for i in range(5)], held=[
+            HeldLine("polder,device=p1 level_cm=1i", "boot-a", 5, 6)])
+        rows = db.fetch(2)
+        db.delete_range(rows[0][0], rows[-1][0])
+        db.quarantine(db.fetch(1), status=400, reason="bad", at_ns=1)
+        snap = inspect_spool(path)
+        assert snap.rows == 2
+        assert snap.oldest_time_ns == 1_800_000_000_000_000_003
+        assert (snap.held_rows, snap.unsynced_rows) == (1, 0)
+        assert (snap.quarantine_rows, snap.dead_letter_rows) == (1, 0)
+        assert snap.totals == {"spooled": 5, "written": 2, "evicted": 0, "quarantined": 1,
+                               "dead_lettered": 0}
+        assert snap.clock_totals["held"] == 1
+        assert snap.file_bytes == db.statistics().file_bytes == spool_file_bytes(path)
+        assert snap.wal_bytes > 0  # the gateway's WAL counts: it is data not yet checkpointed
+        db.append([line(9)])  # never blocked
+    finally:
+        db.close()
+
+
+def test_inspect_tolerates_a_spool_from_before_the_held_tables(tmp_path: Path) -> None:
+    path = tmp_path / FILE_NAME
+    db = SpoolDB(path, max_bytes=10**7)
+    db.append([line(0)])
+    db.close()
+    old = sqlite3.connect(path)
+    old.executescript("DROP TABLE held; DROP TABLE unsynced;")
+    old.close()
+    snap = inspect_spool(path)
+    assert (snap.rows, snap.held_rows, snap.unsynced_rows) == (1, 0, 0)
+
+
+def test_inspect_says_busy_when_the_writer_keeps_its_lock(tmp_path: Path) -> None:
+    path = tmp_path / FILE_NAME
+    SpoolDB(path, max_bytes=10**7).close()
+    # A writer in exclusive locking mode keeps even WAL readers out after its first write.
+    writer = sqlite3.connect(path, isolation_level=None)
+    try:
+        writer.execute("PRAGMA locking_mode=EXCLUSIVE")
+        writer.execute("INSERT INTO spool(line) VALUES ('m v=1i 1')")
+        with pytest.raises(SpoolReadError, match="locked") as raised:
+            inspect_spool(path, busy_timeout_s=0)
+        assert raised.value.kind == "busy"
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(("content", "kind", "message"), [
+    (None, "open", "unable to open database file"),
+    (b"not a database, just some bytes" * 200, "damaged", "file is not a database"),
+    ("sqlite without a spool table", "schema", "no such table: spool"),
+])
+def test_inspect_failures_say_what_is_wrong(tmp_path: Path, content: bytes | str | None,
+                                            kind: str, message: str) -> None:
+    path = tmp_path / FILE_NAME
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif isinstance(content, str):
+        other = sqlite3.connect(path)
+        other.execute("CREATE TABLE notes (text TEXT)")
+        other.close()
+    with pytest.raises(SpoolReadError) as raised:
+        inspect_spool(path)
+    assert (raised.value.kind, str(raised.value)) == (kind, message)
+    assert isinstance(raised.value, SpoolError)
 
 
 def test_range_delete_never_touches_rows_written_after_the_batch(tmp_path: Path) -> None:

@@ -48,6 +48,7 @@ from pathlib import Path
 
 from devices.reading import Reading
 from gateway.core.clock import Clock
+from gateway.core.sqlite import transaction
 
 log = logging.getLogger(__name__)
 
@@ -380,19 +381,13 @@ class History:
         """One transaction: merge, insert what is new, prune. Returns (inserted, deleted)."""
         if not merges and not prunes:
             return 0, 0  # no lock to take, nothing to write
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            inserted = deleted = 0
+        inserted = deleted = 0
+        with transaction(db):
             if merges:
                 db.executemany(_MERGE, merges)
                 inserted = db.executemany(_INSERT, merges).rowcount
             if prunes:
                 deleted = db.executemany(_PRUNE, prunes).rowcount
-            db.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
-            raise
         return inserted, deleted
 
     def _drop_expired_pending(self, cutoffs: list[int]) -> None:

@@ -21,11 +21,13 @@ import json
 import logging
 import sqlite3
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from devices.reading import FieldValue
+from gateway.core.sqlite import transaction
 
 log = logging.getLogger(__name__)
 
@@ -231,19 +233,10 @@ class Registry:
         except ValueError:
             return None
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
-
-
-class _Transaction:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN")
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+    def _transaction(self) -> AbstractContextManager[None]:
+        # Deferred (a plain BEGIN), as it always was: the gateway's one Registry is the
+        # only writer of state.sqlite3.
+        return transaction(self._db, immediate=False)
 
 
 # -- uptime ------------------------------------------------------------------------------

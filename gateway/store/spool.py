@@ -25,26 +25,28 @@ the same transaction that deletes it from ``held``. Rows of an earlier boot cann
 
 :class:`SpoolDB` is the synchronous core (tests and the benchmark use it directly);
 :class:`Spool` runs it on one dedicated thread so the event loop never waits for the disk.
+Another process (``garden-gateway doctor``) looks into a spool file with :func:`inspect_spool`:
+read-only, with a short busy timeout, so the running gateway is never blocked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal
 
 from gateway.core.errors import SpoolError
+from gateway.core.sqlite import transaction
 from gateway.store.lineproto import split_time
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 # Rough per-row cost on disk beyond the line itself (rowid, record header, b-tree cell).
 ROW_OVERHEAD = 16
@@ -199,8 +201,7 @@ class SpoolDB:
         db = self._db
         held_evicted = 0
         try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._side_counts_kept(), transaction(db):
                 if lines:
                     db.executemany("INSERT INTO spool(line) VALUES (?)", ((s,) for s in lines))
                 if held:
@@ -232,11 +233,6 @@ class SpoolDB:
                 self._bump(db, spooled=len(lines), evicted=evicted, dead_lettered=len(dead),
                            quarantined=len(refused), held=len(held), held_evicted=held_evicted,
                            refused_time=len(refused))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                self._reload_side_counts()
-                raise
         except sqlite3.Error as exc:
             raise SpoolError(f"spool write failed: {exc}") from exc
         self._totals["quarantined"] += len(refused)
@@ -296,6 +292,16 @@ class SpoolDB:
             )
             self._quarantine_rows = self.quarantine_max_rows
 
+    @contextlib.contextmanager
+    def _side_counts_kept(self) -> Iterator[None]:
+        """Around a transaction that moves the side tables' counters as it goes: when it
+        fails (and so was rolled back), the counters are read again from the disk."""
+        try:
+            yield
+        except BaseException:
+            self._reload_side_counts()
+            raise
+
     def _reload_side_counts(self) -> None:
         """After a rollback: the row counts of the bounded side tables, as on disk."""
         try:
@@ -331,18 +337,13 @@ class SpoolDB:
         batch, less any that eviction or quarantine removed meanwhile.
         """
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(db):
             lengths = db.execute(
                 "DELETE FROM spool WHERE id BETWEEN ? AND ? RETURNING length(CAST(line AS BLOB))",
                 (first, last),
             ).fetchall()
             removed = len(lengths)
             self._bump(db, written=removed)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         self._rows -= removed
         self._bytes -= sum(int(n) for (n,) in lengths) + ROW_OVERHEAD * removed
         self._totals["written"] += removed
@@ -354,8 +355,7 @@ class SpoolDB:
         """Move rows InfluxDB refused out of the spool, with the server's reason."""
         db = self._db
         removed, removed_bytes = 0, 0
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._side_counts_kept(), transaction(db):
             self._insert_quarantine(db, ((at_ns, status, reason, line) for _, line in rows),
                                     len(rows))
             for row_id, _ in rows:
@@ -367,11 +367,6 @@ class SpoolDB:
                     removed += 1
                     removed_bytes += int(length) + ROW_OVERHEAD
             self._bump(db, quarantined=len(rows))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            self._reload_side_counts()
-            raise
         self._rows -= removed
         self._bytes -= removed_bytes
         self._totals["quarantined"] += len(rows)
@@ -386,13 +381,11 @@ class SpoolDB:
         both, never neither. Returns how many moved."""
         db = self._db
         try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(db):
                 rows = db.execute(
                     "SELECT id, boot_ns, body FROM held WHERE boot_id = ? ORDER BY id LIMIT ?",
                     (boot_id, limit)).fetchall()
                 if not rows:
-                    db.execute("COMMIT")
                     return 0
                 lines = [f"{body} {int(boot_ns) + offset_ns}" for _, boot_ns, body in rows]
                 db.executemany("INSERT INTO spool(line) VALUES (?)", ((s,) for s in lines))
@@ -403,10 +396,6 @@ class SpoolDB:
                 if self._bytes + added_bytes > self.max_bytes:
                     evicted, evicted_bytes = self._evict(self._bytes + added_bytes - self.max_bytes)
                 self._bump(db, spooled=len(lines), evicted=evicted, released=len(lines))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
         except sqlite3.Error as exc:
             raise SpoolError(f"releasing held readings failed: {exc}") from exc
         if self._rows == 0:
@@ -427,8 +416,7 @@ class SpoolDB:
         how many moved."""
         db = self._db
         try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._side_counts_kept(), transaction(db):
                 moved = db.execute(
                     "INSERT INTO unsynced(at_ns, boot_id, boot_ns, received_at_ns, reason, body)"
                     " SELECT ?, boot_id, boot_ns, received_at_ns, ?, body FROM held"
@@ -442,11 +430,6 @@ class SpoolDB:
                                "(SELECT id FROM unsynced ORDER BY id LIMIT ?)", (dropped,))
                     self._unsynced_rows = self.unsynced_max_rows
                 self._bump(db, kept_apart=moved, unsynced_evicted=dropped)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                self._reload_side_counts()
-                raise
         except sqlite3.Error as exc:
             raise SpoolError(f"keeping held readings apart failed: {exc}") from exc
         self._held_rows -= moved
@@ -499,11 +482,7 @@ class SpoolDB:
 
     def statistics(self) -> SpoolStats:
         try:
-            file_bytes = sum(
-                p.stat().st_size
-                for p in (self.path, self.path.with_name(self.path.name + "-wal"))
-                if p.exists()
-            )
+            file_bytes = spool_file_bytes(self.path)
         except OSError:
             file_bytes = 0
         return SpoolStats(
@@ -644,7 +623,7 @@ class SeenLookup:
     """
 
     def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        self._db = _open_read_only(path, busy_timeout_s=5.0)
 
     def get(self, key: int) -> int | None:
         row = self._db.execute("SELECT received_at_ns FROM seen WHERE key = ?", (key,)).fetchone()
@@ -652,3 +631,132 @@ class SeenLookup:
 
     def close(self) -> None:
         self._db.close()
+
+
+# -- inspection from another process ---------------------------------------------------------
+
+FILE_NAME = "spool.sqlite3"
+"""The spool's file name in ``data_dir``."""
+
+# Read as empty when a file has no such table: older spool files have no held/unsynced yet.
+_SIDE_TABLES = ("held", "unsynced", "quarantine", "dead_letter")
+
+SpoolReadFailure = Literal["open", "busy", "schema", "damaged"]
+
+
+class SpoolReadError(SpoolError):
+    """A spool file could not be inspected; the message is SQLite's own.
+
+    ``kind`` says what a technician can do about it: ``open``, the file cannot be opened (owner,
+    permissions); ``busy``, the gateway held its lock past the busy timeout (try again);
+    ``schema``, SQLite but not a spool of this gateway, or damaged; ``damaged``, not a database
+    at all, or corrupt.
+    """
+
+    def __init__(self, message: str, *, kind: SpoolReadFailure, path: Path) -> None:
+        super().__init__(message)
+        self.kind: SpoolReadFailure = kind
+        self.path = path
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolSnapshot:
+    """A spool file as another process sees it (:func:`inspect_spool`).
+
+    Row counts come from the first and last ids, not from a scan: rows leave each table from
+    the front, so this is exact but for rows taken from the middle (quarantined lines, held
+    rows of one boot) and costs two index lookups however big the file is.
+    """
+
+    path: Path
+    db_bytes: int
+    wal_bytes: int
+    shm_bytes: int
+    rows: int
+    oldest_time_ns: int | None
+    held_rows: int
+    unsynced_rows: int
+    quarantine_rows: int
+    dead_letter_rows: int
+    totals: dict[str, int]
+    clock_totals: dict[str, int]
+
+    @property
+    def file_bytes(self) -> int:
+        """The database and its WAL, as :attr:`SpoolStats.file_bytes` counts them."""
+        return self.db_bytes + self.wal_bytes
+
+
+def _wal(path: Path) -> Path:
+    return path.with_name(path.name + "-wal")
+
+
+def _shm(path: Path) -> Path:
+    return path.with_name(path.name + "-shm")
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def spool_file_bytes(path: Path) -> int:
+    """The spool's database file and its WAL (0 for what does not exist).
+
+    The ``-shm`` file is left out: it is SQLite's shared-memory index of the WAL, a few KiB
+    that do not grow with the data.
+    """
+    return _file_size(path) + _file_size(_wal(path))
+
+
+def _open_read_only(path: Path, *, busy_timeout_s: float) -> sqlite3.Connection:
+    return sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True,
+                           timeout=busy_timeout_s, isolation_level=None)
+
+
+def inspect_spool(path: Path, *, busy_timeout_s: float = 0.5) -> SpoolSnapshot:
+    """Read the spool file at ``path`` without disturbing the gateway that writes it.
+
+    Read-only, in one read transaction (a consistent snapshot; WAL lets the gateway go on
+    writing meanwhile), waiting at most ``busy_timeout_s`` for a lock. The ``spool`` and
+    ``counters`` tables must be there; older spool files without the newer side tables
+    (``held``, ``unsynced``) read as having none of those rows. Raises
+    :class:`SpoolReadError` when the file cannot be read.
+    """
+    db_bytes, wal_bytes, shm_bytes = (_file_size(p) for p in (path, _wal(path), _shm(path)))
+    try:
+        db = _open_read_only(path, busy_timeout_s=busy_timeout_s)
+    except sqlite3.Error as exc:
+        raise SpoolReadError(str(exc), kind="open", path=path) from exc
+    try:
+        with transaction(db, immediate=False):
+            tables = {str(name) for (name,) in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            rows = _rows_by_ids(db, "spool")
+            oldest = db.execute("SELECT line FROM spool ORDER BY id LIMIT 1").fetchone()
+            totals = dict.fromkeys(COUNTERS, 0)
+            clock_totals = dict.fromkeys(CLOCK_COUNTERS, 0)
+            for name, value in db.execute("SELECT name, value FROM counters"):
+                (clock_totals if name in clock_totals else totals)[str(name)] = int(value)
+            side = {t: _rows_by_ids(db, t) if t in tables else 0 for t in _SIDE_TABLES}
+    except sqlite3.OperationalError as exc:
+        busy = exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+        raise SpoolReadError(str(exc), kind="busy" if busy else "schema", path=path) from exc
+    except sqlite3.DatabaseError as exc:
+        raise SpoolReadError(str(exc), kind="damaged", path=path) from exc
+    finally:
+        db.close()
+    return SpoolSnapshot(
+        path=path, db_bytes=db_bytes, wal_bytes=wal_bytes, shm_bytes=shm_bytes, rows=rows,
+        oldest_time_ns=None if oldest is None else split_time(str(oldest[0]))[1],
+        held_rows=side["held"], unsynced_rows=side["unsynced"],
+        quarantine_rows=side["quarantine"], dead_letter_rows=side["dead_letter"],
+        totals=totals, clock_totals=clock_totals,
+    )
+
+
+def _rows_by_ids(db: sqlite3.Connection, table: str) -> int:
+    first, last = db.execute(f"SELECT min(id), max(id) FROM {table}").fetchone()
+    return 0 if first is None else int(last) - int(first) + 1
