@@ -59,6 +59,7 @@ from gateway.sources.mqtt import MqttSource
 from gateway.sources.serial import SerialLineSource
 from gateway.store.forwarder import Forwarder
 from gateway.store.influx import InfluxWriter
+from gateway.store.spool import FILE_NAME as SPOOL_FILE
 from gateway.store.spool import SeenLookup, Spool
 from gateway.web.api import create_app
 from gateway.web.auth import OperatorAuth
@@ -140,7 +141,7 @@ class Gateway:
         """Every part, from the config; each file registered for closing as it is opened."""
         config, clock = self.config, self.clock
         exit.callback(self.notifier.close)
-        spool_path = config.data_dir / "spool.sqlite3"
+        spool_path = config.data_dir / SPOOL_FILE
         self.spool = Spool.open(
             spool_path,
             max_bytes=config.spool.max_bytes,

@@ -3,6 +3,7 @@
     GatewayError
     ├── ConfigError          the config file or an override is wrong (exit 2); .problems lists all
     ├── SpoolError           the on-disk spool cannot be opened or written
+    │   └── SpoolReadError       a spool file cannot be inspected (gateway.store.spool; .kind)
     ├── StackError           a private Mosquitto / InfluxDB could not be started (tests, demo)
     └── InfluxError          a write to InfluxDB failed; .status is the HTTP status or None
         ├── InfluxAuthError      401/403: credentials or rights; forwarding pauses
