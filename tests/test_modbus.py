@@ -15,6 +15,7 @@ import yaml
 
 from devices.modbus import Block, Register
 from gateway.config import Config, load_config
+from gateway.core.clock import SystemClock
 from gateway.core.errors import ConfigError, StackError
 from gateway.pipeline import Committer, Pipeline
 from gateway.sources.modbus import ModbusBus, SlaveSpec
@@ -289,6 +290,16 @@ async def test_an_echoing_adapter_works_when_configured_and_is_diagnosed_when_no
         assert "echoes" in block_of(unaware, "unit-1", "holding@0")["last_error"]
 
 
+class WallClock(SystemClock):
+    """The system's intervals and waits, with wall time from ``now_ns`` (a test's ticks)."""
+
+    def __init__(self, now_ns: Callable[[], int]) -> None:
+        self._now_ns = now_ns
+
+    def now_ns(self) -> int:
+        return self._now_ns()
+
+
 async def test_a_reading_is_stamped_once_when_its_answer_completes(
     tmp_path: Path, rig: tuple[Pipeline, Committer, Spool], lines: list[str]
 ) -> None:
@@ -300,7 +311,7 @@ async def test_a_reading_is_stamped_once_when_its_answer_completes(
         return stamps[-1]
 
     with modbus_peer(tmp_path / "ttyRS485") as peer:
-        bus = make_bus(peer, rig, clock_ns=clock)
+        bus = make_bus(peer, rig, clock=WallClock(clock))
         async with running(bus.run(), rig[1].run()):
             await until(lambda: len(lines) >= 3)
     times = [int(line.rsplit(" ", 1)[1]) for line in lines]

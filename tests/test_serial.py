@@ -14,11 +14,23 @@ import pytest
 
 from devices import serial_lines
 from gateway.config import Config
+from gateway.core.clock import SystemClock
 from gateway.pipeline import Committer, Pipeline
 from gateway.sources.serial import SerialLineSource
 from gateway.store.spool import Spool
+from gateway.testing.clock import FakeClock
 from gateway.testing.stack import PrivateInfluxDB, PrivateMosquitto
 from tests.conftest import GatewayProcess, base_config, running, until, wait_for
+
+
+class WallClock(SystemClock):
+    """The system's intervals and waits, with wall time from ``now_ns`` (a test's ticks)."""
+
+    def __init__(self, now_ns: Callable[[], int]) -> None:
+        self._now_ns = now_ns
+
+    def now_ns(self) -> int:
+        return self._now_ns()
 
 
 class FakePort:
@@ -169,7 +181,8 @@ async def test_a_line_is_stamped_when_its_last_byte_arrives(
             name="kebun", port=str(port.link), baudrate=9600,
             options=serial_lines.Options(format="csv", device="kebun-2",
                                          columns=("temperature_c", "humidity_pct")),
-            max_line_bytes=256, pipeline=pipeline, committer=committer, clock_ns=fake_clock)
+            max_line_bytes=256, pipeline=pipeline, committer=committer,
+            clock=WallClock(fake_clock))
         async with running(source.run(), committer.run()):
             await until(lambda: source.statistics().open)
             port.write(b"29.")
@@ -191,7 +204,7 @@ async def test_lines_in_one_read_get_distinct_timestamps(
             name="kebun", port=str(port.link), baudrate=9600,
             options=serial_lines.Options(format="kv", device="kebun-2"),
             max_line_bytes=256, pipeline=pipeline, committer=committer,
-            clock_ns=lambda: 1_800_000_000_000_000_000)
+            clock=FakeClock(1_800_000_000_000_000_000))
         async with running(source.run(), committer.run()):
             await until(lambda: source.statistics().open)
             port.write(b"t=1\nt=2\nt=3\n")

@@ -142,6 +142,22 @@ def test_a_gateway_on_an_injected_clock_believes_it() -> None:
     assert sync.refuse_reason(REAL + 3700 * S) is not None
 
 
+class _WallOf:
+    """A Clock whose wall time is a FakeTimeSource's (the source's own stamps)."""
+
+    def __init__(self, source: FakeTimeSource) -> None:
+        self._source = source
+
+    def now_ns(self) -> int:
+        return self._source.wall_ns()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+
 def test_clock_config_reads_yaml_booleans_and_dates() -> None:
     c = ClockConfig.model_validate(yaml.safe_load(
         "require_sync: no\nmin_valid_time: 2026-03-01\nmax_future_s: 60"))
@@ -388,7 +404,7 @@ async def test_a_held_message_is_acknowledged_only_after_its_commit(
         config=MqttConfig(host="127.0.0.1", port=mosquitto.port, reconnect_min_s=0.05,
                           reconnect_max_s=0.2),
         client_id="gw-test", topics=["garden/+/+/telemetry"], pipeline=pipeline,
-        committer=committer, seen=None, clock_ns=fake.wall_ns)
+        committer=committer, seen=None, clock=_WallOf(fake))
     real_add = committer.add
 
     def add(outcome: Any, ack: Any = None, seen: Any = None) -> None:

@@ -16,8 +16,11 @@ one's frame. A slave that answered nothing for ``offline_after`` polls in a row 
 in the status API; it is then asked only every ``offline_retry_s`` so that it does not hold up
 its neighbours, and is ``online`` again at its first answer.
 
-A vanished port (USB pulled: reads fail with EIO or end) is reported, closed, and reopened by
-its configured path with capped exponential backoff; polling resumes at once.
+A vanished port (USB pulled: reads fail with EIO or end, the device node goes) is reported,
+closed, and reopened by its configured path with capped exponential backoff; polling resumes
+at once. That port lifecycle is :class:`gateway.sources.port.SerialPort`, shared with the line
+sources; this module is the polling. Readings are stamped by the injected
+:class:`gateway.core.clock.Clock`, and poll intervals are measured on its monotonic clock.
 """
 
 from __future__ import annotations
@@ -25,26 +28,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
-import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import serial
-
 from devices.modbus import Block, decode_block
 from devices.modbus_rtu import ReadExchange, RtuError
-from gateway.core.aio import wait_event, wait_future
-from gateway.core.backoff import Backoff
+from gateway.core.clock import SYSTEM_CLOCK, Clock
 from gateway.pipeline import Committer, Pipeline
+from gateway.sources.port import PortStats, SerialPort, SerialSettings
 
 log = logging.getLogger(__name__)
-
-
-class _PortGone(Exception):
-    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,13 +102,10 @@ class ModbusBus:
         offline_retry_s: float = 30.0,
         reopen_min_s: float = 0.5,
         reopen_max_s: float = 30.0,
-        clock_ns: Callable[[], int] = time.time_ns,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.name = name
         self.port = port
-        self._serial_args: dict[str, Any] = {
-            "baudrate": baudrate, "bytesize": bytesize, "parity": parity, "stopbits": stopbits,
-        }
         self._pipeline = pipeline
         self._committer = committer
         self._timeout = timeout_s
@@ -122,16 +114,19 @@ class ModbusBus:
         self._echo = echo
         self._offline_after = offline_after
         self._offline_retry = offline_retry_s
-        self._clock_ns = clock_ns
-        self._backoff = Backoff(reopen_min_s, reopen_max_s)
+        self._clock = clock
         self._slaves = [_SlaveState(s, [_BlockState(b) for b in s.blocks]) for s in slaves]
-        self._serial: serial.Serial | None = None
-        self._gone: asyncio.Event | None = None
-        self._gone_reason = ""
+        # A half answer left in the driver from before the open would be taken for the start of
+        # the first answer, hence discard_input.
+        self._port = SerialPort(
+            port, label=f"modbus bus={name}",
+            settings=SerialSettings(baudrate=baudrate, bytesize=bytesize, parity=parity,
+                                    stopbits=stopbits),
+            on_data=self._data, on_open=self._opened, on_error=self._port_error,
+            discard_input=True, reopen_min_s=reopen_min_s, reopen_max_s=reopen_max_s)
         self._exchange: ReadExchange | None = None
         self._waiter: asyncio.Future[int] | None = None
         self._quiet_until = 0.0
-        self._opens = 0
         self._bytes_in = 0
         self._bytes_out = 0
         self._stray = 0
@@ -144,22 +139,28 @@ class ModbusBus:
     # -- status ----------------------------------------------------------------------------
 
     def describe(self) -> dict[str, Any]:
-        now = time.monotonic()
+        now = self._clock.monotonic()
+        link = self._port.statistics()
         return {
-            "port": self.port, "open": self._serial is not None, "opens": self._opens,
+            "port": self.port, "open": link.open, "opens": link.opens,
             "bytes_in": self._bytes_in, "bytes_out": self._bytes_out, "polls": self._polls,
             "stray_bytes": self._stray, "errors": dict(self._errors),
             "last_error": self._last_error, "last_reading_ns": self._last_reading_ns,
-            "slaves": {s.spec.device: self._describe_slave(s, now) for s in self._slaves},
+            "slaves": {s.spec.device: self._describe_slave(s, now, link.open)
+                       for s in self._slaves},
         }
 
-    def _describe_slave(self, s: _SlaveState, now: float) -> dict[str, Any]:
+    def port_statistics(self) -> PortStats:
+        """The port's own life: open, gone, reopening, how often."""
+        return self._port.statistics()
+
+    def _describe_slave(self, s: _SlaveState, now: float, is_open: bool) -> dict[str, Any]:
         state = "unknown" if s.polls == 0 else "offline" if s.offline else "online"
         return {
             "unit": s.spec.unit, "state": state, "interval_s": s.spec.interval_s,
             "polls": s.polls, "answered": s.answered, "failures_in_row": s.failures_in_row,
             "went_offline": s.went_offline,
-            "next_poll_in_s": round(max(0.0, s.due - now), 3) if self._serial else None,
+            "next_poll_in_s": round(max(0.0, s.due - now), 3) if is_open else None,
             "last_error": s.last_error, "last_reading_ns": s.last_reading_ns,
             "errors": dict(sum((b.errors for b in s.blocks), Counter[str]())),
             "blocks": {b.key: {"function": b.block.function, "address": b.block.address,
@@ -172,78 +173,20 @@ class ModbusBus:
     # -- the port --------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Open, poll until the port goes away, back off, again; cancellation stops it."""
-        while True:
-            try:
-                self._open()
-            except (serial.SerialException, OSError, ValueError) as exc:
-                self._fail("open_failed", f"cannot open {self.port}: {exc}")
-                await asyncio.sleep(self._backoff.next())
-                continue
-            try:
-                await self._poll_forever()
-            except _PortGone:
-                self._fail("port_gone", self._gone_reason)
-            finally:
-                self._close()
-            await asyncio.sleep(self._backoff.next())
+        """Poll while the port is open, open it again whenever it goes; cancellation stops it."""
+        await self._port.run(self._poll_forever)
 
-    def _open(self) -> None:
-        port = serial.Serial(self.port, timeout=0, exclusive=True, **self._serial_args)
-        try:
-            port.reset_input_buffer()
-        except (serial.SerialException, OSError):
-            port.close()
-            raise
-        self._serial = port
-        self._gone = asyncio.Event()
-        self._opens += 1
-        self._backoff.reset()
-        asyncio.get_running_loop().add_reader(port.fileno(), self._readable)
-        now = time.monotonic()
+    def _opened(self) -> None:
+        now = self._clock.monotonic()
         for s in self._slaves:
             s.due = now
-        log.info("modbus bus=%s port=%s opened (%s), %d slaves", self.name, self.port,
-                 " ".join(f"{k}={v}" for k, v in self._serial_args.items()), len(self._slaves))
 
-    def _close(self) -> None:
-        port, self._serial = self._serial, None
-        if port is None:
-            return
-        asyncio.get_running_loop().remove_reader(port.fileno())
-        try:
-            port.close()
-        except (serial.SerialException, OSError) as exc:
-            log.debug("modbus bus=%s close: %s", self.name, exc)
-
-    def _fail(self, kind: str, message: str) -> None:
+    def _port_error(self, kind: str, message: str) -> None:
         self._errors[kind] += 1
-        if message != self._last_error:
-            log.warning("modbus bus=%s: %s", self.name, message)
         self._last_error = message
 
-    def _gone_now(self, reason: str) -> None:
-        self._gone_reason = reason
-        if self._gone is not None:
-            self._gone.set()
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_exception(_PortGone())
-
-    def _readable(self) -> None:
-        port = self._serial
-        if port is None:
-            return
-        try:
-            data = os.read(port.fileno(), 4096)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            self._gone_now(f"port {self.port} went away: {exc.strerror or exc}")
-            return
-        if not data:
-            self._gone_now(f"port {self.port} went away (end of file)")
-            return
-        received_at = self._clock_ns()
+    def _data(self, data: bytes) -> None:
+        received_at = self._clock.now_ns()
         self._bytes_in += len(data)
         exchange = self._exchange
         if exchange is None or exchange.done:
@@ -254,30 +197,19 @@ class ModbusBus:
             if self._waiter is not None and not self._waiter.done():
                 self._waiter.set_result(received_at)
 
-    async def _quiet(self, seconds: float) -> None:
-        """Sleep, but wake with _PortGone if the port goes away meanwhile."""
-        gone = self._gone
-        assert gone is not None
-        if gone.is_set():
-            raise _PortGone
-        if seconds <= 0:
-            return
-        if await wait_event(gone, seconds):
-            raise _PortGone
-
     # -- polling ---------------------------------------------------------------------------
 
     async def _poll_forever(self) -> None:
         if not self._slaves:
-            await self._quiet(math.inf)
+            await self._port.sleep(math.inf)
         while True:
             slave = min(self._slaves, key=lambda s: s.due)
-            await self._quiet(slave.due - time.monotonic())
+            await self._port.sleep(slave.due - self._clock.monotonic())
             await self._poll(slave)
             interval = slave.spec.interval_s
             if slave.offline:
                 interval = max(interval, self._offline_retry)
-            now = time.monotonic()
+            now = self._clock.monotonic()
             # Fixed rate; polls missed while the bus was busy are skipped, not caught up.
             slave.due += interval * max(1, math.floor((now - slave.due) / interval) + 1)
 
@@ -307,23 +239,17 @@ class ModbusBus:
     async def _read_block(self, slave: _SlaveState, state: _BlockState) -> bool:
         """One request and its answer; True when the slave answered (values or exception)."""
         spec, block = slave.spec, state.block
-        await self._quiet(self._quiet_until - time.monotonic())
+        await self._port.sleep(self._quiet_until - self._clock.monotonic())
         exchange = ReadExchange(spec.unit, block.function, block.address, block.count,
                                 echo=self._echo)
-        port = self._serial
-        assert port is not None
         waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._exchange, self._waiter = exchange, waiter
         state.polls += 1
         try:
-            try:
-                os.write(port.fileno(), exchange.request)
-            except OSError as exc:
-                self._gone_now(f"port {self.port} went away: {exc.strerror or exc}")
-                raise _PortGone from exc
+            self._port.write(exchange.request)
             self._bytes_out += len(exchange.request)
             try:
-                received_at = await wait_future(waiter, self._timeout)
+                received_at = await self._port.wait(waiter, self._timeout)
             except TimeoutError:
                 got = exchange.received
                 detail = f"{got} bytes of an answer" if got else "no answer"
@@ -332,7 +258,7 @@ class ModbusBus:
                 return False
         finally:
             self._exchange = self._waiter = None
-            self._quiet_until = time.monotonic() + self._turnaround
+            self._quiet_until = self._clock.monotonic() + self._turnaround
         error = exchange.error
         if error is not None:
             self._rtu_error(slave, state, error)

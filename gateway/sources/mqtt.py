@@ -23,7 +23,6 @@ import hashlib
 import logging
 import socket
 import ssl
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +36,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gateway.config import MqttConfig, TlsConfig
 from gateway.core.backoff import Backoff
+from gateway.core.clock import SYSTEM_CLOCK, Clock
 from gateway.pipeline import Committer, Pipeline, SeenKeys
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,8 @@ class _ClosingSSLSocket(ssl.SSLSocket):
             raise
 
 
-def _tls_context(tls: TlsConfig) -> ssl.SSLContext:
+def tls_context(tls: TlsConfig) -> ssl.SSLContext:
+    """The TLS context of ``mqtt.tls``: the gateway's, and the doctor's, so its verdict is true."""
     ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
     if tls.cert_file:
         ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
@@ -146,7 +147,7 @@ class MqttSource:
         pipeline: Pipeline,
         committer: Committer,
         seen: SeenKeys | None,
-        clock_ns: Callable[[], int] = time.time_ns,
+        clock: Clock = SYSTEM_CLOCK,
         on_connected: Callable[[], None] | None = None,
         status_topic: str | None = None,
     ) -> None:
@@ -156,7 +157,7 @@ class MqttSource:
         self._pipeline = pipeline
         self._committer = committer
         self._seen = seen
-        self._clock_ns = clock_ns
+        self._clock = clock
         self._on_connected_hook = on_connected
         # The gateway's own presence: last will "offline" registered with CONNECT, "online"
         # published after CONNACK, "offline" published by a clean shutdown; all retained.
@@ -210,7 +211,7 @@ class MqttSource:
     async def run(self) -> None:
         """Connect, receive until disconnected, back off, again; cancellation stops it."""
         while True:
-            started = time.monotonic()
+            started = self._clock.monotonic()
             try:
                 await self._connection()
             except (OSError, ssl.SSLError, MqttConnectError, TimeoutError) as exc:
@@ -220,7 +221,7 @@ class MqttSource:
                 log.warning("mqtt broker=%s connection failed: %s", self.broker, self._last_error)
             finally:
                 self._teardown()
-            if time.monotonic() - started > 60:
+            if self._clock.monotonic() - started > 60:
                 self._backoff.reset()
             delay = self._backoff.next()
             log.info("mqtt broker=%s reconnecting in %.1fs", self.broker, delay)
@@ -243,7 +244,7 @@ class MqttSource:
                 cfg.username, cfg.password.get_secret_value() if cfg.password else None
             )
         if cfg.tls is not None:
-            client.tls_set_context(_tls_context(cfg.tls))
+            client.tls_set_context(tls_context(cfg.tls))
         if self._status_topic is not None:
             client.will_set(self._status_topic, b"offline", qos=1, retain=True)
         client.on_connect = self._on_connect
@@ -486,7 +487,7 @@ class MqttSource:
         except UnicodeDecodeError:
             topic = msg._topic.decode("utf-8", "backslashreplace")
         payload = bytes(msg.payload)
-        received_at = self._clock_ns()
+        received_at = self._clock.now_ns()
         key: int | None = None
         if qos:
             self._unacked += 1

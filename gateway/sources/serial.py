@@ -7,33 +7,24 @@ arrived and decoded by :mod:`devices.serial_lines`; readings then take the same 
 (enrichment, line protocol, the spool), without an acknowledgement: a serial line cannot be
 asked for again.
 
-When the adapter disappears (USB pulled: the read fails with EIO or returns nothing), the
-source says so in its statistics, closes the port, and tries to open it again with capped
-exponential backoff, by the configured path. That is why technicians should configure
-``/dev/serial/by-id/...`` (stable across replugging and reboots) rather than
-``/dev/ttyUSB0``, which may come back as ``/dev/ttyUSB1``.
+The port's life (open exclusive and non-blocking, notice the adapter is gone, open it again
+with capped backoff by its configured path) is :class:`gateway.sources.port.SerialPort`, shared
+with the Modbus buses; this module only frames and decodes what it reads. Lines are stamped by
+the injected :class:`gateway.core.clock.Clock`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import os
-import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-
-import serial
 
 from devices import serial_lines
 from devices.lines import LineFramer
 from devices.reading import DecodeError
-from gateway.core.backoff import Backoff
+from gateway.core.clock import SYSTEM_CLOCK, Clock
 from gateway.pipeline import Committer, Pipeline
-
-log = logging.getLogger(__name__)
+from gateway.sources.port import PortStats, SerialPort, SerialSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,20 +54,19 @@ class SerialLineSource:
         committer: Committer,
         reopen_min_s: float = 0.5,
         reopen_max_s: float = 30.0,
-        clock_ns: Callable[[], int] = time.time_ns,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.name = name
         self.port = port
-        self._baudrate = baudrate
         self._options = options
         self._framer = LineFramer(max_line_bytes=max_line_bytes)
         self._pipeline = pipeline
         self._committer = committer
-        self._clock_ns = clock_ns
-        self._backoff = Backoff(reopen_min_s, reopen_max_s)
-        self._serial: serial.Serial | None = None
-        self._gone: asyncio.Event | None = None
-        self._opens = 0
+        self._clock = clock
+        self._port = SerialPort(
+            port, label=f"serial source={name}", settings=SerialSettings(baudrate=baudrate),
+            on_data=self._data, on_open=self._framer.reset, on_error=self._port_error,
+            reopen_min_s=reopen_min_s, reopen_max_s=reopen_max_s)
         self._bytes = 0
         self._lines = 0
         self._readings = 0
@@ -86,75 +76,28 @@ class SerialLineSource:
         self._last_stamp = 0
 
     def statistics(self) -> SerialStats:
+        link = self._port.statistics()
         return SerialStats(
-            name=self.name, port=self.port, open=self._serial is not None, opens=self._opens,
+            name=self.name, port=self.port, open=link.open, opens=link.opens,
             bytes=self._bytes, lines=self._lines, readings=self._readings,
             errors=dict(self._errors), last_error=self._last_error,
             last_reading_ns=self._last_reading_ns,
         )
 
+    def port_statistics(self) -> PortStats:
+        """The port's own life: open, gone, reopening, how often."""
+        return self._port.statistics()
+
     async def run(self) -> None:
-        """Open, read until the port goes away, back off, again; cancellation stops it."""
-        while True:
-            try:
-                self._open()
-            except (serial.SerialException, OSError) as exc:
-                self._fail("open_failed", f"cannot open {self.port}: {exc}")
-                await asyncio.sleep(self._backoff.next())
-                continue
-            assert self._gone is not None
-            try:
-                await self._gone.wait()
-            finally:
-                self._close()
-            await asyncio.sleep(self._backoff.next())
+        """Read the port, and open it again whenever it goes away; cancellation stops it."""
+        await self._port.run()
 
-    def _open(self) -> None:
-        port = serial.Serial(self.port, baudrate=self._baudrate, timeout=0, exclusive=True)
-        self._serial = port
-        self._gone = asyncio.Event()
-        self._framer.reset()
-        self._opens += 1
-        self._backoff.reset()
-        asyncio.get_running_loop().add_reader(port.fileno(), self._readable)
-        log.info("serial source=%s port=%s opened at %d baud", self.name, self.port,
-                 self._baudrate)
-
-    def _close(self) -> None:
-        port, self._serial = self._serial, None
-        if port is None:
-            return
-        asyncio.get_running_loop().remove_reader(port.fileno())
-        try:
-            port.close()
-        except (serial.SerialException, OSError) as exc:
-            log.debug("serial source=%s close: %s", self.name, exc)
-
-    def _fail(self, kind: str, message: str) -> None:
+    def _port_error(self, kind: str, message: str) -> None:
         self._errors[kind] += 1
-        if message != self._last_error:
-            log.warning("serial source=%s: %s", self.name, message)
         self._last_error = message
 
-    def _readable(self) -> None:
-        port = self._serial
-        if port is None:
-            return
-        try:
-            data = os.read(port.fileno(), 4096)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            data = b""
-            reason = f"port {self.port} went away: {exc.strerror or exc}"
-        else:
-            reason = f"port {self.port} went away (end of file)"
-        if not data:
-            self._fail("port_gone", reason)
-            if self._gone is not None:
-                self._gone.set()
-            return
-        received_at = self._clock_ns()
+    def _data(self, data: bytes) -> None:
+        received_at = self._clock.now_ns()
         self._bytes += len(data)
         for event in self._framer.feed(data):
             if event.kind == "line":

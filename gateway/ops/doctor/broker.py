@@ -48,9 +48,8 @@ class _MqttProbe:
 
 def check_broker(cfg: Config, timeout_s: float) -> list[Result]:
     """Connect as the gateway would, with another client id; then read its status topic."""
-    from gateway.sources.mqtt import (
-        _tls_context,  # the gateway's own TLS settings, for a true verdict
-    )
+    # The gateway's own TLS settings, for a true verdict.
+    from gateway.sources.mqtt import tls_context
 
     m = cfg.mqtt
     name = f"broker {m.host}:{m.port}"
@@ -94,7 +93,7 @@ def check_broker(cfg: Config, timeout_s: float) -> list[Result]:
     try:
         if m.tls is not None:
             tls = ", TLS"
-            client.tls_set_context(_tls_context(m.tls))
+            client.tls_set_context(tls_context(m.tls))
     except (OSError, ssl.SSLError) as exc:
         return [Result("broker", name, "FAIL", f"cannot load the TLS files: {exc}",
                        "check mqtt.tls.ca_file / cert_file / key_file")]
