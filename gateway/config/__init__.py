@@ -57,60 +57,96 @@ class GatewaySection(_Model):
 
 
 class TlsConfig(_Model):
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
+    ca_file: Path | None = Field(
+        None, description="CA certificate(s) that verify the broker's certificate; none: the "
+        "system's CA store")
+    cert_file: Path | None = Field(
+        None, description="Client certificate, for a broker that asks for one")
+    key_file: Path | None = Field(
+        None, description="The client certificate's private key (when not in cert_file)")
     insecure: bool = Field(
         False, description="Accept any certificate: no chain or host name check (testing only)"
     )
 
 
 class MqttConfig(_Model):
-    host: str = "127.0.0.1"
-    port: int = Field(1883, ge=1, le=65535)
-    username: str | None = None
-    password: SecretStr | None = None
-    password_file: Path | None = None
-    client_id: str | None = Field(None, pattern=_ID)
-    tls: TlsConfig | None = None
-    protocol: Literal["5", "3.1.1"] = "5"
-    keepalive_s: int = Field(30, ge=5, le=3600)
+    host: str = Field("127.0.0.1", description="The MQTT broker's host name or address")
+    port: int = Field(1883, ge=1, le=65535, description="The broker's port")
+    username: str | None = Field(None, description="Broker account; none: connect anonymously")
+    password: SecretStr | None = Field(
+        None, description="The account's password; give it as GARDEN_GATEWAY_MQTT__PASSWORD "
+        "or password_file, not in the YAML")
+    password_file: Path | None = Field(
+        None, description="File holding the broker password (read at start, stripped)")
+    client_id: str | None = Field(
+        None, pattern=_ID, description="MQTT client id; none: garden-gateway-<gateway.id>. "
+        "Must stay the same: the broker keeps the persistent session under it")
+    tls: TlsConfig | None = Field(None, description="TLS to the broker; none: plain TCP")
+    protocol: Literal["5", "3.1.1"] = Field(
+        "5", description='MQTT version: "5" or "3.1.1"; both keep a persistent session')
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive interval")
     # MQTT 5: 0 would make the broker discard the session on disconnect (nothing queued).
-    session_expiry_s: int = Field(7 * 24 * 3600, ge=60)
+    session_expiry_s: int = Field(
+        7 * 24 * 3600, ge=60, description="MQTT 5: how long the broker keeps our session and "
+        "queue while the gateway is away")
     # How many unacknowledged QoS 1 messages the broker may have in flight to us.
-    receive_maximum: int = Field(4000, ge=1, le=65535)
-    reconnect_min_s: float = Field(0.5, gt=0)
-    reconnect_max_s: float = Field(30.0, gt=0)
-    connect_timeout_s: float = Field(10.0, gt=0)
+    receive_maximum: int = Field(
+        4000, ge=1, le=65535, description="Unacknowledged QoS 1 messages in flight to the "
+        "gateway (asked of the broker with MQTT 5); reading pauses while this many wait")
+    reconnect_min_s: float = Field(0.5, gt=0, description="First wait before reconnecting")
+    reconnect_max_s: float = Field(
+        30.0, gt=0, description="Longest wait between reconnects (exponential, with jitter)")
+    connect_timeout_s: float = Field(
+        10.0, gt=0, description="How long one connection attempt may take")
 
 
 class InfluxConfig(_Model):
     enabled: bool = Field(True, description="False: readings stay in the spool (and the "
                           "local history) until it is enabled; nothing is sent")
-    url: str = Field("http://127.0.0.1:8086", pattern=r"^https?://[^\s/]+(/.*)?$")
-    api: Literal["v1", "v2"] = "v1"
-    database: str = "garden"
-    retention_policy: str | None = None
-    username: str | None = None
-    password: SecretStr | None = None
-    password_file: Path | None = None
-    org: str | None = None
-    bucket: str | None = None
-    token: SecretStr | None = None
-    token_file: Path | None = None
-    batch_size: int = Field(5000, ge=1, le=100_000)
-    flush_interval_s: float = Field(1.0, gt=0, le=3600)
+    url: str = Field("http://127.0.0.1:8086", pattern=r"^https?://[^\s/]+(/.*)?$",
+                     description="InfluxDB's base URL")
+    api: Literal["v1", "v2"] = Field(
+        "v1", description="v1: /write (InfluxDB 1.x, the v1 API of 2.x/3.x); v2: /api/v2/write "
+        "with org, bucket and token")
+    database: str = Field("garden", description="v1: the database written to")
+    retention_policy: str | None = Field(
+        None, description="v1: the retention policy written to; none: the database's default")
+    username: str | None = Field(None, description="v1: user for basic auth; none: no auth")
+    password: SecretStr | None = Field(
+        None, description="v1: the user's password; give it as GARDEN_GATEWAY_INFLUX__PASSWORD "
+        "or password_file, not in the YAML")
+    password_file: Path | None = Field(
+        None, description="File holding the InfluxDB password (read at start, stripped)")
+    org: str | None = Field(None, description="v2: the organisation (required with api v2)")
+    bucket: str | None = Field(None, description="v2: the bucket (required with api v2)")
+    token: SecretStr | None = Field(
+        None, description="v2: the API token; give it as GARDEN_GATEWAY_INFLUX__TOKEN or "
+        "token_file, not in the YAML")
+    token_file: Path | None = Field(
+        None, description="File holding the InfluxDB token (read at start, stripped)")
+    batch_size: int = Field(5000, ge=1, le=100_000, description="Lines per write at most")
+    flush_interval_s: float = Field(
+        1.0, gt=0, le=3600, description="A partial batch is sent once its oldest line waited "
+        "this long")
     # A partial batch is sent once nothing new arrived for this long (a burst has ended),
     # instead of waiting out flush_interval_s; null: always wait.
-    quiet_flush_s: float | None = Field(0.2, gt=0, le=3600)
-    timeout_s: float = Field(15.0, gt=0)
-    gzip: bool = True
-    create_database: bool = True
-    backoff_min_s: float = Field(1.0, gt=0)
-    backoff_max_s: float = Field(60.0, gt=0)
+    quiet_flush_s: float | None = Field(
+        0.2, gt=0, le=3600, description="A partial batch is also sent once nothing new came "
+        "for this long (a burst's tail goes at once); null: off")
+    timeout_s: float = Field(15.0, gt=0, description="HTTP timeout of one request to InfluxDB")
+    gzip: bool = Field(True, description="Compress the written batches with gzip")
+    create_database: bool = Field(
+        True, description="v1: create the database when InfluxDB says it is missing (needs "
+        "an admin user); false: wait in state database_missing")
+    backoff_min_s: float = Field(
+        1.0, gt=0, description="First wait after a failed write (network, 429, 5xx)")
+    backoff_max_s: float = Field(
+        60.0, gt=0, description="Longest wait between retries (exponential, with jitter; "
+        "never shorter than Retry-After)")
     # After 401/403 the forwarder waits this long before trying again, so a fixed credential
     # resumes delivery without a restart.
-    auth_retry_s: float = Field(30.0, gt=0)
+    auth_retry_s: float = Field(
+        30.0, gt=0, description="After 401/403: wait this long, then try again")
 
     @model_validator(mode="after")
     def _v2_needs_bucket(self) -> InfluxConfig:
@@ -120,14 +156,25 @@ class InfluxConfig(_Model):
 
 
 class SpoolConfig(_Model):
-    max_bytes: int = Field(512 * 1024 * 1024, ge=64 * 1024)
-    commit_interval_s: float = Field(0.05, gt=0, le=5)
+    max_bytes: int = Field(
+        512 * 1024 * 1024, ge=64 * 1024, description="Size bound of the unsent lines; beyond "
+        "it the oldest are evicted and counted")
+    commit_interval_s: float = Field(
+        0.05, gt=0, le=5, description="Readings are committed in one transaction this often; "
+        "QoS 1 messages are acknowledged after it")
     # Readings no one can be asked for again (serial, Modbus, MQTT QoS 0): a power cut loses at
     # most this much of them; longer means fewer fsyncs (CPU, SD card wear).
-    unacked_commit_interval_s: float = Field(1.0, gt=0, le=60)
-    commit_max_readings: int = Field(5000, ge=1)
-    dead_letter_max_rows: int = Field(10_000, ge=1)
-    quarantine_max_rows: int = Field(10_000, ge=1)
+    unacked_commit_interval_s: float = Field(
+        1.0, gt=0, le=60, description="Commit interval for readings without an acknowledgement "
+        "(serial, Modbus, MQTT QoS 0) when no QoS 1 message joins their batch")
+    commit_max_readings: int = Field(
+        5000, ge=1, description="A commit starts sooner once this many readings wait")
+    dead_letter_max_rows: int = Field(
+        10_000, ge=1, description="Rows kept in the dead_letter table (input the gateway could "
+        "not read); the oldest go first")
+    quarantine_max_rows: int = Field(
+        10_000, ge=1, description="Rows kept in the quarantine table (lines InfluxDB or the "
+        "time checks refused); the oldest go first")
 
 
 class ClockConfig(_Model):
@@ -135,15 +182,28 @@ class ClockConfig(_Model):
 
     # auto: hold while the kernel says the clock is unsynchronised (adjtimex), or while it is
     # before min_valid_time; yes: also while the kernel cannot say; no: min_valid_time only.
-    require_sync: Literal["auto", "yes", "no"] = "auto"
+    require_sync: Literal["auto", "yes", "no"] = Field(
+        "auto", description="When the wall clock is believed. auto: after min_valid_time and "
+        "the kernel does not say unsynchronised; yes: the kernel says synchronised; no: "
+        "min_valid_time only")
     # No point is ever sent before this (a clock never set); the build's floor by default.
-    min_valid_time: datetime = datetime(2026, 1, 1, tzinfo=UTC)
+    min_valid_time: datetime = Field(
+        datetime(2026, 1, 1, tzinfo=UTC), description="No point before this is ever sent (a "
+        "date or ISO 8601 time; UTC when no zone)")
     # A device's time further ahead than this of a synchronised clock is refused.
-    max_future_s: float = Field(86_400.0, gt=0)
-    check_interval_s: float = Field(1.0, gt=0, le=60)
-    synced_check_interval_s: float = Field(60.0, gt=0, le=3600)
-    held_max_rows: int = Field(100_000, ge=1)
-    unsynced_max_rows: int = Field(100_000, ge=1)
+    max_future_s: float = Field(
+        86_400.0, gt=0, description="A device time further ahead of a synchronised clock is "
+        "refused (quarantined)")
+    check_interval_s: float = Field(
+        1.0, gt=0, le=60, description="How often the clock is asked while it is not believed")
+    synced_check_interval_s: float = Field(
+        60.0, gt=0, le=3600, description="How often the clock is asked once it is believed")
+    held_max_rows: int = Field(
+        100_000, ge=1, description="Lines held for the clock at most; the oldest are dropped "
+        "and counted (held_evicted)")
+    unsynced_max_rows: int = Field(
+        100_000, ge=1, description="Lines kept apart (held in an earlier boot, never sent) at "
+        "most; the oldest are dropped and counted")
 
     @field_validator("require_sync", mode="before")
     @classmethod
@@ -176,40 +236,65 @@ class ClockConfig(_Model):
 
 class LivenessConfig(_Model):
     # Offline after this many expected reports (a device's interval_s) did not come.
-    missed_intervals: float = Field(3.0, ge=1, le=1000)
+    missed_intervals: float = Field(
+        3.0, ge=1, le=1000, description="A device is offline once this many of its expected "
+        "reports (every interval_s) did not come")
     # A device that says itself "offline" (its last will) must stay so this long before an
     # outage is recorded: a quick reconnect is not an outage (flapping damped).
-    hold_s: float = Field(60.0, ge=0, le=86400)
+    hold_s: float = Field(
+        60.0, ge=0, le=86400, description="A device that says it is offline (its last will) is "
+        "marked offline only after staying so this long")
     # The expected interval of a discovered device (not in the device list).
-    default_interval_s: float = Field(60.0, gt=0)
+    default_interval_s: float = Field(
+        60.0, gt=0, description="Expected report interval of a discovered device")
     # device_status points for every device, besides one on every transition.
-    report_interval_s: float = Field(60.0, ge=1, le=86400)
+    report_interval_s: float = Field(
+        60.0, ge=1, le=86400, description="A device_status point for every device this often "
+        "(and one on every transition)")
     # The gateway notes it is alive this often; after a power cut its outage is counted
     # from the last note.
-    heartbeat_s: float = Field(30.0, ge=1, le=3600)
+    heartbeat_s: float = Field(
+        30.0, ge=1, le=3600, description="The gateway notes it is alive this often; after a "
+        "power cut its own outage starts at the last note")
     # Publish each device's state (retained) on garden/<site>/<device>/state, and the
     # gateway's birth and last will on garden/<site>/gateway/<id>/status.
-    publish_mqtt: bool = True
+    publish_mqtt: bool = Field(
+        True, description="Publish device states and the gateway's birth and last will on "
+        "MQTT (retained)")
 
 
 class WifiConfig(_Model):
     # Readings of devices of this kind (or, for unlisted devices, this measurement) are APs'.
-    kind: str = "wifi_ap"
+    kind: str = Field(
+        "wifi_ap", description="Devices of this kind (unlisted devices: readings of this "
+        "measurement) are access points")
     # The radios: what residents use. lo, eth0, br-lan are not counted.
-    interfaces: tuple[str, ...] = ("wlan*", "phy*", "ath*", "wifi*")
+    interfaces: tuple[str, ...] = Field(
+        ("wlan*", "phy*", "ath*", "wifi*"), description="Interfaces counted (shell patterns): "
+        "the radios; lo, eth0, br-lan are not")
     # Local days for the daily totals and distinct clients: WITA.
-    utc_offset_minutes: int = Field(480, ge=-720, le=840)
+    utc_offset_minutes: int = Field(
+        480, ge=-720, le=840, description="Local time for the daily totals and distinct "
+        "clients (480: WITA)")
     # What an AP can really carry: a counter going down is a 32-bit wrap only if the implied
     # traffic fits under this, else the AP rebooted.
-    max_rate_bps: float = Field(1e9, gt=0)
-    max_gap_s: float = Field(3600.0, gt=0)
+    max_rate_bps: float = Field(
+        1e9, gt=0, description="What an AP can carry, bits/s: tells a counter wrap from a "
+        "reboot; a faster rise is a gap")
+    max_gap_s: float = Field(
+        3600.0, gt=0, description="A silence longer than this between samples is a gap: "
+        "nothing counted")
     # A rate or client count older than this is not "now".
-    fresh_s: float = Field(180.0, gt=0)
-    report_interval_s: float = Field(60.0, ge=1, le=86400)
+    fresh_s: float = Field(180.0, gt=0, description='Rates and client counts older than this '
+                           'are not "now"')
+    report_interval_s: float = Field(
+        60.0, ge=1, le=86400, description="A wifi_usage point per AP and a wifi_site_usage "
+        "point this often")
 
 
 class IngestConfig(_Model):
-    max_payload_bytes: int = Field(64 * 1024, ge=16)
+    max_payload_bytes: int = Field(
+        64 * 1024, ge=16, description="Larger payloads are dead-lettered as oversized")
     allow_discovery: bool = Field(
         True, description="Accept devices that are not in the device list, as discovered"
     )
@@ -217,21 +302,28 @@ class IngestConfig(_Model):
 
 
 class ApiConfig(_Model):
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
+    enabled: bool = Field(True, description="Serve the status API and the pages")
+    host: str = Field(
+        "127.0.0.1", description="Address the API listens on; 0.0.0.0: every interface (the "
+        "park's LAN)")
+    port: int = Field(8080, ge=0, le=65535, description="The API's TCP port")
     operator_token: SecretStr | None = Field(
         None, description="Opens /operator and the operator endpoints; without one they stay "
         "closed (401). Prefer GARDEN_GATEWAY_API__OPERATOR_TOKEN or operator_token_file")
-    operator_token_file: Path | None = None
+    operator_token_file: Path | None = Field(
+        None, description="File holding the operator token (read at start, stripped)")
     session_max_age_s: int = Field(12 * 3600, ge=60, le=30 * 86400,
                                    description="How long a browser stays signed in")
     cors_origins: tuple[str, ...] = Field(
         (), description="Origins allowed to call the API from a browser; none by default")
     metrics_public: bool = Field(False, description="Serve /metrics without the token")
     pages: bool = Field(True, description="Serve the pages (/ and /operator)")
-    sse_keepalive_s: float = Field(15.0, gt=0, le=300)
-    sse_max_clients: int = Field(50, ge=1, le=10_000)
+    sse_keepalive_s: float = Field(
+        15.0, gt=0, le=300, description="A comment line on an idle event stream this often, so "
+        "phones and proxies keep it open")
+    sse_max_clients: int = Field(
+        50, ge=1, le=10_000, description="Event streams open at once at most; the next gets "
+        "503 with Retry-After")
 
     @field_validator("operator_token")
     @classmethod
@@ -250,13 +342,16 @@ class HistoryTier(_Model):
 class HistoryConfig(_Model):
     """The gateway's own rollups for the pages' charts (works with InfluxDB down or remote)."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="Keep the rollups in data_dir/history.sqlite3")
     tiers: tuple[HistoryTier, ...] = Field(
         (HistoryTier(step_s=60, keep_s=48 * 3600), HistoryTier(step_s=900, keep_s=30 * 86400)),
-        min_length=1)
+        min_length=1, description="Bucket sizes, finer and shorter first; a range is answered "
+        "from the finest tier that keeps it")
     flush_interval_s: float = Field(60.0, gt=0, le=3600,
                                     description="Seconds between writes to history.sqlite3")
-    max_series: int = Field(5000, ge=1)
+    max_series: int = Field(
+        5000, ge=1, description="Device and field pairs kept at most; more are refused and "
+        "counted")
 
     @model_validator(mode="after")
     def _finer_first(self) -> HistoryConfig:
@@ -267,9 +362,9 @@ class HistoryConfig(_Model):
 
 
 class Thresholds(_Model):
-    waspada: float
-    siaga: float
-    awas: float
+    waspada: float = Field(description="Level from which the polder is Waspada (alert)")
+    siaga: float = Field(description="Level from which it is Siaga (standby); above waspada")
+    awas: float = Field(description="Level from which it is Awas (danger); above siaga")
 
     @model_validator(mode="after")
     def _rising(self) -> Thresholds:
@@ -279,33 +374,38 @@ class Thresholds(_Model):
 
 
 class PolderPage(_Model):
-    device: str = Field(pattern=_ID)
-    field: str = "level_cm"
-    unit: str = "cm"
-    thresholds: Thresholds
+    device: str = Field(pattern=_ID, description="The device that measures the water level")
+    field: str = Field("level_cm", description="Its numeric field shown as the level")
+    unit: str = Field("cm", description="The unit shown beside the value")
+    thresholds: Thresholds = Field(description="Warning levels, in the field's unit; they rise")
 
 
 class GardenPage(_Model):
-    device: str = Field(pattern=_ID)
-    temperature_field: str = "temperature_c"
-    humidity_field: str = "humidity_pct"
+    device: str = Field(pattern=_ID, description="The garden sensor shown")
+    temperature_field: str = Field("temperature_c", description="Its temperature field (°C)")
+    humidity_field: str = Field("humidity_pct", description="Its humidity field (%)")
 
 
 class PagesConfig(_Model):
     """What the residents' page shows for this park."""
 
     name: str = Field("", description="The park's name; the site id when empty")
-    polder: PolderPage | None = None
-    garden: GardenPage | None = None
+    polder: PolderPage | None = Field(None, description="The polder's level; none: not shown")
+    garden: GardenPage | None = Field(
+        None, description="Garden temperature and humidity; none: not shown")
     # Older than this, a value is shown as stale (no level, no Wi-Fi verdict).
-    fresh_s: float = Field(900.0, gt=0)
+    fresh_s: float = Field(
+        900.0, gt=0, description="Older values are shown as stale (no level, no Wi-Fi verdict)")
 
 
 class SubscriptionConfig(_Model):
-    topic: str = Field(min_length=1)
-    format: str
-    name: str | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
+    topic: str = Field(min_length=1, description="MQTT topic filter (+ and # allowed)")
+    format: str = Field(
+        description="How payloads are read: native, collectd, tasmota, esphome, influx, json")
+    name: str | None = Field(
+        None, description="The source's name in the status and errors; none: the topic")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="The format's options; each format has its own")
 
     @property
     def source(self) -> str:
@@ -322,13 +422,18 @@ class SubscriptionConfig(_Model):
 class SerialSourceConfig(_Model):
     """A line-printing sensor on a serial port (see devices/serial_lines.py for options)."""
 
-    name: str = Field(pattern=_ID)
+    name: str = Field(pattern=_ID, description="The source's name in the status and errors")
     port: str = Field(min_length=1, description="Prefer /dev/serial/by-id/... (stable)")
-    baudrate: int = Field(9600, gt=0)
-    max_line_bytes: int = Field(512, ge=16, le=65536)
-    reopen_min_s: float = Field(0.5, gt=0)
-    reopen_max_s: float = Field(30.0, gt=0)
-    options: dict[str, Any] = Field(default_factory=dict)
+    baudrate: int = Field(9600, gt=0, description="The sensor's baud rate (8N1)")
+    max_line_bytes: int = Field(
+        512, ge=16, le=65536, description="Longer lines are dropped and counted (overlong)")
+    reopen_min_s: float = Field(
+        0.5, gt=0, description="First wait before reopening a port that failed or vanished")
+    reopen_max_s: float = Field(
+        30.0, gt=0, description="Longest wait between reopen attempts (exponential)")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="How the lines are read: format, device, checksum, "
+        "...")
 
 
 class ModbusSlaveConfig(_Model):
@@ -345,12 +450,12 @@ class ModbusSlaveConfig(_Model):
 class ModbusBusConfig(_Model):
     """One RS485 bus (one USB-RS485 adapter) and the slaves polled on it in turn."""
 
-    name: str = Field(pattern=_ID)
+    name: str = Field(pattern=_ID, description="The bus's name in the status and errors")
     port: str = Field(min_length=1, description="Prefer /dev/serial/by-id/... (stable)")
-    baudrate: int = Field(9600, gt=0)
-    bytesize: Literal[7, 8] = 8
-    parity: Literal["N", "E", "O"] = "N"
-    stopbits: Literal[1, 2] = 1
+    baudrate: int = Field(9600, gt=0, description="The bus's baud rate")
+    bytesize: Literal[7, 8] = Field(8, description="Data bits")
+    parity: Literal["N", "E", "O"] = Field("N", description="Parity: none, even or odd")
+    stopbits: Literal[1, 2] = Field(1, description="Stop bits")
     timeout_s: float = Field(1.0, gt=0, le=30,
                              description="How long to wait for a complete answer")
     turnaround_s: float = Field(0.02, ge=0, le=5,
@@ -358,9 +463,12 @@ class ModbusBusConfig(_Model):
     echo: bool = Field(False, description="The adapter echoes what it sends (some do)")
     offline_after: int = Field(3, ge=1, description="Polls without an answer until offline")
     offline_retry_s: float = Field(30.0, gt=0, description="Poll interval while offline")
-    reopen_min_s: float = Field(0.5, gt=0)
-    reopen_max_s: float = Field(30.0, gt=0)
-    slaves: tuple[ModbusSlaveConfig, ...] = Field(min_length=1)
+    reopen_min_s: float = Field(
+        0.5, gt=0, description="First wait before reopening a port that failed or vanished")
+    reopen_max_s: float = Field(
+        30.0, gt=0, description="Longest wait between reopen attempts (exponential)")
+    slaves: tuple[ModbusSlaveConfig, ...] = Field(
+        min_length=1, description="The slaves polled on this bus, in turn")
 
     @model_validator(mode="after")
     def _unique_slaves(self) -> ModbusBusConfig:
@@ -377,36 +485,55 @@ class ModbusBusConfig(_Model):
 
 
 class DeviceConfig(_Model):
-    id: str = Field(pattern=_ID)
-    name: str = ""
+    id: str = Field(pattern=_ID, description="The device id: the 'device' tag in InfluxDB")
+    name: str = Field("", description="A name people read (pages, alerts); empty: the id")
     kind: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
                              description="InfluxDB measurement, e.g. wifi_ap, polder")
-    site: str | None = Field(None, pattern=_ID)
-    zone: str | None = None
-    interval_s: float = Field(60.0, gt=0)
-    source: str = ""
+    site: str | None = Field(None, pattern=_ID,
+                             description="The device's park; none: gateway.site")
+    zone: str | None = Field(
+        None, description="Where in the park (free text, shown in states and alerts)")
+    interval_s: float = Field(
+        60.0, gt=0, description="How often the device reports: liveness expects a report "
+        "this often")
+    source: str = Field(
+        "", description="Where its readings come from, for people (shown in /api/v1/devices)")
 
 
 class Config(_Model):
-    data_dir: Path
-    gateway: GatewaySection
-    mqtt: MqttConfig = MqttConfig()
-    influx: InfluxConfig = InfluxConfig()
-    spool: SpoolConfig = SpoolConfig()
-    clock: ClockConfig = ClockConfig()
-    ingest: IngestConfig = IngestConfig()
-    liveness: LivenessConfig = LivenessConfig()
-    alerts: AlertsConfig = AlertsConfig()
-    wifi: WifiConfig = WifiConfig()
-    api: ApiConfig = ApiConfig()
-    history: HistoryConfig = HistoryConfig()
-    pages: PagesConfig = PagesConfig()
-    subscriptions: tuple[SubscriptionConfig, ...] = ()
-    devices: tuple[DeviceConfig, ...] = ()
-    serial: tuple[SerialSourceConfig, ...] = ()
-    modbus: tuple[ModbusBusConfig, ...] = ()
-    shutdown_grace_s: float = Field(10.0, gt=0, le=300)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    data_dir: Path = Field(
+        description="Where spool.sqlite3, state.sqlite3 and history.sqlite3 live; a relative "
+        "path is taken from the config file's folder")
+    gateway: GatewaySection = Field(description="This gateway and its park")
+    mqtt: MqttConfig = Field(MqttConfig(), description="The MQTT broker the gateway reads")
+    influx: InfluxConfig = Field(InfluxConfig(), description="Where readings are delivered")
+    spool: SpoolConfig = Field(
+        SpoolConfig(), description="The durable queue on disk (data_dir/spool.sqlite3)")
+    clock: ClockConfig = Field(
+        ClockConfig(), description="Clock without RTC: when the gateway's own times are "
+        "believed")
+    ingest: IngestConfig = Field(IngestConfig(), description="What input is accepted")
+    liveness: LivenessConfig = Field(
+        LivenessConfig(), description="When devices count as online or offline")
+    alerts: AlertsConfig = Field(
+        AlertsConfig(), description="Notifications when devices go down and recover")
+    wifi: WifiConfig = Field(WifiConfig(), description="The access points' usage figures")
+    api: ApiConfig = Field(ApiConfig(), description="The status API and the pages")
+    history: HistoryConfig = Field(HistoryConfig(), description="The charts' own rollups")
+    pages: PagesConfig = Field(PagesConfig(), description="What the residents' page shows")
+    subscriptions: tuple[SubscriptionConfig, ...] = Field(
+        (), description="MQTT topics read, each with its format")
+    devices: tuple[DeviceConfig, ...] = Field(
+        (), description="The park's known devices (others are discovered)")
+    serial: tuple[SerialSourceConfig, ...] = Field(
+        (), description="Line-printing sensors on serial ports")
+    modbus: tuple[ModbusBusConfig, ...] = Field(
+        (), description="Modbus RTU buses (USB-RS485 adapters) and their slaves")
+    shutdown_grace_s: float = Field(
+        10.0, gt=0, le=300, description="On SIGTERM, how long the gateway may spend delivering "
+        "the spool")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="The lowest level logged to stdout (the journal)")
 
     @model_validator(mode="after")
     def _unique_devices(self) -> Config:

@@ -40,9 +40,10 @@ class WebhookTarget(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    kind: Literal["webhook"] = "webhook"
+    kind: Literal["webhook"] = Field(
+        "webhook", description="webhook: every message is POSTed as JSON to url (the default)")
     name: str = Field(min_length=1, max_length=64, description="Shown in the status")
-    url: str
+    url: str = Field(description="The http:// or https:// URL each message is POSTed to")
     headers: dict[str, str] = Field(default_factory=dict,
                                     description="Sent with every request, e.g. Authorization")
 
@@ -68,11 +69,14 @@ class TelegramTarget(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    kind: Literal["telegram"]
+    kind: Literal["telegram"] = Field(
+        description="telegram: every message goes to chat_id through the Bot API")
     name: str = Field(min_length=1, max_length=64, description="Shown in the status")
     chat_id: str = Field(description='A numeric id ("-1001234567890") or "@channelname"')
-    bot_token: SecretStr
-    api_url: str = "https://api.telegram.org"
+    bot_token: SecretStr = Field(
+        description="The token BotFather gave; give it as bot_token_file or "
+        "GARDEN_GATEWAY_ALERTS__TARGETS__<i>__BOT_TOKEN, not in the YAML")
+    api_url: str = Field("https://api.telegram.org", description="The Bot API's base URL")
 
     @field_validator("chat_id")
     @classmethod
@@ -112,17 +116,23 @@ Target = Annotated[
 class AlertsConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="Send alerts (false: none are sent)")
     down_after_s: float = Field(300, ge=0, description="How long a device must stay down")
     repeat_s: float | None = Field(None, ge=60, description="Reminder interval while down")
-    targets: tuple[Target, ...] = ()
-    timeout_s: float = Field(10, gt=0)
-    backoff_min_s: float = Field(5, gt=0)
-    backoff_max_s: float = Field(600, gt=0)
-    give_up_after_s: float = Field(86400, gt=0)
+    targets: tuple[Target, ...] = Field(
+        (), description="Where alerts go: webhooks and Telegram chats")
+    timeout_s: float = Field(10, gt=0, description="HTTP timeout of one delivery")
+    backoff_min_s: float = Field(5, gt=0, description="First wait after a failed delivery")
+    backoff_max_s: float = Field(
+        600, gt=0, description="Longest wait between retries (never sooner than Retry-After)")
+    give_up_after_s: float = Field(
+        86400, gt=0, description="A message not delivered this long after it was queued is "
+        "dropped and counted")
     max_pending: int = Field(1000, ge=1, description="Per target; the oldest is dropped")
-    utc_offset_minutes: int = Field(480, ge=-720, le=840)
-    zone_name: str = Field("WITA", min_length=1, max_length=16)
+    utc_offset_minutes: int = Field(
+        480, ge=-720, le=840, description="Local time in the messages (480: WITA)")
+    zone_name: str = Field(
+        "WITA", min_length=1, max_length=16, description="The time zone's name in the messages")
 
     @model_validator(mode="after")
     def _consistent(self) -> AlertsConfig:
