@@ -5,7 +5,7 @@ controller beside it: the level in holding registers, as the transmitter gives i
 metres at 0..1 with the low word first, CDAB; unsigned millimetres at 4), then the water
 temperature, the supply voltage, the pump's flow and the controller's uptime in input
 registers, the pump in a coil and the float switches in discrete inputs. :data:`BLOCKS` is the
-map, the one the gateway's config, the README and the tests use::
+map, the one the gateway's config, the docs and the tests use::
 
     function  address  field              type     order   scale  unit
     holding   0..1     level_m            float32  CDAB           m

@@ -1,6 +1,6 @@
 """Liveness: which device is online, offline or unknown, since when, and why.
 
-Rules (README "Liveness and uptime"):
+Rules (docs/operator.md "Liveness, outages and uptime"):
 
 - ``unknown``: never seen (no reading, no presence message) since the registry knew it.
 - ``online``: on every good reading and every presence "online" (native ``status``, Tasmota

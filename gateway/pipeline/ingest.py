@@ -168,7 +168,7 @@ class Pipeline:
         """Never raises for bad input: it becomes a dead letter."""
         self.received += 1
         # Before anything else looks at them (decoders, dead letters, logs): no client MAC
-        # address goes any further (README "Privacy").
+        # address goes any further (docs/operator.md "Privacy").
         clean = scrub(topic, payload)
         if clean.redacted:
             self.redacted += clean.redacted

@@ -357,7 +357,7 @@ class TimeSync:
         if moved:
             self._counts.kept_apart += moved
             log.warning("held readings of an earlier boot kept apart: rows=%d in table "
-                        "unsynced (never sent; README \"Clock without RTC\")", moved)
+                        "unsynced (never sent; docs/technician.md \"The clock\")", moved)
         return moved
 
     async def release(self) -> int:
