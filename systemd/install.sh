@@ -100,8 +100,9 @@ JOURNALD=$R/etc/systemd/journald.conf.d/garden-gateway.conf
 MOSQ_CONF=$R/etc/mosquitto/conf.d/garden.conf
 MOSQ_PASSWD=$R/etc/mosquitto/garden.passwd
 MQTT_USER=garden-gateway
-# What the program is: copied to /opt/garden-gateway, which pip installs in editable mode, so
-# gateway/web/api.py finds ../dashboard and gateway/ops/cli.py finds ../config/example.yaml there.
+# What the program is: copied to /opt/garden-gateway, which pip installs in editable mode.
+# pyproject.toml maps dashboard/ and config/ to the data packages garden_gateway_files.*, so the
+# editable finder gives gateway/core/resources.py the pages and the example config there.
 TREES=(gateway devices dashboard config systemd)
 TOP_FILES=(pyproject.toml README.md)
 APT_PACKAGES=(mosquitto mosquitto-clients python3-venv openssl)
@@ -224,7 +225,9 @@ step_user() {
 }
 
 # sync_tree SRC DEST: DEST's files become SRC's (root-owned, 0644 or 0755 when executable);
-# files that SRC no longer has are removed. Caches (__pycache__) are not copied.
+# files that SRC no longer has are removed with their compiled caches, so an upgrade that moves
+# modules (gateway/app.py -> gateway/app/gateway.py) leaves no old module behind. Caches
+# (__pycache__) are not copied; step_venv compiles them.
 TREE_CHANGED=0
 sync_tree() {
   local src=$1 dest=$2 rel mode updated=0 removed=0
@@ -232,6 +235,11 @@ sync_tree() {
   ((PUT_CHANGED)) && updated=$((updated + 1))
   while IFS= read -r -d '' rel; do
     rel=${rel#./}
+    # A file (or a link) where the new tree has a folder: it goes first.
+    if [[ -L $dest/$rel || (-e $dest/$rel && ! -d $dest/$rel) ]]; then
+      rm -f -- "$dest/$rel"
+      removed=$((removed + 1))
+    fi
     put_dir "$dest/$rel" 0755 0 0
     ((PUT_CHANGED)) && updated=$((updated + 1))
   done < <(cd "$src" && find . -mindepth 1 -type d ! -name __pycache__ ! -path '*/__pycache__/*' -print0)
@@ -239,6 +247,11 @@ sync_tree() {
     rel=${rel#./}
     mode=0644
     [[ -x $src/$rel ]] && mode=0755
+    # A folder (or a link to one) where the new tree has a file: mv would put the file into it.
+    if [[ -d $dest/$rel ]]; then
+      rm -rf -- "${dest:?}/$rel"
+      removed=$((removed + 1))
+    fi
     put_file "$src/$rel" "$dest/$rel" "$mode" 0 0
     ((PUT_CHANGED)) && updated=$((updated + 1))
   done < <(cd "$src" && find . -type f ! -path '*/__pycache__/*' ! -name '*.py[co]' -print0)

@@ -11,19 +11,28 @@ secrets. What is skipped: apt-get, and everything that talks to a running system
 journald or Mosquitto (the script does these only when the root is /); shims on PATH record any
 such call and the first install asserts there were none. The scratch root is not a chroot: the
 venv's scripts name $ROOT/opt/..., which is where the tests run them.
+
+The upgrade (DESIGN.md, "Upgrades"): the previous release, exported from this repository with
+`git archive`, is installed by its own install.sh and run once so that it leaves config, spool,
+state and history; then this checkout is installed over it and the unit's command runs on what
+was kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import hashlib
 import os
 import pwd
 import re
+import shlex
 import shutil
 import signal
+import sqlite3
 import stat
 import subprocess
+import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
@@ -61,9 +70,10 @@ class Installed:
 
 
 def _run(args: list[str], *, env: dict[str, str] | None = None,
-         timeout: float = SCRIPT_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+         timeout: float = SCRIPT_TIMEOUT_S, cwd: Path | None = None,
+         ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False,
-                          env=env if env is not None else _script_env())
+                          env=env if env is not None else _script_env(), cwd=cwd)
 
 
 def _script_env(path_prefix: Path | None = None) -> dict[str, str]:
@@ -249,7 +259,7 @@ def test_files_modes_and_owners(installed: Installed) -> None:
     m_gid = number(root, "mosquitto", "group")
     expected = {
         "opt/garden-gateway": ("0o755", 0, 0),
-        "opt/garden-gateway/gateway/app.py": ("0o644", 0, 0),
+        "opt/garden-gateway/gateway/app/gateway.py": ("0o644", 0, 0),
         "opt/garden-gateway/dashboard/index.html": ("0o644", 0, 0),
         "opt/garden-gateway/systemd/install.sh": ("0o755", 0, 0),
         "etc/garden-gateway": ("0o750", 0, gg_gid),
@@ -278,7 +288,7 @@ def test_files_modes_and_owners(installed: Installed) -> None:
     assert os.readlink(link) == "/opt/garden-gateway/.venv/bin/garden-gateway"
     assert (root / "opt/garden-gateway/.venv/bin/garden-gateway").is_file()
     # Compiled at install: the sandboxed service cannot write caches into /opt.
-    assert list((root / "opt/garden-gateway/gateway/__pycache__").glob("app.*.pyc"))
+    assert list((root / "opt/garden-gateway/gateway/app/__pycache__").glob("gateway.*.pyc"))
 
 
 def test_service_user_is_a_nologin_system_user_in_dialout(installed: Installed) -> None:
@@ -377,6 +387,54 @@ def _mqtt_connect(port: int, *auth: str) -> subprocess.CompletedProcess[str]:
                  *auth, "-t", "install-test", "-m", "x", "-q", "1"], timeout=20)
 
 
+def exec_start(root: Path) -> list[str]:
+    """The installed unit's ExecStart, its absolute paths moved into the scratch root."""
+    unit = (root / "etc/systemd/system/garden-gateway.service").read_text()
+    [line] = [ln for ln in unit.splitlines() if ln.startswith("ExecStart=")]
+    return [f"{root}{arg}" if arg.startswith("/") else arg
+            for arg in shlex.split(line.removeprefix("ExecStart="))]
+
+
+@contextlib.contextmanager
+def unit_running(root: Path, broker_port: int, data_dir: Path, log_path: Path,
+                 **extra_env: str) -> Iterator[str]:
+    """The gateway started by the unit's command with its secrets; yields the API's URL once
+    /health answers, and stops it with SIGTERM (exit 0) after."""
+    api_port = free_port()
+    env = {**_script_env(), **secrets(root),
+           # As the unit runs it, except what would leave the scratch root or this host.
+           "GARDEN_GATEWAY_DATA_DIR": str(data_dir),
+           "GARDEN_GATEWAY_MQTT__PORT": str(broker_port),
+           "GARDEN_GATEWAY_API__HOST": "127.0.0.1",
+           "GARDEN_GATEWAY_API__PORT": str(api_port),
+           "GARDEN_GATEWAY_INFLUX__ENABLED": "false",
+           **extra_env}
+    with log_path.open("wb") as log:
+        gateway = subprocess.Popen(exec_start(root), stdout=log, stderr=subprocess.STDOUT,
+                                   env=env, cwd=log_path.parent)
+    api = f"http://127.0.0.1:{api_port}"
+    try:
+        def healthy() -> bool:
+            if gateway.poll() is not None:
+                raise AssertionError(f"exited {gateway.returncode}:\n{log_path.read_text()}")
+            try:
+                return httpx.get(f"{api}/health", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(healthy, timeout=30, what=f"/health of the gateway in {root}")
+        yield api
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        try:
+            code = gateway.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            gateway.kill()
+            gateway.wait()
+            raise
+        assert code == 0, log_path.read_text()
+
+
 def test_installed_gateway_runs_against_the_installed_broker_config(
     installed: Installed, work: Path, tmp_path: Path,
 ) -> None:
@@ -389,36 +447,12 @@ def test_installed_gateway_runs_against_the_installed_broker_config(
         assert _mqtt_connect(broker.port, "-u", NAME, "-P", "wrong").returncode != 0
         assert _mqtt_connect(broker.port, "-u", NAME, "-P", password).returncode == 0
 
-        api_port = free_port()
-        env = {**_script_env(), **values,
-               # As the unit runs it, except what would leave the scratch root or this host.
-               "GARDEN_GATEWAY_DATA_DIR": str(tmp_path / "data"),
-               "GARDEN_GATEWAY_MQTT__PORT": str(broker.port),
-               "GARDEN_GATEWAY_API__HOST": "127.0.0.1",
-               "GARDEN_GATEWAY_API__PORT": str(api_port),
-               "GARDEN_GATEWAY_INFLUX__ENABLED": "false"}
-        log = (tmp_path / "gateway.log").open("wb")
-        gateway = subprocess.Popen(
-            [str(root / "opt/garden-gateway/.venv/bin/garden-gateway"), "run",
-             "--config", str(root / "etc/garden-gateway/config.yaml")],
-            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
-        log.close()
-        try:
-            api = f"http://127.0.0.1:{api_port}"
-
-            def healthy() -> bool:
-                if gateway.poll() is not None:
-                    raise AssertionError((tmp_path / "gateway.log").read_text())
-                try:
-                    return httpx.get(f"{api}/health", timeout=1).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            wait_for(healthy, timeout=30, what="installed gateway /health")
+        with unit_running(root, broker.port, tmp_path / "data", tmp_path / "gateway.log") as api:
             # The pages come from /opt/garden-gateway/dashboard (the editable install).
             page = httpx.get(f"{api}/", timeout=5)
             assert page.status_code == 200
             assert "text/html" in page.headers["content-type"]
+            assert page.content == (root / "opt/garden-gateway/dashboard/index.html").read_bytes()
             assert httpx.get(f"{api}/api/v1/status", timeout=5).status_code == 401
             status = httpx.get(f"{api}/api/v1/status", timeout=5,
                                headers={"Authorization": f"Bearer {token}"})
@@ -430,9 +464,6 @@ def test_installed_gateway_runs_against_the_installed_broker_config(
                          timeout=30)
             assert birth.stdout.strip() == (
                 "garden/taman-bukit-pelangi/gateway/gw-taman-bukit-pelangi/status online")
-        finally:
-            gateway.send_signal(signal.SIGTERM)
-            assert gateway.wait(timeout=30) == 0, (tmp_path / "gateway.log").read_text()
 
 
 def test_second_run_changes_nothing(installed: Installed) -> None:
@@ -464,8 +495,8 @@ def test_rerun_keeps_operator_edits_and_repairs_the_program(
     subprocess.run([find_executable("mosquitto_passwd"), "-b", str(passwd), "ap-gerbang", "pw"],
                    check=True, timeout=30)
     passwd_text = passwd.read_text()
-    (root / "opt/garden-gateway/gateway/app.py").write_text("# damaged\n")
-    (root / "opt/garden-gateway/gateway/stale_module.py").write_text("# from an old version\n")
+    (root / "opt/garden-gateway/gateway/app/gateway.py").write_text("# damaged\n")
+    (root / "opt/garden-gateway/gateway/app/stale_module.py").write_text("# from an old version\n")
     (root / "etc/systemd/system/multi-user.target.wants/garden-gateway.service").unlink()
     checkout = installed.checkout
 
@@ -475,15 +506,38 @@ def test_rerun_keeps_operator_edits_and_repairs_the_program(
     assert secrets_path.read_text() == edited_secrets
     assert mode_owner(secrets_path)[0] == "0o640"
     assert passwd.read_text() == passwd_text, "the device's account is kept"
-    assert (root / "opt/garden-gateway/gateway/app.py").read_bytes() == \
+    assert (root / "opt/garden-gateway/gateway/app/gateway.py").read_bytes() == \
         (checkout / "gateway/app/gateway.py").read_bytes()
-    assert not (root / "opt/garden-gateway/gateway/stale_module.py").exists()
+    assert not (root / "opt/garden-gateway/gateway/app/stale_module.py").exists()
     changed = [line.split(None, 1)[1] for line in changed_lines(output)]
     assert changed == [
         f"{root}/opt/garden-gateway/gateway (1 written, 1 removed)",
         f"{root}/etc/garden-gateway/secrets.env (kept; added: nothing; mode 0640 root:{NAME})",
         f"{NAME}.service enabled (in {root})",
     ], output
+
+
+def test_rerun_replaces_a_file_where_a_folder_belongs_and_the_reverse(
+    installed: Installed, work: Path,
+) -> None:
+    # What an upgrade meets when a module becomes a package of the same name, or back.
+    root = copy_root(installed.root, work)
+    opt = root / "opt/garden-gateway"
+    shutil.rmtree(opt / "dashboard/static")
+    (opt / "dashboard/static").write_text("a file where the folder was\n")
+    (opt / "gateway/app/gateway.py").unlink()
+    (opt / "gateway/app/gateway.py").mkdir()
+    (opt / "gateway/app/gateway.py/stray.py").write_text("# in the way\n")
+
+    _ok(_install(root, installed.checkout))
+
+    for tree in ("dashboard", "gateway"):
+        assert tree_files(opt / tree) == tree_files(installed.checkout / tree), tree
+    assert (opt / "dashboard/static/resident.js").read_bytes() == \
+        (installed.checkout / "dashboard/static/resident.js").read_bytes()
+    assert (opt / "gateway/app/gateway.py").read_bytes() == \
+        (installed.checkout / "gateway/app/gateway.py").read_bytes()
+    assert changed_lines(_ok(_install(root, installed.checkout))) == [], "and it stays so"
 
 
 PROGRAM = ("opt/garden-gateway", "usr/local/bin/garden-gateway",
@@ -579,3 +633,134 @@ def test_refuses_to_install_on_this_system_when_not_root(
                    "--clear-groups", "--", str(script), "--no-apt", "--no-start"])
     assert result.returncode == 1
     assert "must run as root to install on this system" in result.stderr
+
+
+# The previous release: the flat layout (gateway/app.py, gateway/cli.py, ...) that parks run.
+PREVIOUS_RELEASE = "eb4eff8"
+TREES = ("gateway", "devices", "dashboard", "config", "systemd")
+# A device the previous release discovers and keeps: in its spool, its registry, its history.
+KEPT_DEVICE = "kebun-9"
+KEPT_VALUES = (27.5, 28.0, 28.5)
+
+
+def export_release(commit: str, parent: Path) -> Path:
+    """``commit``'s files as a checkout of their own, from the repository ROOT is in."""
+    git = find_executable("git")
+    top = _run([git, "-C", str(ROOT), "rev-parse", "--show-toplevel"], timeout=30)
+    if top.returncode != 0:
+        pytest.fail(f"{ROOT} is not in a git repository ({top.stderr.strip()}): the upgrade "
+                    f"test exports the previous release {commit} from it; it needs a full clone")
+    repo = top.stdout.strip()
+    if _run([git, "-C", repo, "cat-file", "-e", f"{commit}^{{commit}}"], timeout=30).returncode:
+        pytest.fail(f"the previous release {commit} is not in {repo}: the upgrade test needs "
+                    "a full clone (git fetch --unshallow)")
+    archive = parent / f"release-{commit}.tar"
+    _ok(_run([git, "-C", repo, "archive", "--format=tar", "-o", str(archive), commit, "--",
+              *CHECKOUT_ITEMS], timeout=60))
+    checkout = parent / f"release-{commit}"
+    with tarfile.open(archive) as tar:
+        tar.extractall(checkout, filter="tar")
+    return checkout
+
+
+def tree_files(folder: Path) -> set[str]:
+    """Files under ``folder``, compiled caches left out."""
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")
+            if not p.is_dir() and "__pycache__" not in p.parts}
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {rel: hashlib.sha256((folder / rel).read_bytes()).hexdigest()
+            for rel in tree_files(folder)}
+
+
+def count(database: Path, query: str, *args: object) -> int:
+    # Read-only: the gateway may still have it open (WAL lets a reader in).
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+        found: int = db.execute(query, args).fetchone()[0]
+    return found
+
+
+def test_upgrade_from_the_previous_release_keeps_config_and_data_and_the_unit_works(
+    installed: Installed, work: Path,
+) -> None:
+    upgrade = Path(tempfile.mkdtemp(prefix="gg-upgrade-", dir=work))
+    upgrade.chmod(0o755)
+    previous = export_release(PREVIOUS_RELEASE, upgrade)
+    root = make_scratch_root(upgrade)
+    record = upgrade / "live-calls.log"
+    env = _script_env(make_shims(upgrade, record))
+    _ok(_run([str(previous / "systemd/install.sh"), "--root", str(root)], env=env))
+    opt = root / "opt/garden-gateway"
+    assert (opt / "gateway/app.py").is_file(), "the previous release has the flat layout"
+
+    # The previous release runs once, as its unit would, and keeps what a park keeps.
+    data = root / "var/lib/garden-gateway"
+    values = secrets(root)
+    password = values["GARDEN_GATEWAY_MQTT__PASSWORD"]
+    operator = {"Authorization": f"Bearer {values['GARDEN_GATEWAY_API__OPERATOR_TOKEN']}"}
+    no_ntp = {"GARDEN_GATEWAY_CLOCK__REQUIRE_SYNC": "no"}  # this machine's clock never syncs
+    spool = data / "spool.sqlite3"
+    mine = f"%device={KEPT_DEVICE}%temperature_c=%"  # its readings, not its device_status
+    with InstalledMosquitto(upgrade / "broker-previous", root) as broker, \
+            unit_running(root, broker.port, data, upgrade / "previous.log", **no_ntp):
+        for value in KEPT_VALUES:
+            _ok(_run([find_executable("mosquitto_pub"), "-h", "127.0.0.1",
+                      "-p", str(broker.port), "-u", NAME, "-P", password, "-q", "1",
+                      "-t", f"garden/taman-bukit-pelangi/{KEPT_DEVICE}/telemetry",
+                      "-m", f'{{"temperature_c": {value}}}'], timeout=20))
+        wait_for(lambda: spool.exists() and count(
+            spool, "SELECT count(*) FROM spool WHERE line LIKE ?", mine) >= len(KEPT_VALUES),
+            what="the previous release's spool to hold the readings")
+    spool_rows = count(spool, "SELECT count(*) FROM spool")
+    assert count(spool, "SELECT count(*) FROM spool WHERE line LIKE ?", mine) == len(KEPT_VALUES)
+    assert count(data / "state.sqlite3", "SELECT count(*) FROM devices WHERE id = ?",
+                 KEPT_DEVICE) == 1
+    assert count(data / "history.sqlite3", "SELECT count(*) FROM rollup WHERE device = ?",
+                 KEPT_DEVICE) >= 1
+    kept = {"etc/garden-gateway": digests(root / "etc/garden-gateway"),
+            "var/lib/garden-gateway": digests(data)}
+    old_layout = set().union(*({f"{t}/{rel}" for rel in tree_files(previous / t)}
+                               for t in TREES))
+
+    # This checkout over it.
+    output = _ok(_install(root, installed.checkout, env=env))
+    assert not record.exists(), record.read_text()
+
+    assert {rel: digests(root / rel) for rel in kept} == kept, "config and data are kept"
+    new_layout = set().union(*({f"{t}/{rel}" for rel in tree_files(installed.checkout / t)}
+                               for t in TREES))
+    left = sorted(rel for rel in old_layout - new_layout if os.path.lexists(opt / rel))
+    assert left == [], f"files of the previous release left behind:\n{output}"
+    assert not (opt / "gateway/app.py").exists()
+    installed_files = set().union(*({f"{t}/{rel}" for rel in tree_files(opt / t)}
+                                    for t in TREES))
+    assert installed_files == new_layout
+    orphans = [str(pyc.relative_to(opt)) for t in TREES for pyc in (opt / t).rglob("*.pyc")
+               if not (pyc.parent.parent / (pyc.name.split(".")[0] + ".py")).is_file()]
+    assert orphans == [], "compiled caches whose source is gone"
+
+    # The unit's command, on what was kept.
+    command = exec_start(root)
+    assert command[1] == "run"
+    # From a folder of its own: python -m and -c would import a gateway/ in the cwd first.
+    check = _run([command[0], "check-config", *command[2:]], timeout=60, cwd=upgrade)
+    assert check.returncode == 0, check.stdout + check.stderr
+    python = str(opt / ".venv/bin/python")
+    assert "usage: garden-gateway" in _ok(_run([python, "-m", "gateway", "--help"],
+                                                timeout=60, cwd=upgrade))
+    where = _ok(_run([python, "-c", "import gateway.ops.cli as c; print(c.__file__)"],
+                     timeout=60, cwd=upgrade)).strip()
+    assert where == str(opt / "gateway/ops/cli.py")
+    with InstalledMosquitto(upgrade / "broker-current", root) as broker, \
+            unit_running(root, broker.port, data, upgrade / "current.log", **no_ntp) as api:
+        status = httpx.get(f"{api}/api/v1/status", headers=operator, timeout=5).json()
+        assert status["spool"]["rows"] >= spool_rows, "the spool's rows are still to deliver"
+        devices = httpx.get(f"{api}/api/v1/devices", headers=operator, timeout=5).json()
+        assert KEPT_DEVICE in {d["id"] for d in devices}, "the registry is kept"
+        history = httpx.get(f"{api}/api/v1/history", headers=operator, timeout=5, params={
+            "device": KEPT_DEVICE, "field": "temperature_c", "range": "1h"}).json()
+        assert history["points"], "the charts' history is kept"
+        page = httpx.get(f"{api}/", timeout=5)
+        assert page.status_code == 200
+        assert page.content == (opt / "dashboard/index.html").read_bytes()

@@ -25,6 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from gateway.config import ApiConfig
+from gateway.core import resources
 from gateway.core.status import (
     DeadLetterView,
     DeviceView,
@@ -38,7 +39,9 @@ from gateway.core.status import (
 from gateway.web.auth import COOKIE, OperatorAuth
 from gateway.web.events import EventHub, TooManyClients
 
-PAGES = Path(__file__).resolve().parents[2] / "dashboard"
+# Found the same way in a checkout, an editable install and a wheel; missing pages are an error
+# naming the path (resources.MissingFileError) when this module is imported, not a quiet 404.
+PAGES = resources.pages_dir()
 RANGES: dict[str, int] = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "48h": 2 * 86400,
                           "7d": 7 * 86400, "30d": 30 * 86400}
 # The pages load only from the gateway itself: no inline script, no other origin.
