@@ -103,8 +103,8 @@ MQTT_USER=garden-gateway
 # What the program is: copied to /opt/garden-gateway, which pip installs in editable mode.
 # pyproject.toml maps dashboard/ and config/ to the data packages garden_gateway_files.*, so the
 # editable finder gives gateway/core/resources.py the pages and the example config there.
-TREES=(gateway devices dashboard config systemd)
-TOP_FILES=(pyproject.toml README.md)
+TREES=(gateway devices dashboard config systemd docs)
+TOP_FILES=(pyproject.toml README.md CHANGELOG.md)
 APT_PACKAGES=(mosquitto mosquitto-clients python3-venv openssl)
 ((INFLUXDB)) && APT_PACKAGES+=(influxdb)
 

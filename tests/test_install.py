@@ -53,8 +53,10 @@ pytestmark = [
 NAME = "garden-gateway"
 # What the checkout gives the script; frozen into a copy per session, because other work in
 # this checkout changes files while the tests run.
-CHECKOUT_ITEMS = ("gateway", "devices", "dashboard", "config", "systemd",
-                  "pyproject.toml", "README.md")
+CHECKOUT_ITEMS = ("gateway", "devices", "dashboard", "config", "systemd", "docs",
+                  "pyproject.toml", "README.md", "CHANGELOG.md")
+PREVIOUS_RELEASE_ITEMS = ("gateway", "devices", "dashboard", "config", "systemd",
+                          "pyproject.toml", "README.md")
 # Tools that act on the running system: with --root the script must never call them.
 LIVE_TOOLS = ("apt-get", "apt", "dpkg-query", "udevadm", "service", "invoke-rc.d", "journalctl")
 SCRIPT_TIMEOUT_S = 300
@@ -655,8 +657,9 @@ def export_release(commit: str, parent: Path) -> Path:
         pytest.fail(f"the previous release {commit} is not in {repo}: the upgrade test needs "
                     "a full clone (git fetch --unshallow)")
     archive = parent / f"release-{commit}.tar"
+    # What that release shipped (docs/ and CHANGELOG.md came later).
     _ok(_run([git, "-C", repo, "archive", "--format=tar", "-o", str(archive), commit, "--",
-              *CHECKOUT_ITEMS], timeout=60))
+              *PREVIOUS_RELEASE_ITEMS], timeout=60))
     checkout = parent / f"release-{commit}"
     with tarfile.open(archive) as tar:
         tar.extractall(checkout, filter="tar")

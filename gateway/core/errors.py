@@ -5,6 +5,7 @@
     ├── SpoolError           the on-disk spool cannot be opened or written
     │   └── SpoolReadError       a spool file cannot be inspected (gateway.store.spool; .kind)
     ├── StackError           a private Mosquitto / InfluxDB could not be started (tests, demo)
+    ├── MissingFileError     a shipped file (pages, example config) is not installed (.path)
     └── InfluxError          a write to InfluxDB failed; .status is the HTTP status or None
         ├── InfluxAuthError      401/403: credentials or rights; forwarding pauses
         ├── InfluxRejectedError  400/422: the server refuses some lines; they are quarantined

@@ -21,43 +21,22 @@ from pathlib import Path
 
 from devices.simulators.garden import GardenSensor
 from devices.simulators.polder import REGISTERS, PolderSlave
-from gateway.config import LoadedConfig, load_config
 from gateway.core import resources
-from gateway.core.errors import ConfigError, GatewayError
+from gateway.core.errors import GatewayError
 from gateway.ops import doctor, simulate
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+from gateway.ops.run import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    load_config_or_report,
+    serve,
+    setup_logging,
+)
 
 # Real minutes a simulated day of the demo takes (gateway/ops/demo.py), unless --day-minutes.
 DEMO_DAY_MINUTES = 20.0
 
 log = logging.getLogger("gateway")
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        stream=sys.stdout,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # httpx logs every request at INFO; one line per batch is too chatty for an SD card.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-
-
-def load_config_or_report(path: Path) -> LoadedConfig | None:
-    """The config at ``path``; None once every problem is printed (exit 2 then)."""
-    try:
-        loaded = load_config(path)
-    except ConfigError as exc:
-        print(f"{path}: configuration is not valid:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  - {problem}", file=sys.stderr)
-        return None
-    for warning in loaded.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    return loaded
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -69,22 +48,6 @@ def cmd_check_config(args: argparse.Namespace) -> int:
           f"{len(cfg.subscriptions)} subscriptions, {len(cfg.devices)} devices, "
           f"broker {cfg.mqtt.host}:{cfg.mqtt.port}, InfluxDB {cfg.influx.url} "
           f"({cfg.influx.api}), data in {cfg.data_dir}")
-    return EXIT_OK
-
-
-async def serve(loaded: LoadedConfig, on_started: str = "") -> int:
-    """Run the gateway until SIGTERM or SIGINT; print ``on_started`` once it is up."""
-    from gateway.app.gateway import Gateway
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    # Signals are handled here and nowhere else, before the web server starts.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with Gateway(loaded.config) as gateway:
-        if on_started:
-            print(on_started, flush=True)
-        await gateway.run(stop)
     return EXIT_OK
 
 

@@ -32,7 +32,7 @@ from gateway.config import LoadedConfig
 from gateway.core import resources
 from gateway.core.errors import StackError
 from gateway.ops import simulate
-from gateway.ops.cli import (
+from gateway.ops.run import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,

@@ -22,10 +22,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
-# The exit codes of gateway/ops/cli.py (not imported from it: cli.py imports the doctor).
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+from gateway.ops.run import EXIT_FAILED as EXIT_FAILED
+from gateway.ops.run import EXIT_OK as EXIT_OK
+from gateway.ops.run import EXIT_USAGE as EXIT_USAGE
 
 Verdict = Literal["OK", "WARN", "FAIL", "SKIP"]
 # The subjects, in the order the report shows them.
