@@ -8,7 +8,6 @@ silently emptying a metric.
 from __future__ import annotations
 
 import ast
-import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -71,7 +70,7 @@ def status(**over: Any) -> dict[str, Any]:
         "liveness": {"online": 1, "offline": 1, "unknown": 1, "devices": 3, "transitions": 4,
                      "reports": 10, "refused": 0},
         "wifi": {"aps": 1, "observed": 1, "reports": 10},
-        "alerts": dataclasses.asdict(alerts),
+        "alerts": alerts.model_dump(),
         "serial": {
             "weather": {"port": "/dev/ttyUSB0", "open": True, "opens": 2, "bytes": 10240,
                         "lines": 300, "readings": 290, "errors": {"overlong": 1, "checksum": 4},

@@ -54,6 +54,10 @@ from gateway.core.aio import clock_sleep_or_event
 from gateway.core.backoff import Backoff, parse_retry_after
 from gateway.core.clock import Clock
 
+# The statistics are the status's own shapes: one type from here to the API and /metrics.
+from gateway.core.status import AlertsStatus as AlertStats
+from gateway.core.status import AlertTargetStatus as TargetStats
+
 log = logging.getLogger(__name__)
 
 AlertEvent = Literal["down", "recovered", "reminder", "gateway_restarted"]
@@ -89,29 +93,6 @@ class Alert:
     cause: str | None
     text: str
     queued_ns: int
-
-
-@dataclass(frozen=True, slots=True)
-class TargetStats:
-    name: str
-    kind: str
-    sent: int
-    failed: int
-    dropped: int
-    retries: int
-    pending: int
-    last_error: str | None
-    last_sent_ns: int | None
-    next_attempt_ns: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class AlertStats:
-    enabled: bool
-    waiting: int       # down timers armed: down, not yet for down_after_s
-    down: int          # subjects whose "down" message went out and which are not up yet
-    suppressed: int    # down, then up before down_after_s: nothing sent
-    targets: tuple[TargetStats, ...]
 
 
 # -- texts (pure) -----------------------------------------------------------------------------
