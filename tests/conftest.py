@@ -137,6 +137,38 @@ def write_config(path: Path, cfg: dict[str, Any]) -> Path:
     return path
 
 
+def answers_health(proc: subprocess.Popen[bytes], api: str, log_path: Path) -> bool:
+    """Whether the gateway at ``api`` answers /health; a gateway that exited fails the test."""
+    if proc.poll() is not None:
+        raise AssertionError(f"gateway exited with {proc.returncode}:\n"
+                             f"{log_path.read_text(encoding='utf-8', errors='replace')}")
+    try:
+        return httpx.get(f"{api}/health", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@contextlib.contextmanager
+def serving(argv: list[str], *, api: str, log_path: Path, env: dict[str, str],
+            cwd: Path, what: str) -> Iterator[str]:
+    """A gateway command as a child: yields ``api`` once /health answers; afterwards SIGTERM,
+    and the test fails unless it exits 0."""
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+    try:
+        wait_for(lambda: answers_health(proc, api, log_path), timeout=30, what=what)
+        yield api
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
+        assert code == 0, log_path.read_text(encoding="utf-8", errors="replace")
+
+
 class GatewayProcess:
     """``python -m gateway run`` as a child process, as systemd would run it."""
 
@@ -162,12 +194,7 @@ class GatewayProcess:
 
     def _healthy(self) -> bool:
         assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"gateway exited with {self.proc.returncode}:\n{self.log()}")
-        try:
-            return httpx.get(f"{self.api}/health", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
+        return answers_health(self.proc, self.api, self.log_path)
 
     def status(self) -> dict[str, Any]:
         response = httpx.get(f"{self.api}/api/v1/status", timeout=5, headers=OPERATOR)

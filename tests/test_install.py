@@ -28,7 +28,6 @@ import pwd
 import re
 import shlex
 import shutil
-import signal
 import sqlite3
 import stat
 import subprocess
@@ -43,7 +42,7 @@ import httpx
 import pytest
 
 from gateway.testing.stack import PrivateMosquitto, find_executable, free_port
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, serving, wait_for
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="useradd --root and chown need root"),
@@ -411,30 +410,9 @@ def unit_running(root: Path, broker_port: int, data_dir: Path, log_path: Path,
            "GARDEN_GATEWAY_API__PORT": str(api_port),
            "GARDEN_GATEWAY_INFLUX__ENABLED": "false",
            **extra_env}
-    with log_path.open("wb") as log:
-        gateway = subprocess.Popen(exec_start(root), stdout=log, stderr=subprocess.STDOUT,
-                                   env=env, cwd=log_path.parent)
-    api = f"http://127.0.0.1:{api_port}"
-    try:
-        def healthy() -> bool:
-            if gateway.poll() is not None:
-                raise AssertionError(f"exited {gateway.returncode}:\n{log_path.read_text()}")
-            try:
-                return httpx.get(f"{api}/health", timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for(healthy, timeout=30, what=f"/health of the gateway in {root}")
+    with serving(exec_start(root), api=f"http://127.0.0.1:{api_port}", log_path=log_path,
+                 env=env, cwd=log_path.parent, what=f"/health of the gateway in {root}") as api:
         yield api
-    finally:
-        gateway.send_signal(signal.SIGTERM)
-        try:
-            code = gateway.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            gateway.kill()
-            gateway.wait()
-            raise
-        assert code == 0, log_path.read_text()
 
 
 def test_installed_gateway_runs_against_the_installed_broker_config(

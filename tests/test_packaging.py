@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import sysconfig
@@ -28,7 +27,7 @@ import pytest
 
 from gateway.core import resources
 from gateway.testing.stack import PrivateMosquitto, free_port
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, serving
 
 # What the build reads from the checkout; frozen once, because other work changes the checkout
 # while the tests run (and a build writes build/ and *.egg-info beside the sources).
@@ -193,23 +192,10 @@ def test_gateway_from_the_wheel_serves_the_residents_page_and_static_files(
     tmp_path: Path,
 ) -> None:
     api_port = free_port()
-    log_path = tmp_path / "gateway.log"
-    with log_path.open("wb") as log:
-        gateway = subprocess.Popen(
-            [str(venv.command), "run", "--config", str(where["example"])],
-            stdout=log, stderr=subprocess.STDOUT, cwd=outside,
-            env=_run_env(tmp_path / "data", api_port, mosquitto.port))
-    api = f"http://127.0.0.1:{api_port}"
-    try:
-        def healthy() -> bool:
-            if gateway.poll() is not None:
-                raise AssertionError(f"exited {gateway.returncode}:\n{log_path.read_text()}")
-            try:
-                return httpx.get(f"{api}/health", timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for(healthy, timeout=30, what="the wheel's gateway /health")
+    with serving([str(venv.command), "run", "--config", str(where["example"])],
+                 api=f"http://127.0.0.1:{api_port}", log_path=tmp_path / "gateway.log",
+                 env=_run_env(tmp_path / "data", api_port, mosquitto.port), cwd=outside,
+                 what="the wheel's gateway /health") as api:
         page = httpx.get(f"{api}/", timeout=5)
         assert page.status_code == 200
         assert page.headers["content-type"].startswith("text/html")
@@ -218,15 +204,6 @@ def test_gateway_from_the_wheel_serves_the_residents_page_and_static_files(
         assert script.status_code == 200
         assert script.content == (where["pages"] / "static/resident.js").read_bytes()
         assert httpx.get(f"{api}/operator", timeout=5).status_code == 200
-    finally:
-        gateway.send_signal(signal.SIGTERM)
-        try:
-            code = gateway.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            gateway.kill()
-            gateway.wait()
-            raise
-        assert code == 0, log_path.read_text()
 
 
 def test_missing_pages_stop_the_gateway_with_the_path(
