@@ -387,7 +387,8 @@ async def test_down_past_threshold_sends_one_message_to_each_target(receiver: Re
     assert hooked.headers["authorization"] == "Bearer it-office"
     assert hooked.headers["content-type"] == "application/json"
     assert hooked.json() == {
-        "event": "down", "device": "polder-1", "name": "Polder Utara", "kind": "polder",
+        "event": "down", "subject": "device", "device": "polder-1", "name": "Polder Utara",
+        "kind": "polder",
         "site": "taman-sangatta", "zone": None, "gateway": "gw-01",
         "since": "2027-01-15T07:59:00Z", "at": "2027-01-15T08:04:00Z", "duration_s": 300,
         "cause": "tidak ada data", "text": text,

@@ -278,7 +278,8 @@ def test_twenty_parks_share_one_broker_and_one_influxdb(
         for site, gw in gateways.items():
             view = httpx.get(f"{gw.api}/api/v1/sites/{site}", timeout=5).json()
             assert view["site"] == site
-            assert view["sensors"] == {"up": 2, "down": 0, "unknown": 0, "total": 2}
+            assert view["sensors"] == {"up": 2, "down": 0, "unknown": 0, "unmonitored": 0,
+                                       "total": 2}
             assert [(g["id"], g["state"]) for g in view["gateways"]] == [(f"gw-{site}",
                                                                           "online")]
             other = sites[(sites.index(site) + 1) % PARKS]

@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 
 from devices import presence
-from devices.reading import DecodeError
+from devices.reading import DecodeError, Reading
+from gateway.config import DeviceConfig, LivenessConfig
 from gateway.core.errors import StackError
-from gateway.park.registry import uptime_parts
+from gateway.park.liveness import PORT_GONE, ComponentTransition, Liveness, Polled, Transition
+from gateway.park.registry import Registry, uptime_parts
 from gateway.testing.clock import FakeClock
 from gateway.testing.stack import PrivateInfluxDB, PrivateMosquitto
 from tests.conftest import (
@@ -276,8 +278,8 @@ async def test_site_summary(
         pub.publish(f"garden/{SITE}/polder-1/telemetry", {"level_cm": 150})
         await until(lambda: gw.liveness.statistics()["online"] == 3)  # with the gateway
         site = (await gw.http.get(f"/api/v1/sites/{SITE}")).json()
-        assert site["aps"] == {"up": 1, "down": 0, "unknown": 1, "total": 2}
-        assert site["sensors"] == {"up": 1, "down": 0, "unknown": 1, "total": 2}
+        assert site["aps"] == {"up": 1, "down": 0, "unknown": 1, "unmonitored": 0, "total": 2}
+        assert site["sensors"] == {"up": 1, "down": 0, "unknown": 1, "unmonitored": 0, "total": 2}
         assert site["clients_now"] == 5
         assert site["gateways"][0]["id"] == "gw-test"
         assert site["uptime_pct"]["24h"] is None  # nothing observed for any time yet
@@ -306,6 +308,11 @@ async def test_site_summary(
     ({"first_seen_ns": 0, "outages": [(10, 40)], "gateway_down": [(20, 60)]}, 60, 10, 83.333),
     # overlapping outages count once
     ({"first_seen_ns": 0, "outages": [(10, 30), (20, 40)], "gateway_down": []}, 100, 30, 70.0),
+    # unmonitored time (a link gone) is neither up nor down: left out like the gateway's
+    ({"first_seen_ns": 0, "outages": [(80, None)], "gateway_down": [(0, 10)],
+      "unobserved": [(30, 70)]}, 50, 20, 60.0),
+    ({"first_seen_ns": 0, "outages": [], "gateway_down": [], "unobserved": [(50, None)]},
+     50, 0, 100.0),
 ])
 def test_uptime_parts(kw: dict[str, Any], observed: int, down: int, pct: float | None) -> None:
     parts = uptime_parts(window_start_ns=0, now_ns=100, **kw)
@@ -438,3 +445,197 @@ async def test_after_a_long_stop_the_gateway_reports_its_own_outage(
         assert stopped < clock.now_ns()
     finally:
         await receiver.close()
+
+
+# -- polled devices and unmonitored (FakeClock, no broker) ------------------------------
+
+
+def polled_liveness(tmp_path: Path, clock: FakeClock, devices: list[dict[str, Any]] | None = None
+                    ) -> tuple[Liveness, Registry, list[Transition]]:
+    registry = Registry(tmp_path / "state.sqlite3")
+    liveness = Liveness(
+        registry=registry, config=LivenessConfig(missed_intervals=3, hold_s=0),
+        devices=[DeviceConfig.model_validate(d) for d in devices or []], gateway_id="gw",
+        site=SITE, clock=clock)
+    heard: list[Transition] = []
+    liveness.listeners.append(heard.append)
+    return liveness, registry, heard
+
+
+def reading(device: str, clock: FakeClock) -> Reading:
+    return Reading.build("polder", {"device": device, "site": SITE}, {"level_cm": 1.0},
+                         clock.now_ns())
+
+
+def test_a_polled_device_expects_its_poll_unless_the_device_list_says(tmp_path: Path) -> None:
+    clock = FakeClock()
+    liveness, registry, _ = polled_liveness(tmp_path, clock, [
+        {"id": "slave-listed", "kind": "polder"},
+        {"id": "slave-explicit", "kind": "polder", "interval_s": 30},
+        {"id": "mqtt-device", "kind": "garden_env"}])
+    for device in ("slave-listed", "slave-explicit", "slave-unlisted"):
+        liveness.poll(device, Polled(interval_s=1.0, missed=2, kind="polder",
+                                     source="modbus bus unit 1"))
+    liveness.start()
+    devices = liveness.devices
+    assert {d: devices[d].interval_s for d in ("slave-listed", "slave-explicit",
+                                               "slave-unlisted", "mqtt-device")} == {
+        "slave-listed": 1.0, "slave-explicit": 30.0, "slave-unlisted": 1.0,
+        "mqtt-device": 60.0}
+    # Configured by its bus: known from the start, not discovered.
+    assert (devices["slave-unlisted"].origin, devices["slave-unlisted"].kind) == (
+        "config", "polder")
+    # Offline after the bus's offline_after (2) missed polls of 1 s, not 3 times 60 s.
+    t0 = clock.now_ns()
+    liveness.readings([reading("slave-unlisted", clock)])
+    assert liveness.check() == t0 + 2 * S
+    clock.advance(2)
+    liveness.check()
+    assert devices["slave-unlisted"].state == "offline"
+    assert registry.outages(device="slave-unlisted")[0].start_ns == t0 + 1 * S
+    registry.close()
+
+
+def test_unmonitored_time_is_unobserved_and_opens_no_device_outage(tmp_path: Path) -> None:
+    clock = FakeClock()
+    liveness, registry, heard = polled_liveness(tmp_path, clock)
+    liveness.poll("polder-1", Polled(interval_s=60.0, kind="polder"))
+    liveness.add_link("bus:b", ["polder-1"])
+    parts: list[ComponentTransition] = []
+    liveness.component_listeners.append(parts.append)
+    liveness.start()
+    t0 = clock.now_ns()
+    d = liveness.devices["polder-1"]
+    liveness.readings([reading("polder-1", clock)])
+    clock.advance(100)
+    liveness.readings([reading("polder-1", clock)])
+    liveness.link_down("bus:b", PORT_GONE, "port /dev/x went away")
+    assert (d.state, d.cause, d.since_ns) == ("unmonitored", "port_gone", t0 + 100 * S)
+    liveness.link_down("bus:b", PORT_GONE)  # again: nothing new
+    clock.advance(300)  # far past 3 intervals: still unmonitored, never offline
+    assert liveness.check() is None or d.state == "unmonitored"
+    assert d.state == "unmonitored"
+    liveness.link_up("bus:b", "port_open")
+    assert d.state == "unmonitored"  # until it answers
+    clock.advance(10)
+    liveness.readings([reading("polder-1", clock)])
+    assert d.state == "online"
+    clock.advance(90)  # now t0 + 500
+    # 310 s unmonitored (t0+100 .. t0+410) are not observed; nothing was down.
+    assert registry.unobserved(t0) == {"polder-1": [(t0 + 100 * S, t0 + 410 * S)]}
+    assert registry.outages(device="polder-1") == []
+    assert liveness.uptime(clock.now_ns())["polder-1"]["24h"] == 100.0
+
+    # The link goes and comes back, and the slave never answers: offline, counted from the
+    # link's return, and the unobserved span ends where the outage begins.
+    liveness.link_down("bus:b", PORT_GONE)
+    clock.advance(10)
+    liveness.link_up("bus:b", "port_open")
+    back = clock.now_ns()
+    assert liveness.check() == back + 180 * S
+    clock.advance(180)
+    liveness.check()
+    assert d.state == "offline"
+    (outage,) = registry.outages(device="polder-1")
+    assert (outage.start_ns, outage.end_ns) == (back + 60 * S, None)
+    assert registry.unobserved(t0)["polder-1"][1] == (t0 + 500 * S, back + 60 * S)
+    now = clock.now_ns()  # t0 + 690: observed 690 - 310 - 70 = 310 s, down 120 s
+    assert liveness.uptime(now)["polder-1"]["24h"] == round(100 * (1 - 120 / 310), 3)
+
+    # Offline when its link goes: the outage ends (nobody knows now), no new one opens.
+    clock.advance(10)
+    liveness.link_down("bus:b", PORT_GONE)
+    (outage,) = registry.outages(device="polder-1")
+    assert (outage.end_ns, outage.end_cause) == (clock.now_ns(), "unmonitored (port_gone)")
+    assert [(t.old, t.new) for t in heard] == [
+        ("unknown", "online"), ("online", "unmonitored"), ("unmonitored", "online"),
+        ("online", "unmonitored"), ("unmonitored", "offline"), ("offline", "unmonitored")]
+    assert [(p.component, p.up, p.cause) for p in parts] == [
+        ("bus:b", False, "port_gone"), ("bus:b", True, "port_open"),
+        ("bus:b", False, "port_gone"), ("bus:b", True, "port_open"),
+        ("bus:b", False, "port_gone")]
+    bus = registry.outages(device="bus:b")
+    assert [(o.kind, o.cause, o.end_ns is None) for o in bus] == [
+        ("component", "port_gone", True), ("component", "port_gone", False),
+        ("component", "port_gone", False)]
+    assert liveness.statistics()["unmonitored"] == 1
+    assert liveness.statistics()["components_down"] == 1
+    registry.close()
+
+
+def test_unmonitored_in_device_status_points_has_no_up_field(tmp_path: Path) -> None:
+    clock = FakeClock()
+    lines: list[list[str]] = []
+    registry = Registry(tmp_path / "state.sqlite3")
+    liveness = Liveness(registry=registry, config=LivenessConfig(), devices=[],
+                        gateway_id="gw", site=SITE, clock=clock, emit=lines.append)
+    liveness.poll("polder-1", Polled(interval_s=1.0, kind="polder"))
+    liveness.add_link("bus:b", ["polder-1"])
+    liveness.start()
+    liveness.readings([reading("polder-1", clock)])
+    liveness.link_down("bus:b", PORT_GONE)
+    (line,) = lines[-1]
+    assert 'state="unmonitored"' in line
+    assert 'cause="port_gone"' in line
+    assert ",up=" not in line
+    registry.close()
+
+
+def test_a_device_never_seen_is_unknown_again_when_its_link_returns(tmp_path: Path) -> None:
+    clock = FakeClock()
+    liveness, registry, heard = polled_liveness(tmp_path, clock)
+    liveness.poll("polder-1", Polled(interval_s=1.0))
+    liveness.add_link("bus:b", ["polder-1"])
+    liveness.start()
+    liveness.link_down("bus:b", PORT_GONE)
+    assert liveness.devices["polder-1"].state == "unmonitored"
+    clock.advance(5)
+    liveness.link_up("bus:b")
+    assert liveness.devices["polder-1"].state == "unknown"
+    assert [(t.old, t.new) for t in heard] == [("unknown", "unmonitored"),
+                                               ("unmonitored", "unknown")]
+    registry.close()
+
+
+def test_a_restart_ends_the_components_outage_where_the_last_run_stopped(
+        tmp_path: Path) -> None:
+    clock = FakeClock()
+    liveness, registry, _ = polled_liveness(tmp_path, clock)
+    liveness.poll("polder-1", Polled(interval_s=1.0))
+    liveness.add_link("bus:b", ["polder-1"])
+    liveness.start()
+    liveness.link_down("bus:b", PORT_GONE)
+    clock.advance(30)
+    stopped = clock.now_ns()
+    liveness.stop()
+    registry.close()
+    clock.advance(600)
+    again, registry, _ = polled_liveness(tmp_path, clock)
+    again.poll("polder-1", Polled(interval_s=1.0))
+    again.add_link("bus:b", ["polder-1"])
+    again.start()
+    (outage,) = registry.outages(device="bus:b")
+    assert (outage.end_ns, outage.end_cause) == (stopped, "gateway stopped")
+    # Still unmonitored until the port says (the source reports at once after the start).
+    assert again.devices["polder-1"].state == "unmonitored"
+    again.link_up("bus:b")
+    assert again.devices["polder-1"].state == "unknown"
+    registry.close()
+
+
+def test_a_late_reading_while_the_link_is_down_ends_unmonitored_not_offline(
+        tmp_path: Path) -> None:
+    clock = FakeClock()
+    liveness, registry, heard = polled_liveness(tmp_path, clock)
+    liveness.poll("kebun-1", Polled(interval_s=1.0))
+    liveness.add_link("serial:kebun", ["kebun-1"])
+    liveness.start()
+    liveness.readings([reading("kebun-1", clock)])
+    liveness.link_down("serial:kebun", PORT_GONE)
+    liveness.readings([reading("kebun-1", clock)])  # a line read just before the loss
+    clock.advance(10)
+    liveness.check()
+    assert liveness.devices["kebun-1"].state == "unmonitored"
+    assert registry.outages(device="kebun-1") == []
+    assert [t.new for t in heard] == ["online", "unmonitored", "online", "unmonitored"]
+    registry.close()

@@ -69,3 +69,25 @@ def test_the_view_reads_the_configured_devices_and_marks_old_values_stale() -> N
     assert public_series(pages, "taman") == {
         ("taman", "wifi_clients"), ("polder-1", "level_cm"), ("kebun-1", "temperature_c"),
         ("kebun-1", "humidity_pct")}
+
+
+@pytest.mark.parametrize(("state", "measured"), [
+    ("online", True), ("unknown", True), ("offline", False), ("unmonitored", False)])
+def test_the_polder_is_not_measured_while_its_sensor_cannot_be_seen(state: str,
+                                                                    measured: bool) -> None:
+    pages = PagesConfig.model_validate({
+        "fresh_s": 900, "polder": {"device": "polder-1", "thresholds": TH.model_dump()}})
+    polder = device("polder-1", "polder", state, level_cm=260.0)
+    polder.since_ns = NOW - 30 * 10**9
+    view = resident_view(site="taman", pages=pages, wifi_kind="wifi_ap",
+                         devices={"polder-1": polder}, clients_now=None, now_ns=NOW)["polder"]
+    assert view["measured"] is measured
+    assert view["state"] == state
+    if measured:
+        assert (view["value"], view["level"], view["not_measured_since_ns"]) == (
+            260.0, "awas", None)
+    else:
+        # Not an old level shown as the water now: no value, no level, since when.
+        assert (view["value"], view["level"], view["stale"]) == (None, "unknown", True)
+        assert view["not_measured_since_ns"] == NOW - 30 * 10**9
+        assert view["time_ns"] == NOW - 60 * 10**9  # when it was last measured

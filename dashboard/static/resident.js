@@ -29,6 +29,8 @@
       leg_siaga: 'Siaga: mulai {s} {u}. Bersiap; jauhi tepi polder.',
       leg_awas: 'Awas: mulai {a} {u}. Bahaya; jauhi polder dan ikuti arahan petugas.',
       measured: 'Diukur {ago}',
+      not_measured: 'Tidak terukur',
+      not_measured_since: 'Tidak terukur sejak {when} ({ago}). Sensornya tidak terpantau; tinggi air lama tidak ditampilkan.',
       summary: 'terakhir {last}, terendah {lo}, tertinggi {hi}',
       error: 'Data taman belum bisa diambil. Mencoba lagi…'
     },
@@ -57,12 +59,15 @@
       leg_siaga: 'Warning (Siaga): from {s} {u}. Get ready; keep away from the edge.',
       leg_awas: 'Danger (Awas): from {a} {u}. Keep away from the polder and follow the officials.',
       measured: 'Measured {ago}',
+      not_measured: 'Not measured',
+      not_measured_since: 'Not measured since {when} ({ago}). Its sensor cannot be seen; no old level is shown.',
       summary: 'latest {last}, lowest {lo}, highest {hi}',
       error: 'Could not get the park data yet. Trying again…'
     }
   });
 
-  var ICON = { normal: '✓', gangguan: '!', mati: '✕', unknown: '?', waspada: '!', siaga: '!!', awas: '!!!' };
+  var ICON = { normal: '✓', gangguan: '!', mati: '✕', unknown: '?', waspada: '!', siaga: '!!', awas: '!!!',
+    'not-measured': '⊘' };
   var $ = function (id) { return document.getElementById(id); };
   var data = null;
   var history = {};
@@ -93,9 +98,15 @@
     var p = data.polder;
     $('polder').hidden = !p;
     if (p) {
-      var lv = ICON[p.level] ? p.level : 'unknown';
-      status($('polder-status'), lv, t('lvl_' + lv));
-      $('polder-value').textContent = withUnit(p.value, p.unit);
+      // Its sensor offline or unmonitored: "not measured", never an old level.
+      if (p.measured === false) {
+        status($('polder-status'), 'not-measured', t('not_measured'));
+        $('polder-value').textContent = '–';
+      } else {
+        var lv = ICON[p.level] ? p.level : 'unknown';
+        status($('polder-status'), lv, t('lvl_' + lv));
+        $('polder-value').textContent = withUnit(p.value, p.unit);
+      }
       var th = p.thresholds || {};
       var vars = { w: GG.num(th.waspada), s: GG.num(th.siaga), a: GG.num(th.awas), u: p.unit };
       $('polder-thresholds').textContent = th.waspada === undefined ? '' : t('thresholds', vars);
@@ -123,7 +134,10 @@
   function tick() {
     if (!data) { return; }
     $('updated').textContent = GG.ago(data.updated_ns);
-    if (data.polder) { $('polder-time').textContent = data.polder.time_ns ? t('measured', { ago: GG.ago(data.polder.time_ns) }) : ''; }
+    var p = data.polder;
+    if (p && p.measured === false) {
+      $('polder-time').textContent = p.not_measured_since_ns ? t('not_measured_since', { when: GG.when(p.not_measured_since_ns), ago: GG.ago(p.not_measured_since_ns) }) : t('not_measured');
+    } else if (p) { $('polder-time').textContent = p.time_ns ? t('measured', { ago: GG.ago(p.time_ns) }) : ''; }
     if (data.garden) { $('garden-time').textContent = data.garden.time_ns ? t('measured', { ago: GG.ago(data.garden.time_ns) }) : ''; }
   }
 

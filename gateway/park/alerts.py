@@ -11,6 +11,14 @@ What happens, per subject (a device, or the gateway itself)::
     gateway_was_down(g, start, end), after a restart: one "gateway_restarted" message when
     end - start >= down_after_s (the gateway could not say so while it was off).
 
+    forget(s): the watch ends without a message (a device that became ``unmonitored``: nobody
+    knows whether it recovered; the component's own alert speaks for it).
+
+A subject is a device, the gateway, or one of the gateway's own components (``bus:<name>``,
+``serial:<name>``: kinds ``bus`` and ``serial``, :data:`COMPONENT_KINDS`); a component's
+down/recovered go the same way, and a webhook body says ``"subject": "component"`` for them.
+Devices that are merely ``unmonitored`` get no alert of their own.
+
 Every queued message goes to every target (a generic JSON webhook, or Telegram's Bot API
 ``sendMessage``), each target with its own bounded FIFO queue and its own delivery coroutine,
 so a slow or dead target never delays another. Per answer:
@@ -102,7 +110,11 @@ KIND_LABELS: dict[str, str] = {
     "polder": "Sensor polder",
     "garden_env": "Sensor taman",
     "gateway": "Gateway",
+    "bus": "Bus RS485 (adaptor USB)",
+    "serial": "Port serial (adaptor USB)",
 }
+# Subjects that are the gateway's own components, not devices.
+COMPONENT_KINDS = frozenset({"bus", "serial", "broker"})
 _MONTHS = ("Januari", "Februari", "Maret", "April", "Mei", "Juni", "Juli", "Agustus",
            "September", "Oktober", "November", "Desember")
 
@@ -183,6 +195,7 @@ def webhook_body(alert: Alert, *, gateway_id: str) -> dict[str, Any]:
     s = alert.subject
     return {
         "event": alert.event,
+        "subject": "component" if s.kind in COMPONENT_KINDS else "device",
         "device": s.id,
         "name": s.name,
         "kind": s.kind,
@@ -358,6 +371,11 @@ class Alerter:
                       subject.id, (at_ns - watch.since_ns) / _NS, self._config.down_after_s)
             return
         self._queue("recovered", subject, since_ns=watch.since_ns, at_ns=at_ns, cause=None)
+
+    def forget(self, subject_id: str) -> None:
+        """Stop watching ``subject_id`` without a message (it became unmonitored)."""
+        if self._watches.pop(subject_id, None) is not None:
+            self._timers_changed.set()
 
     def gateway_was_down(self, subject: Subject, start_ns: int, end_ns: int) -> None:
         """After a restart: the gateway was off from ``start_ns`` to ``end_ns``.

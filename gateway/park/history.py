@@ -169,6 +169,8 @@ class History:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA journal_size_limit=16777216")
+            # Sorts and temporary tables in memory: no file to open when sockets ran out.
+            self._db.execute("PRAGMA temp_store=MEMORY")
             self._db.executescript(_SCHEMA)
             self._load(self._db)
         except BaseException:

@@ -11,8 +11,11 @@ commit is a write to the WAL without an fsync, consistent after a power cut, at 
 the last heartbeat's changes. Readings themselves never go through here; they are in the
 spool.
 
-Uptime is computed, not stored: :func:`uptime_fraction` intersects a device's outages with a
-window, leaving out the time the gateway itself was down (then nobody could see the device).
+Uptime is computed, not stored: :func:`uptime_parts` intersects a device's outages with a
+window, leaving out the time the gateway itself was down (then nobody could see the device)
+and the device's own unobserved spans (the ``unobserved`` table: while it was ``unmonitored``
+because a link to it, such as its bus's adapter, was gone). The gateway's own components
+(``bus:<name>``, ``serial:<name>``) have outages in the outages table, kind ``component``.
 """
 
 from __future__ import annotations
@@ -43,6 +46,10 @@ CREATE TABLE IF NOT EXISTS outages (
     kind TEXT, start_ns INTEGER NOT NULL, end_ns INTEGER, cause TEXT, end_cause TEXT);
 CREATE INDEX IF NOT EXISTS outages_device ON outages (device, start_ns);
 CREATE INDEX IF NOT EXISTS outages_start ON outages (start_ns);
+CREATE TABLE IF NOT EXISTS unobserved (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, device TEXT NOT NULL, start_ns INTEGER NOT NULL,
+    end_ns INTEGER, cause TEXT);
+CREATE INDEX IF NOT EXISTS unobserved_device ON unobserved (device, start_ns);
 CREATE TABLE IF NOT EXISTS gateway (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS documents (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
@@ -50,7 +57,11 @@ CREATE TABLE IF NOT EXISTS documents (key TEXT PRIMARY KEY, value TEXT NOT NULL)
 # Outages older than this are deleted (uptime looks back 30 days at most).
 KEEP_OUTAGES_NS = 400 * 86400 * 10**9
 
-STATES = ("unknown", "online", "offline")
+STATES = ("unknown", "online", "offline", "unmonitored")
+
+# The outages of the gateway's own components (``bus:<name>``, ``serial:<name>``, later
+# ``broker``) are rows of the outages table like a device's, with this kind.
+COMPONENT_KIND = "component"
 
 
 @dataclass
@@ -77,6 +88,8 @@ class Device:
     outage_id: int | None = None
     # Not persisted: a device-reported "offline" waiting out the hold time.
     pending_offline_ns: int | None = None
+    # Not persisted: while unmonitored, when its link came back (silence counts from then).
+    watch_from_ns: int | None = None
     dirty: bool = False
 
 
@@ -107,6 +120,8 @@ class Registry:
         self._db = sqlite3.connect(str(path), isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        # Sorts and temporary tables in memory: no file to open when sockets ran out.
+        self._db.execute("PRAGMA temp_store=MEMORY")
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
@@ -167,6 +182,40 @@ class Registry:
         assert cur.lastrowid is not None
         return cur.lastrowid
 
+    def open_component_outage(self, component: str, site: str, start_ns: int,
+                              cause: str | None) -> int:
+        cur = self._db.execute(
+            "INSERT INTO outages (device, site, kind, start_ns, cause) VALUES (?, ?, ?, ?, ?)",
+            (component, site, COMPONENT_KIND, start_ns, cause))
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def open_component_outages(self) -> list[Outage]:
+        """Component outages still open (from before a restart)."""
+        return [Outage(*row) for row in self._db.execute(
+            "SELECT id, device, site, kind, start_ns, end_ns, cause, end_cause FROM outages "
+            "WHERE kind = ? AND end_ns IS NULL ORDER BY start_ns", (COMPONENT_KIND,))]
+
+    # -- unobserved time (a device unmonitored: neither up nor down) --------------------
+
+    def open_unobserved(self, device: str, start_ns: int, cause: str | None) -> None:
+        self._db.execute("INSERT INTO unobserved (device, start_ns, cause) VALUES (?, ?, ?)",
+                         (device, start_ns, cause))
+
+    def close_unobserved(self, device: str, end_ns: int) -> None:
+        """Ends the device's open span(s); an end before a start ends it where it began."""
+        self._db.execute("UPDATE unobserved SET end_ns = MAX(start_ns, ?) "
+                         "WHERE device = ? AND end_ns IS NULL", (end_ns, device))
+
+    def unobserved(self, since_ns: int) -> dict[str, list[tuple[int, int | None]]]:
+        """Every device's unobserved spans that overlap ``[since_ns, now]``."""
+        found: dict[str, list[tuple[int, int | None]]] = {}
+        for dev, start, end in self._db.execute(
+                "SELECT device, start_ns, end_ns FROM unobserved "
+                "WHERE end_ns IS NULL OR end_ns >= ? ORDER BY start_ns", (since_ns,)):
+            found.setdefault(dev, []).append((start, end))
+        return found
+
     def outages(self, *, device: str | None = None, site: str | None = None,
                 since_ns: int | None = None, ongoing: bool | None = None,
                 limit: int = 100) -> list[Outage]:
@@ -203,6 +252,8 @@ class Registry:
     def prune(self, older_than_ns: int) -> int:
         cur = self._db.execute("DELETE FROM outages WHERE end_ns IS NOT NULL AND end_ns < ?",
                                (older_than_ns,))
+        self._db.execute("DELETE FROM unobserved WHERE end_ns IS NOT NULL AND end_ns < ?",
+                         (older_than_ns,))
         return cur.rowcount
 
     # -- the gateway's own heartbeat -----------------------------------------------------
@@ -293,15 +344,17 @@ class UptimeParts:
 
 def uptime_parts(*, window_start_ns: int, now_ns: int, first_seen_ns: int | None,
                  outages: Iterable[tuple[int, int | None]],
-                 gateway_down: Iterable[tuple[int, int | None]]) -> UptimeParts:
+                 gateway_down: Iterable[tuple[int, int | None]],
+                 unobserved: Iterable[tuple[int, int | None]] = ()) -> UptimeParts:
     """Observed time is the window from the device's first sighting to now, less the time
-    the gateway itself was down; down time is the device's outages within what is observed."""
+    the gateway itself was down and the device's own unobserved (``unmonitored``) time; down
+    time is the device's outages within what is observed."""
     if first_seen_ns is None:
         return UptimeParts(0, 0)
     lo = max(window_start_ns, first_seen_ns)
     if lo >= now_ns:
         return UptimeParts(0, 0)
-    blind = _clip(gateway_down, lo, now_ns)
+    blind = _clip([*gateway_down, *unobserved], lo, now_ns)
     down = _clip(outages, lo, now_ns)
     observed = (now_ns - lo) - _total(blind)
     down_ns = _total(down) - _overlap(down, blind)

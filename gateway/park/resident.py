@@ -6,7 +6,10 @@ the tests agree:
 - Wi-Fi ``normal`` (every access point up), ``gangguan`` (some down), ``mati`` (none up and at
   least one known to be down), ``unknown`` (no access point heard yet);
 - polder ``normal`` / ``waspada`` / ``siaga`` / ``awas`` from the configured thresholds
-  (a level equal to a threshold is already that level), ``unknown`` without a value.
+  (a level equal to a threshold is already that level), ``unknown`` without a value;
+- the polder *not measured* (``measured: false``, ``not_measured_since_ns``) while its sensor
+  is ``offline`` or ``unmonitored`` (its bus's adapter is gone): then no level is given at
+  all, since an old level shown as the water now is worse than none.
 
 Only what is safe to show anyone is here: no device ids beyond those the charts need, no
 addresses, no errors.
@@ -24,11 +27,14 @@ NS = 1_000_000_000
 WifiWord = Literal["normal", "gangguan", "mati", "unknown"]
 Level = Literal["normal", "waspada", "siaga", "awas", "unknown"]
 CLIENTS_FIELD = "wifi_clients"
+# The polder sensor's states in which the page shows no level at all.
+NOT_MEASURED = frozenset({"offline", "unmonitored"})
 
 
 def wifi_word(states: Iterable[str]) -> WifiWord:
     states = list(states)
     up = states.count("online")
+    # An unmonitored access point is not known to be down: "mati" needs one that is.
     if not states or (up == 0 and "offline" not in states):
         return "unknown"
     if up == len(states):
@@ -78,11 +84,15 @@ def resident_view(*, site: str, pages: PagesConfig, wifi_kind: str,
         d = devices.get(p.device)
         value = _number(d.latest.get(p.field)) if d is not None else None
         at = d.latest_ns if d is not None and value is not None else None
+        measured = d is None or d.state not in NOT_MEASURED
         body["polder"] = {
-            "value": value, "unit": p.unit, "level": polder_level(value, p.thresholds),
+            "value": value if measured else None, "unit": p.unit,
+            "level": polder_level(value if measured else None, p.thresholds),
             "thresholds": p.thresholds.model_dump(), "time_ns": at,
-            "stale": at is None or now_ns - at > fresh_ns,
+            "stale": not measured or at is None or now_ns - at > fresh_ns,
             "state": d.state if d is not None else "unknown",
+            "measured": measured,
+            "not_measured_since_ns": None if measured or d is None else d.since_ns,
         }
         body["charts"]["polder"] = {"device": p.device, "field": p.field}
     if pages.garden is not None:

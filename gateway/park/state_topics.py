@@ -10,6 +10,10 @@
        "site": "taman-bukit-pelangi", "zone": "gerbang", "gateway": "gw-...",
        "state": "offline", "since": "2026-11-28T06:05:00Z", "cause": "no reading for 3 ...",
        "last_seen": "2026-11-28T06:04:00Z"}
+
+  ``state`` is ``unknown``, ``online``, ``offline`` or ``unmonitored``; for ``unmonitored``
+  ``cause`` names the missing link (``port_gone``: its bus's adapter is gone), never a fault
+  of the device's own.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ def tally(devices: Sequence[Device]) -> Tally:
     return Tally(up=sum(d.state == "online" for d in devices),
                  down=sum(d.state == "offline" for d in devices),
                  unknown=sum(d.state == "unknown" for d in devices),
+                 unmonitored=sum(d.state == "unmonitored" for d in devices),
                  total=len(devices))
 
 

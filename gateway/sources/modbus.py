@@ -19,7 +19,10 @@ its neighbours, and is ``online`` again at its first answer.
 A vanished port (USB pulled: reads fail with EIO or end, the device node goes) is reported,
 closed, and reopened by its configured path with capped exponential backoff; polling resumes
 at once. That port lifecycle is :class:`gateway.sources.port.SerialPort`, shared with the line
-sources; this module is the polling. Readings are stamped by the injected
+sources; this module is the polling. While the port is not open, every slave that was asked
+before is ``unmonitored`` here (nobody can tell whether it would answer), and
+``on_port_state`` (given by the application) hears every change of the port's state, so that
+liveness makes the bus's devices unmonitored at once. Readings are stamped by the injected
 :class:`gateway.core.clock.Clock`, and poll intervals are measured on its monotonic clock.
 """
 
@@ -29,7 +32,7 @@ import asyncio
 import logging
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,9 +40,12 @@ from devices.modbus import Block, decode_block
 from devices.modbus_rtu import ReadExchange, RtuError
 from gateway.core.clock import SYSTEM_CLOCK, Clock
 from gateway.pipeline import Committer, Pipeline
-from gateway.sources.port import PortStats, SerialPort, SerialSettings
+from gateway.sources.port import PortState, PortStats, SerialPort, SerialSettings
 
 log = logging.getLogger(__name__)
+
+# The port's states in which nobody can tell whether a slave would answer.
+_GONE = frozenset({"port_gone", "reopening"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +109,7 @@ class ModbusBus:
         reopen_min_s: float = 0.5,
         reopen_max_s: float = 30.0,
         clock: Clock = SYSTEM_CLOCK,
+        on_port_state: Callable[[PortState, str | None], None] | None = None,
     ) -> None:
         self.name = name
         self.port = port
@@ -123,7 +130,8 @@ class ModbusBus:
             settings=SerialSettings(baudrate=baudrate, bytesize=bytesize, parity=parity,
                                     stopbits=stopbits),
             on_data=self._data, on_open=self._opened, on_error=self._port_error,
-            discard_input=True, reopen_min_s=reopen_min_s, reopen_max_s=reopen_max_s)
+            on_state=on_port_state, discard_input=True, reopen_min_s=reopen_min_s,
+            reopen_max_s=reopen_max_s)
         self._exchange: ReadExchange | None = None
         self._waiter: asyncio.Future[int] | None = None
         self._quiet_until = 0.0
@@ -146,7 +154,8 @@ class ModbusBus:
             "bytes_in": self._bytes_in, "bytes_out": self._bytes_out, "polls": self._polls,
             "stray_bytes": self._stray, "errors": dict(self._errors),
             "last_error": self._last_error, "last_reading_ns": self._last_reading_ns,
-            "slaves": {s.spec.device: self._describe_slave(s, now, link.open)
+            "slaves": {s.spec.device: self._describe_slave(s, now, link.open,
+                                                           link.state in _GONE)
                        for s in self._slaves},
         }
 
@@ -154,8 +163,10 @@ class ModbusBus:
         """The port's own life: open, gone, reopening, how often."""
         return self._port.statistics()
 
-    def _describe_slave(self, s: _SlaveState, now: float, is_open: bool) -> dict[str, Any]:
-        state = "unknown" if s.polls == 0 else "offline" if s.offline else "online"
+    def _describe_slave(self, s: _SlaveState, now: float, is_open: bool,
+                        gone: bool) -> dict[str, Any]:
+        state = ("unknown" if s.polls == 0 else "unmonitored" if gone
+                 else "offline" if s.offline else "online")
         return {
             "unit": s.spec.unit, "state": state, "interval_s": s.spec.interval_s,
             "polls": s.polls, "answered": s.answered, "failures_in_row": s.failures_in_row,

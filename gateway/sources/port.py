@@ -110,7 +110,9 @@ class SerialPort:
     ``on_data`` gets every chunk read (in the event loop's reader callback, so it must not
     wait). ``on_open`` runs after each open, before the first byte is delivered. ``on_error``
     gets ``("open_failed" | "port_gone", message)`` for the owner's own error counts; the port
-    logs them itself, once per change of message, as ``<label>: <message>``.
+    logs them itself, once per change of message, as ``<label>: <message>``. ``on_state`` gets
+    every change of :data:`PortState` with the reason (``None`` for ``open`` and ``closed``):
+    the application turns ``port_gone``/``reopening`` into its devices being unmonitored.
     """
 
     def __init__(
@@ -122,6 +124,7 @@ class SerialPort:
         settings: SerialSettings,
         on_open: Callable[[], None] | None = None,
         on_error: Callable[[str, str], None] | None = None,
+        on_state: Callable[[PortState, str | None], None] | None = None,
         discard_input: bool = False,
         reopen_min_s: float = 0.5,
         reopen_max_s: float = 30.0,
@@ -134,6 +137,7 @@ class SerialPort:
         self._on_data = on_data
         self._on_open = on_open
         self._on_error = on_error
+        self._on_state = on_state
         self._discard_input = discard_input
         self._backoff = Backoff(reopen_min_s, reopen_max_s)
         self._node_check_s = node_check_s
@@ -189,11 +193,11 @@ class SerialPort:
                 finally:
                     self._close()
                     if self._state == "open":  # the session ended, or was cancelled
-                        self._state = "closed"
+                        self._set_state("closed", None)
                 await asyncio.sleep(self._backoff.next())
         finally:
             self._close()
-            self._state = "closed"
+            self._set_state("closed", None)
 
     async def wait_gone(self) -> None:
         """Return when the open port goes away (at once when it is not open)."""
@@ -263,12 +267,12 @@ class SerialPort:
         self._identity = identity
         self._gone = asyncio.Event()
         self._gone_reason = ""
-        self._state = "open"
         self._opens += 1
         self._reopen_attempts = 0
         self._backoff.reset()
         if self._on_open is not None:
             self._on_open()
+        self._set_state("open", None)
         loop = asyncio.get_running_loop()
         loop.add_reader(port.fileno(), self._readable)
         self._node_timer = loop.call_later(self._node_check_s, self._check_node)
@@ -287,11 +291,17 @@ class SerialPort:
         except (serial.SerialException, OSError) as exc:
             log.debug("%s port=%s close: %s", self._label, self.path, exc)
 
+    def _set_state(self, state: PortState, reason: str | None) -> None:
+        changed = state != self._state
+        self._state = state
+        if changed and self._on_state is not None:
+            self._on_state(state, reason)
+
     def _open_failed(self, exc: BaseException) -> None:
-        self._state = "reopening"
         self._open_failures += 1
         self._reopen_attempts += 1
         self._report("open_failed", f"cannot open {self.path}: {exc}")
+        self._set_state("reopening", f"cannot open {self.path}: {exc}")
 
     def _lose(self, reason: str) -> None:
         """The port went away: close it now, once, and wake whoever waits on it."""
@@ -307,6 +317,8 @@ class SerialPort:
         for future in list(self._watched):
             if not future.done():
                 future.set_exception(self._gone_error())
+        if self._on_state is not None:
+            self._on_state("port_gone", reason)
 
     def _report(self, kind: str, message: str) -> None:
         if message != self._last_error:

@@ -10,21 +10,27 @@ asked for again.
 The port's life (open exclusive and non-blocking, notice the adapter is gone, open it again
 with capped backoff by its configured path) is :class:`gateway.sources.port.SerialPort`, shared
 with the Modbus buses; this module only frames and decodes what it reads. Lines are stamped by
-the injected :class:`gateway.core.clock.Clock`.
+the injected :class:`gateway.core.clock.Clock`. ``on_port_state`` (given by the application)
+hears every change of the port's state; :attr:`SerialLineSource.devices` are the devices this
+source has read (at most ``MAX_DEVICES``), so the application knows whom a lost port blinds.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from devices import serial_lines
 from devices.lines import LineFramer
-from devices.reading import DecodeError
+from devices.reading import DecodeError, Reading
 from gateway.core.clock import SYSTEM_CLOCK, Clock
 from gateway.pipeline import Committer, Pipeline
-from gateway.sources.port import PortStats, SerialPort, SerialSettings
+from gateway.sources.port import PortState, PortStats, SerialPort, SerialSettings
+
+# Devices one line source remembers having read (a line may name its device).
+MAX_DEVICES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +61,7 @@ class SerialLineSource:
         reopen_min_s: float = 0.5,
         reopen_max_s: float = 30.0,
         clock: Clock = SYSTEM_CLOCK,
+        on_port_state: Callable[[PortState, str | None], None] | None = None,
     ) -> None:
         self.name = name
         self.port = port
@@ -66,7 +73,7 @@ class SerialLineSource:
         self._port = SerialPort(
             port, label=f"serial source={name}", settings=SerialSettings(baudrate=baudrate),
             on_data=self._data, on_open=self._framer.reset, on_error=self._port_error,
-            reopen_min_s=reopen_min_s, reopen_max_s=reopen_max_s)
+            on_state=on_port_state, reopen_min_s=reopen_min_s, reopen_max_s=reopen_max_s)
         self._bytes = 0
         self._lines = 0
         self._readings = 0
@@ -74,6 +81,7 @@ class SerialLineSource:
         self._last_error: str | None = None
         self._last_reading_ns: int | None = None
         self._last_stamp = 0
+        self.devices: set[str] = {options.device} if options.device else set()
 
     def statistics(self) -> SerialStats:
         link = self._port.statistics()
@@ -116,7 +124,7 @@ class SerialLineSource:
         opts = self._options
         outcome = self._pipeline.accept(
             self.name, self.port, line, received_at,
-            lambda clean: serial_lines.decode(self.port, clean, received_at, opts))
+            lambda clean: self._seen(serial_lines.decode(self.port, clean, received_at, opts)))
         if outcome.dead is not None:
             self._errors[outcome.dead.kind] += 1
             self._last_error = outcome.dead.error
@@ -124,6 +132,14 @@ class SerialLineSource:
             self._readings += len(outcome.lines)
             self._last_reading_ns = received_at
         self._committer.add(outcome)
+
+    def _seen(self, readings: list[Reading]) -> list[Reading]:
+        if len(self.devices) < MAX_DEVICES:
+            for r in readings:
+                device = r.tag("device")
+                if device is not None:
+                    self.devices.add(device)
+        return readings
 
     def describe(self) -> dict[str, Any]:
         st = self.statistics()
