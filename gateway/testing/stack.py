@@ -384,10 +384,18 @@ class PrivateMosquitto(_Server):
         username: str | None = None,
         password: str | None = None,
         extra_conf: str = "",
+        password_file: Path | None = None,
+        acl_file: Path | None = None,
     ) -> None:
         super().__init__(workdir, port=port, log_name="mosquitto.log")
         if (username is None) != (password is None):
             raise StackError("mosquitto: give both username and password, or neither")
+        if password_file is not None and username is not None:
+            raise StackError("mosquitto: give username/password or password_file, not both")
+        # Files the caller writes (garden-gateway devices does, in tests): read at start and
+        # again on every reload (SIGHUP).
+        self.password_file = password_file
+        self.acl_file = acl_file
         if username is not None:
             _check_config_value("username", username)
             if ":" in username:
@@ -430,12 +438,28 @@ class PrivateMosquitto(_Server):
         if self.username is not None and self.password is not None:
             self._write_password_file(self.username, self.password)
             lines += [f"password_file {self.password_path}", "allow_anonymous false"]
+        elif self.password_file is not None:
+            _check_config_value("password_file", str(self.password_file))
+            lines += [f"password_file {self.password_file}", "allow_anonymous false"]
         else:
             lines.append("allow_anonymous true")
+        if self.acl_file is not None:
+            _check_config_value("acl_file", str(self.acl_file))
+            lines.append(f"acl_file {self.acl_file}")
         if self.extra_conf:
             lines.append(self.extra_conf.strip())
         self.conf_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         return [mosquitto, "-c", str(self.conf_path)]
+
+    def reload(self) -> int:
+        """SIGHUP: Mosquitto re-reads its config, password and ACL files. Returns the log's
+        size before, so a caller can wait for the "Reloading config." line after it."""
+        pid = self.pid
+        if pid is None:
+            raise StackError("mosquitto is not running: nothing to reload")
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        os.kill(pid, signal.SIGHUP)
+        return offset
 
     def _write_password_file(self, username: str, password: str) -> None:
         tool = find_executable("mosquitto_passwd")

@@ -10,6 +10,8 @@ One module per subject, in the order the report shows them:
 
 - :mod:`.config`: the config file, with the service's secrets (``secrets.env``);
 - :mod:`.broker`: an MQTT connect as the gateway would, then the gateway's retained status;
+- :mod:`.accounts`: the broker's accounts, password and ACL files, and the publishers the
+  ACL refuses (or would refuse, before it is enforced);
 - :mod:`.influx`: ``/ping``, then an empty write (nothing written);
 - :mod:`.ports`: each serial port and Modbus bus, a line from each line sensor, a poll of
   each slave;
@@ -25,6 +27,7 @@ so a check that breaks or hangs is one FAIL line, never the end of the run.
 :mod:`.command` says which checks run with what limit, and parses the command line.
 """
 
+from gateway.ops.doctor.accounts import check_accounts
 from gateway.ops.doctor.api import check_api
 from gateway.ops.doctor.broker import check_broker
 from gateway.ops.doctor.clock import (
@@ -90,6 +93,7 @@ __all__ = [
     "Verdict",
     "add_arguments",
     "adjtimex_status",
+    "check_accounts",
     "check_api",
     "check_broker",
     "check_clock",

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from gateway.core.clock import SYSTEM_CLOCK, Clock
+from gateway.ops.doctor.accounts import check_accounts
 from gateway.ops.doctor.api import check_api
 from gateway.ops.doctor.broker import check_broker
 from gateway.ops.doctor.clock import ClockSources, check_clock
@@ -66,6 +67,7 @@ async def run_doctor(
         cfg = loaded.config
         # A little over the check's own timeouts, so they speak first.
         add("broker", "broker", 2 * t + 1, lambda: check_broker(cfg, t))
+        add("accounts", "accounts", t + 1, lambda: check_accounts(cfg))
         add("influx", "influx", 2 * t + 1, lambda: check_influx(cfg, t))
         for i in range(len(cfg.serial)):
             add("serial", f"serial {cfg.serial[i].name}", t + options.line_wait_s + 1,
@@ -87,7 +89,8 @@ async def run_doctor(
     results = [config_result]
     if loaded is None:
         results += [Result(c, c, "SKIP", "not checked: it needs a valid config (see above)")
-                    for c in ("broker", "influx", "serial", "disk", "api") if c not in skip]
+                    for c in ("broker", "accounts", "influx", "serial", "disk", "api")
+                    if c not in skip]
     results.extend(checked)
     return Report(tuple(in_report_order(results)), loaded is not None)
 

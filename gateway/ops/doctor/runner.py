@@ -28,7 +28,8 @@ from gateway.ops.run import EXIT_USAGE as EXIT_USAGE
 
 Verdict = Literal["OK", "WARN", "FAIL", "SKIP"]
 # The subjects, in the order the report shows them.
-CHECKS = ("config", "broker", "influx", "serial", "clock", "disk", "systemd", "api")
+CHECKS = ("config", "broker", "accounts", "influx", "serial", "clock", "disk", "systemd",
+          "api")
 SKIPPABLE = tuple(c for c in CHECKS if c != "config")
 
 DEFAULT_UNIT = "garden-gateway"
