@@ -79,7 +79,7 @@ if [[ $ACTION == uninstall && $PURGE == 1 && $YES == 0 ]]; then
   echo "  $R/var/lib/garden-gateway  (the spool: readings not yet delivered to InfluxDB," >&2
   echo "                              the device registry, outages and chart history)" >&2
   echo "  $R/etc/garden-gateway      (config.yaml and secrets.env)" >&2
-  echo "  $R/etc/mosquitto/garden.passwd and the user garden-gateway" >&2
+  echo "  $R/etc/mosquitto/garden.passwd, garden.acl and the user garden-gateway" >&2
   echo "add --yes to do that; without --purge, uninstall keeps them" >&2
   exit 2
 fi
@@ -100,6 +100,11 @@ JOURNALD=$R/etc/systemd/journald.conf.d/garden-gateway.conf
 MOSQ_CONF=$R/etc/mosquitto/conf.d/garden.conf
 MOSQ_PASSWD=$R/etc/mosquitto/garden.passwd
 MQTT_USER=garden-gateway
+# One broker account per device (garden-gateway devices): the accounts file is the source of
+# truth, the ACL is made from it, and the ACL snippet (acl_file ...) turns enforcing on.
+ACCOUNTS=$ETC/broker-accounts.yaml
+MOSQ_ACL=$R/etc/mosquitto/garden.acl
+MOSQ_ACL_CONF=$R/etc/mosquitto/conf.d/garden-acl.conf
 # What the program is: copied to /opt/garden-gateway, which pip installs in editable mode.
 # pyproject.toml maps dashboard/ and config/ to the data packages garden_gateway_files.*, so the
 # editable finder gives gateway/core/resources.py the pages and the example config there.
@@ -425,8 +430,49 @@ step_files() {
   if ((PUT_CHANGED)) && have_systemd; then systemctl restart systemd-journald; fi
 }
 
+# broker_accounts DEVICES_BEFORE: the accounts file (with the gateway's own account) and the
+# ACL made from it, by the installed `garden-gateway devices sync`; on a fresh install (no
+# device had an account before) the snippet that enforces the ACL. Where devices already have
+# accounts, enforcing waits for the migration: `garden-gateway devices import`, `doctor`, then
+# `garden-gateway devices enforce`. Sets BROKER_CHANGED when Mosquitto must read them again.
+BROKER_CHANGED=0
+broker_accounts() {
+  local devices_before=$1 out wrote=0
+  if ! out=$("$VENV/bin/garden-gateway" devices sync --config "$ETC/config.yaml" \
+      --root "$ROOT" --no-reload 2>&1); then
+    say skipped "$MOSQ_ACL ('garden-gateway devices sync' failed: ${out//$'\n'/ })"
+    return 0
+  fi
+  [[ $out == *written* ]] && wrote=1
+  put_file "$ACCOUNTS" "$ACCOUNTS" 0640 0 "$GG_GID"
+  ((PUT_CHANGED)) && wrote=1
+  put_file "$MOSQ_ACL" "$MOSQ_ACL" 0640 0 "$MOSQ_GID"
+  ((PUT_CHANGED)) && wrote=1
+  if ((wrote)); then
+    changed "$MOSQ_ACL (from $ACCOUNTS)"
+    BROKER_CHANGED=1
+  else
+    unchanged "$MOSQ_ACL (from $ACCOUNTS)"
+  fi
+  if [[ -e $MOSQ_ACL_CONF ]]; then
+    unchanged "$MOSQ_ACL_CONF (present: the ACL is enforced)"
+  elif ((devices_before)); then
+    local then="'garden-gateway devices import', 'doctor', then 'garden-gateway devices enforce'"
+    say skipped "$MOSQ_ACL_CONF (devices have accounts from before: $then)"
+  else
+    put_file "$FROM/config/mosquitto-garden-acl.conf" "$MOSQ_ACL_CONF" 0644 0 0
+    changed "$MOSQ_ACL_CONF (the ACL is enforced)"
+    BROKER_CHANGED=1
+  fi
+}
+
 step_mosquitto() {
-  local mosq_changed=0
+  local mosq_changed=0 devices_before=0
+  # Did any device have an account before this run? Then the ACL is not enforced by us.
+  if [[ -f $MOSQ_PASSWD ]] \
+      && grep -v -e "^$MQTT_USER:" -e '^[[:space:]]*$' -e '^#' -- "$MOSQ_PASSWD" | grep -q .; then
+    devices_before=1
+  fi
   put_file "$FROM/config/mosquitto-garden.conf" "$MOSQ_CONF" 0644 0 0
   report "$MOSQ_CONF"
   mosq_changed=$PUT_CHANGED
@@ -450,6 +496,8 @@ step_mosquitto() {
     changed "$MOSQ_PASSWD (account $MQTT_USER)"
     mosq_changed=1
   fi
+  broker_accounts "$devices_before"
+  ((BROKER_CHANGED)) && mosq_changed=1
   # A new listener needs a restart (a reload does not open ports).
   if ((mosq_changed)) && have_systemd && systemctl is-enabled --quiet mosquitto.service; then
     systemctl restart mosquitto.service
@@ -542,6 +590,7 @@ do_uninstall() {
     udevadm control --reload
   fi
   if remove "$JOURNALD" && have_systemd; then systemctl restart systemd-journald; fi
+  remove "$MOSQ_ACL_CONF" || true
   if remove "$MOSQ_CONF" && have_systemd && systemctl is-enabled --quiet mosquitto.service; then
     systemctl restart mosquitto.service
   fi
@@ -551,6 +600,7 @@ do_uninstall() {
     remove "$ETC" || true
     remove "$DATA" || true
     remove "$MOSQ_PASSWD" || true
+    remove "$MOSQ_ACL" || true
     if [[ -n $(uid_of "$NAME") ]]; then
       userdel --root "$ROOT" "$NAME"
       say removed "user $NAME"
@@ -561,7 +611,7 @@ do_uninstall() {
     fi
   else
     local kept
-    for kept in "$ETC" "$DATA" "$MOSQ_PASSWD"; do
+    for kept in "$ETC" "$DATA" "$MOSQ_PASSWD" "$MOSQ_ACL"; do
       if [[ -e $kept ]]; then say kept "$kept"; fi
     done
     if [[ -n $(uid_of "$NAME") ]]; then say kept "user $NAME"; fi

@@ -82,6 +82,6 @@ async def test_the_site_counts_access_points_of_the_configured_kind(
                                 if d.id in ("ap-1", "polder-1")))
         view = (await gw.http.get(f"/api/v1/sites/{site}")).json()
         resident = (await gw.http.get("/api/v1/resident")).json()
-        assert view["aps"] == {"up": 1, "down": 0, "unknown": 0, "total": 1}
+        assert view["aps"] == {"up": 1, "down": 0, "unknown": 0, "unmonitored": 0, "total": 1}
         assert view["sensors"]["total"] == 1
         assert resident["wifi"]["aps_total"] == view["aps"]["total"] == 1

@@ -29,6 +29,7 @@ import re
 import shlex
 import shutil
 import sqlite3
+import ssl
 import stat
 import subprocess
 import tarfile
@@ -272,6 +273,9 @@ def test_files_modes_and_owners(installed: Installed) -> None:
         "etc/systemd/journald.conf.d/garden-gateway.conf": ("0o644", 0, 0),
         "etc/mosquitto/conf.d/garden.conf": ("0o644", 0, 0),
         "etc/mosquitto/garden.passwd": ("0o640", 0, m_gid),
+        "etc/mosquitto/garden.acl": ("0o640", 0, m_gid),
+        "etc/mosquitto/conf.d/garden-acl.conf": ("0o644", 0, 0),
+        "etc/garden-gateway/broker-accounts.yaml": ("0o640", 0, gg_gid),
     }
     actual = {rel: mode_owner(root / rel) for rel in expected}
     assert actual == expected
@@ -282,6 +286,7 @@ def test_files_modes_and_owners(installed: Installed) -> None:
         ("systemd/journald-garden-gateway.conf",
          "etc/systemd/journald.conf.d/garden-gateway.conf"),
         ("config/mosquitto-garden.conf", "etc/mosquitto/conf.d/garden.conf"),
+        ("config/mosquitto-garden-acl.conf", "etc/mosquitto/conf.d/garden-acl.conf"),
         ("config/example.yaml", "etc/garden-gateway/config.yaml"),
     ):
         assert (root / dest).read_bytes() == (checkout / src).read_bytes(), dest
@@ -379,6 +384,11 @@ class InstalledMosquitto(PrivateMosquitto):
         assert re.search(r"^listener 1883$", conf, re.M)
         conf = re.sub(r"^listener 1883$", f"listener {self.port} {self.host}", conf, flags=re.M)
         conf = re.sub(r"^password_file /", f"password_file {self.root}/", conf, flags=re.M)
+        # The ACL, enforced on a fresh install (conf.d/garden-acl.conf; older releases: none).
+        enforce = self.root / "etc/mosquitto/conf.d/garden-acl.conf"
+        if enforce.exists():
+            conf += re.sub(r"^acl_file /", f"acl_file {self.root}/", enforce.read_text(),
+                           flags=re.M)
         self.conf_path.write_text(conf + "log_dest stderr\n", encoding="utf-8")
         return [find_executable("mosquitto"), "-c", str(self.conf_path)]
 
@@ -427,14 +437,22 @@ def test_installed_gateway_runs_against_the_installed_broker_config(
         assert _mqtt_connect(broker.port, "-u", NAME, "-P", "wrong").returncode != 0
         assert _mqtt_connect(broker.port, "-u", NAME, "-P", password).returncode == 0
 
-        with unit_running(root, broker.port, tmp_path / "data", tmp_path / "gateway.log") as api:
+        https_port = free_port()
+        with unit_running(root, broker.port, tmp_path / "data", tmp_path / "gateway.log",
+                          GARDEN_GATEWAY_API__TLS__PORT=str(https_port)) as api:
             # The pages come from /opt/garden-gateway/dashboard (the editable install).
             page = httpx.get(f"{api}/", timeout=5)
             assert page.status_code == 200
             assert "text/html" in page.headers["content-type"]
             assert page.content == (root / "opt/garden-gateway/dashboard/index.html").read_bytes()
-            assert httpx.get(f"{api}/api/v1/status", timeout=5).status_code == 401
-            status = httpx.get(f"{api}/api/v1/status", timeout=5,
+            # The installed config has HTTPS on (self-signed): operators only there.
+            assert httpx.get(f"{api}/api/v1/status", timeout=5).status_code == 308
+            https = f"https://127.0.0.1:{https_port}"
+            verify = ssl.create_default_context(
+                cafile=str(tmp_path / "data" / "tls" / "gateway.crt"))
+            assert httpx.get(f"{https}/api/v1/status", timeout=5,
+                             verify=verify).status_code == 401
+            status = httpx.get(f"{https}/api/v1/status", timeout=5, verify=verify,
                                headers={"Authorization": f"Bearer {token}"})
             assert status.status_code == 200
             # Logged in to the broker with the installed password: its birth message is there.
@@ -495,6 +513,28 @@ def test_rerun_keeps_operator_edits_and_repairs_the_program(
         f"{root}/etc/garden-gateway/secrets.env (kept; added: nothing; mode 0640 root:{NAME})",
         f"{NAME}.service enabled (in {root})",
     ], output
+
+
+def test_a_park_whose_devices_had_accounts_is_not_enforced_until_it_migrates(
+    installed: Installed, work: Path,
+) -> None:
+    """An update at a park whose devices already log in: the ACL is written but not enforced
+    (that is `garden-gateway devices enforce`, after `devices import` and `doctor`)."""
+    root = copy_root(installed.root, work)
+    (root / "etc/mosquitto/conf.d/garden-acl.conf").unlink()
+    passwd = root / "etc/mosquitto/garden.passwd"
+    subprocess.run([find_executable("mosquitto_passwd"), "-b", str(passwd), "ap-gerbang",
+                    "pw-ap-gerbang"], check=True, timeout=30)
+
+    output = _ok(_install(root, installed.checkout))
+
+    assert not (root / "etc/mosquitto/conf.d/garden-acl.conf").exists()
+    assert re.search(r"^skipped +\S+/garden-acl\.conf \(devices have accounts from before: "
+                     r".*devices import", output, re.M), output
+    acl = (root / "etc/mosquitto/garden.acl").read_text()
+    assert "user garden-gateway\ntopic read #\n" in acl
+    assert "ap-gerbang" not in acl
+    assert "ap-gerbang:" in passwd.read_text(), "its account is kept for the migration"
 
 
 def test_rerun_replaces_a_file_where_a_folder_belongs_and_the_reverse(
@@ -708,7 +748,12 @@ def test_upgrade_from_the_previous_release_keeps_config_and_data_and_the_unit_wo
     output = _ok(_install(root, installed.checkout, env=env))
     assert not record.exists(), record.read_text()
 
-    assert {rel: digests(root / rel) for rel in kept} == kept, "config and data are kept"
+    after = {rel: digests(root / rel) for rel in kept}
+    assert {rel: {f: after[rel].get(f) for f in files} for rel, files in kept.items()} == kept, \
+        "config and data are kept"
+    # The one file this release adds there: the broker accounts (`garden-gateway devices`).
+    assert {f"{rel}/{f}" for rel in kept for f in after[rel].keys() - kept[rel].keys()} == {
+        "etc/garden-gateway/broker-accounts.yaml"}
     new_layout = set().union(*({f"{t}/{rel}" for rel in tree_files(installed.checkout / t)}
                                for t in TREES))
     left = sorted(rel for rel in old_layout - new_layout if os.path.lexists(opt / rel))

@@ -125,10 +125,11 @@ def device(id: str, state: str, *, kind: str | None = "polder", site: str = "tam
 
 
 def render(status: dict[str, Any], devices: list[dict[str, Any]],
-           extra: dict[str, Any] | None = None) -> str:
+           extra: dict[str, Any] | None = None,
+           components: dict[str, bool] | None = None) -> str:
     """The renderer takes the typed shapes; these tests write them as the API's JSON."""
     return render_status(Status.model_validate(status), _DEVICES.validate_python(devices),
-                         extra)
+                         extra, components)
 
 
 def devices(*views: dict[str, Any]) -> list[dict[str, Any]]:
@@ -210,7 +211,17 @@ def test_each_device_has_one_state_sample_for_its_current_state(text: str) -> No
 def test_devices_tally_counts_states_no_device_is_in_as_zero() -> None:
     text = render(status(), devices(device("polder-1", "online")))
     assert labelled(text, "garden_gateway_devices") == {
-        (("state", "offline"),): 0, (("state", "online"),): 1, (("state", "unknown"),): 0}
+        (("state", "offline"),): 0, (("state", "online"),): 1, (("state", "unknown"),): 0,
+        (("state", "unmonitored"),): 0}
+
+
+def test_an_unmonitored_device_has_a_state_but_no_up_and_components_have_theirs() -> None:
+    text = render(status(), devices(device("polder-1", "unmonitored")),
+                  components={"bus:polder-bus": False, "serial:kebun": True})
+    assert labelled(text, "garden_gateway_devices")[(("state", "unmonitored"),)] == 1
+    assert "garden_gateway_device_up{" not in text  # neither up nor down
+    assert labelled(text, "garden_gateway_component_up") == {
+        (("component", "bus:polder-bus"),): 0, (("component", "serial:kebun"),): 1}
 
 
 def test_a_device_without_kind_gets_an_empty_kind_label() -> None:

@@ -16,6 +16,7 @@
       at: 'Waktu', source: 'Sumber', kind: 'Jenis', error: 'Galat', payload: 'Isi', reason: 'Alasan',
       line: 'Baris', resident_link: 'Halaman warga', ongoing: 'masih berlangsung',
       st_online: 'Menyala', st_offline: 'Mati', st_unknown: 'Belum diketahui',
+      st_unmonitored: 'Tidak terpantau',
       none: 'Tidak ada.', load_failed: 'Sebagian data gagal dimuat: {what}',
       s_gateway: 'Gateway', s_mqtt: 'MQTT', s_influx: 'InfluxDB', s_spool: 'Spool',
       s_oldest: 'Tertua belum terkirim', s_counts: 'Diterima / bacaan / ditolak / ditulis',
@@ -34,6 +35,7 @@
       at: 'At', source: 'Source', kind: 'Kind', error: 'Error', payload: 'Payload', reason: 'Reason',
       line: 'Line', resident_link: 'Residents\' page', ongoing: 'ongoing',
       st_online: 'Online', st_offline: 'Offline', st_unknown: 'Unknown',
+      st_unmonitored: 'Unmonitored',
       none: 'None.', load_failed: 'Some data failed to load: {what}',
       s_gateway: 'Gateway', s_mqtt: 'MQTT', s_influx: 'InfluxDB', s_spool: 'Spool',
       s_oldest: 'Oldest unsent', s_counts: 'Received / readings / rejected / written',
@@ -42,7 +44,8 @@
     }
   });
 
-  var ICON = { online: '✓', offline: '✕', unknown: '?' };
+  // unmonitored: the gateway cannot see it (its bus's adapter is gone); neither up nor down.
+  var ICON = { online: '✓', offline: '✕', unknown: '?', unmonitored: '⊘' };
   var $ = function (id) { return document.getElementById(id); };
   var model = { devices: [], outages: [], status: null, dead: [], quarantine: [] };
   var es = null, timer = null, signedIn = false, renderQueued = false, outageTimer = null;

@@ -15,7 +15,8 @@ the gateway's heartbeat;
 ``alerts.deliver`` sends the down/recovered notifications (webhooks, Telegram);
 ``history.flush`` writes the charts' rollups to ``history.sqlite3``;
 ``events.pump`` turns new readings and the park's summary into the pages' live events;
-``api.serve`` is the status API and the pages;
+``api.serve`` is the status API and the pages on plain HTTP, ``api.serve_https`` on HTTPS
+(api.tls; gateway/web/server.py holds the caps and timeouts);
 ``systemd.notify`` (only under systemd, :mod:`gateway.app.watchdog`) sends READY=1 once the API
 listens, a STATUS line at the summary's rate, and WATCHDOG=1 only while the gateway is alive.
 
@@ -31,11 +32,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from typing import Any
-
-import uvicorn
 
 from gateway.app.sdnotify import Notifier
 from gateway.app.status import Parts, build_status
@@ -46,8 +44,15 @@ from gateway.core.status import DeviceView, OutageView, ResidentView, SiteView, 
 from gateway.park.alerts import Alerter, Subject
 from gateway.park.health import health_point
 from gateway.park.history import History, Tier
-from gateway.park.liveness import Liveness, Transition
-from gateway.park.registry import Registry
+from gateway.park.liveness import (
+    DEFAULT_INTERVAL_S,
+    PORT_GONE,
+    ComponentTransition,
+    Liveness,
+    Polled,
+    Transition,
+)
+from gateway.park.registry import Device, Registry
 from gateway.park.resident import public_series
 from gateway.park.state_topics import StatePublisher, gateway_status_topic
 from gateway.park.views import ParkViews
@@ -56,16 +61,18 @@ from gateway.pipeline import Committer, Pipeline
 from gateway.pipeline.timesync import ClockTimeSource, TimeSource, TimeSync
 from gateway.sources.modbus import ModbusBus, SlaveSpec
 from gateway.sources.mqtt import MqttSource
+from gateway.sources.port import PortState
 from gateway.sources.serial import SerialLineSource
 from gateway.store.forwarder import Forwarder
 from gateway.store.influx import InfluxWriter
 from gateway.store.spool import FILE_NAME as SPOOL_FILE
 from gateway.store.spool import SeenLookup, Spool
 from gateway.web.api import create_app
-from gateway.web.auth import OperatorAuth
+from gateway.web.auth import OperatorAuth, file_store
 from gateway.web.events import EventHub
 from gateway.web.live import LiveFeed
 from gateway.web.metrics import render as render_metrics
+from gateway.web.server import ApiServers, QuietServer, raise_file_limit
 
 log = logging.getLogger(__name__)
 
@@ -76,26 +83,7 @@ HOUSEKEEPING_S = 60.0
 # What a stop may take beyond shutdown_grace_s (MQTT goodbye, the API, the spool's checkpoint):
 # sent as EXTEND_TIMEOUT_USEC, so a grace longer than the unit's TimeoutStopSec still fits.
 STOP_MARGIN_S = 20.0
-
-
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the gateway handles signals in one place.
-
-    ``listening`` is set once its sockets accept connections (READY=1 waits for it).
-    """
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.listening = asyncio.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if self.started:
-            self.listening.set()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
+_QuietServer = QuietServer  # the API's server class (gateway/web/server.py); tests patch it here
 
 
 class Gateway:
@@ -231,6 +219,7 @@ class Gateway:
                 options=config.serial_options(i), max_line_bytes=s.max_line_bytes,
                 pipeline=self.pipeline, committer=self.committer,
                 reopen_min_s=s.reopen_min_s, reopen_max_s=s.reopen_max_s,
+                on_port_state=self._port_state(f"serial:{s.name}"),
             )
             for i, s in enumerate(config.serial)
         ]
@@ -244,9 +233,12 @@ class Gateway:
                 slaves=[SlaveSpec(device=s.device, unit=s.unit, interval_s=s.interval_s,
                                   measurement=s.measurement, blocks=s.blocks)
                         for s in b.slaves],
+                on_port_state=self._port_state(f"bus:{b.name}"),
             )
             for b in config.modbus
         ]
+        self._watch_polled(config)
+        self.liveness.component_listeners.append(self._component_alert)
         self.history: History | None = None
         if config.history.enabled:
             self.history = History(
@@ -266,9 +258,14 @@ class Gateway:
         self.pipeline.on_readings.append(self.live.readings)
         self.liveness.listeners.append(self.live.transition)
         token = config.api.operator_token
+        load_sessions, save_sessions = file_store(config.data_dir / "sessions.json")
         self.auth = OperatorAuth(token.get_secret_value() if token else None,
-                                 max_age_s=config.api.session_max_age_s)
+                                 max_age_s=config.api.session_max_age_s,
+                                 attempts=config.api.token_attempts,
+                                 window_s=config.api.token_window_s,
+                                 load=load_sessions, save=save_sessions)
         self.app = create_app(self, config=config.api, auth=self.auth, events=self.events)
+        self.api_servers: ApiServers | None = None
         # A committer that neither commits nor fails for this long while lines wait is stuck.
         spool_cfg = config.spool
         # Real time even under a test's FakeClock: a stuck disk or loop is a real-time matter.
@@ -304,6 +301,49 @@ class Gateway:
             self.alerter.down(subject, t.at_ns, _cause_id(t.cause, self.config.liveness))
         elif t.new == "online" and t.old == "offline":
             self.alerter.up(subject, t.at_ns)
+        elif t.new == "unmonitored" and t.old == "offline":
+            # Nobody knows any more whether it recovered: its component's alert speaks now.
+            self.alerter.forget(t.device)
+
+    def _watch_polled(self, config: Config) -> None:
+        """Polled devices' expected intervals, and the links (ports) they are read through.
+
+        A Modbus slave is expected every ``interval_s`` of its own and offline after its
+        bus's ``offline_after`` missed polls, plus one round of the bus's answer timeouts
+        (the bus asks its slaves in turn, so a silent neighbour delays the next poll).
+        """
+        for b in config.modbus:
+            blocks = sum(len(s.blocks) for s in b.slaves)
+            grace = blocks * (b.timeout_s + b.turnaround_s)
+            for s in b.slaves:
+                self.liveness.poll(s.device, Polled(
+                    interval_s=s.interval_s, missed=b.offline_after, grace_s=grace,
+                    kind=s.measurement, source=f"modbus {b.name} unit {s.unit}"))
+            self.liveness.add_link(f"bus:{b.name}", [s.device for s in b.slaves])
+        for i, (src, source) in enumerate(zip(config.serial, self.serial, strict=True)):
+            opts = config.serial_options(i)
+            if opts.device and not opts.device_key:
+                self.liveness.poll(opts.device, Polled(
+                    interval_s=src.interval_s or DEFAULT_INTERVAL_S, kind=opts.measurement,
+                    source=f"serial {src.name}"))
+            self.liveness.add_link(f"serial:{src.name}", _reads(source.devices))
+
+    def _port_state(self, component: str) -> Callable[[PortState, str | None], None]:
+        """What a serial port's changes mean for liveness: gone → its devices unmonitored."""
+        def changed(state: PortState, reason: str | None) -> None:
+            if state == "open":
+                self.liveness.link_up(component, "port_open")
+            elif state in ("port_gone", "reopening"):
+                self.liveness.link_down(component, PORT_GONE, reason)
+        return changed
+
+    def _component_alert(self, t: ComponentTransition) -> None:
+        kind, _, name = t.component.partition(":")
+        subject = Subject(t.component, name or t.component, kind, t.site, None)
+        if t.up:
+            self.alerter.up(subject, t.at_ns)
+        else:
+            self.alerter.down(subject, t.at_ns, _component_cause_id(t.cause, t.detail))
 
     # -- what the API reads (web.api.StatusProvider) ---------------------------------------
 
@@ -359,11 +399,13 @@ class Gateway:
         status = self.status()
         extra: dict[str, Any] = {
             "clock": status.clock.model_dump(), "events": self.events.statistics(),
-            "api": {"operator_refused": self.auth.refused},
+            "auth": self.auth.statistics(),
             "watchdog": {"alive": status.watchdog.alive, "skips": status.watchdog.skips}}
         if self.history is not None:
             extra["history"] = self.history.statistics()
-        return render_metrics(status, self.devices_view(), extra)
+        components = {link.component: not link.down for link in self.liveness.components()
+                      if link.known}
+        return render_metrics(status, self.devices_view(), extra, components)
 
     # -- systemd's watchdog ----------------------------------------------------------------
 
@@ -407,7 +449,7 @@ class Gateway:
         files is ``__aexit__``'s, so it happens whether this returns or raises.
         """
         cfg = self.config
-        server: _QuietServer | None = None
+        servers: ApiServers | None = None
         gateway_down = self.liveness.start()
         self._exit.callback(self.liveness.stop)
         self.wifi.restore()
@@ -442,13 +484,11 @@ class Gateway:
             serial = [start(s.run(), f"serial[{s.name}].read") for s in self.serial]
             serial += [start(b.run(), f"modbus[{b.name}].poll") for b in self.modbus]
             if cfg.api.enabled:
-                server = _QuietServer(uvicorn.Config(
-                    self.app, host=cfg.api.host, port=cfg.api.port, log_level="warning",
-                    access_log=False, lifespan="off", timeout_graceful_shutdown=2,
-                ))
-                start(server.serve(), "api.serve")
+                servers = self._api_servers()
+                for i, one in enumerate(servers.servers):
+                    start(one.serve(), "api.serve" if i == 0 else "api.serve_https")
             notify = (tg.create_task(
-                self.watchdog.run(server.listening.wait() if server is not None else None),
+                self.watchdog.run(servers.wait_listening() if servers is not None else None),
                 name="systemd.notify") if self.notifier.enabled else None)
             log.info("gateway started id=%s site=%s data_dir=%s", cfg.gateway.id,
                      cfg.gateway.site, cfg.data_dir)
@@ -481,8 +521,29 @@ class Gateway:
             if history is not None:
                 await _cancel(history)  # it writes what it holds once more
             self.events.close()  # open pages' streams end; their browsers come back later
-            if server is not None:
-                server.should_exit = True
+            if servers is not None:
+                servers.stop()
+
+    def _api_servers(self) -> ApiServers:
+        """The API's listeners: plain HTTP, and HTTPS when api.tls is on (cert made if asked)."""
+        api = self.config.api
+        limit = raise_file_limit()
+        context = None
+        if api.tls is not None and api.tls.enabled:
+            # Imported only when HTTPS is on: the certificate library costs ~10 MB of RSS.
+            from gateway.web.tls import certificate_for, server_context
+            cert = certificate_for(api.tls, self.config.data_dir)
+            if cert is not None:
+                context = server_context(cert.cert, cert.key)
+                log.info("api: HTTPS on port %d, certificate %s%s, SHA-256 fingerprint %s",
+                         api.tls.port, cert.cert,
+                         " (made now, self-signed)" if cert.made else "", cert.fingerprint)
+        self.api_servers = ApiServers(self.app, api, history_is_public=self.history_is_public,
+                                      tls_context=context)
+        log.info("api: at most %d connections (%d per client address, open-file limit %d), "
+                 "request head within %gs", self.api_servers.guard.max_connections,
+                 api.max_connections_per_client, limit, api.header_timeout_s)
+        return self.api_servers
 
     async def _health_report(self) -> None:
         """A ``gateway_health`` point at liveness's report rate, through the spool."""
@@ -511,9 +572,25 @@ def _cause_id(cause: str | None, cfg: Any) -> str | None:
     if cause is None:
         return None
     if cause.startswith("no reading for"):
-        return f"tidak ada data selama {cfg.missed_intervals:g} kali interval laporan"
+        missed = cause.split()[3] if len(cause.split()) > 3 else f"{cfg.missed_intervals:g}"
+        return f"tidak ada data selama {missed} kali interval laporan"
     if "offline" in cause.lower():
         return f"perangkat melaporkan dirinya offline ({cause})"
+    return cause
+
+
+def _reads(seen: set[str]) -> Callable[[Device], bool]:
+    """Whether a device is one a line source has read (the set grows as lines come)."""
+    def member(d: Device) -> bool:
+        return d.id in seen
+    return member
+
+
+def _component_cause_id(cause: str | None, detail: str | None) -> str | None:
+    """A component's outage cause in Bahasa Indonesia."""
+    if cause == PORT_GONE:
+        text = "adaptor USB dicabut atau hilang; perangkat di belakangnya tidak terpantau"
+        return f"{text} ({detail})" if detail else text
     return cause
 
 

@@ -100,6 +100,32 @@ class MqttConfig(_Model):
         10.0, gt=0, description="How long one connection attempt may take")
 
 
+class BrokerConfig(_Model):
+    """The park's Mosquitto accounts and ACL, as ``garden-gateway devices`` manages them."""
+
+    accounts_file: Path = Field(
+        Path("/etc/garden-gateway/broker-accounts.yaml"), description="The broker accounts "
+        "(one per device): the source of truth the ACL file is made from")
+    password_file: Path = Field(
+        Path("/etc/mosquitto/garden.passwd"), description="Mosquitto's password_file: the "
+        "accounts' password hashes")
+    acl_file: Path = Field(
+        Path("/etc/mosquitto/garden.acl"), description="Mosquitto's acl_file, rewritten from "
+        "accounts_file; never edit it by hand")
+    enforce_file: Path = Field(
+        Path("/etc/mosquitto/conf.d/garden-acl.conf"), description="The Mosquitto config "
+        "snippet that names acl_file: while it exists the ACL is enforced "
+        "(`garden-gateway devices enforce` writes it)")
+    reload: Literal["systemctl", "pid_file", "none"] = Field(
+        "systemctl", description="How Mosquitto is told to re-read the files: `systemctl "
+        "reload <service>`, SIGHUP to the pid in pid_file, or not at all")
+    service: str = Field("mosquitto", pattern=_ID,
+                         description="The broker's systemd unit (reload: systemctl)")
+    pid_file: Path = Field(
+        Path("/run/mosquitto/mosquitto.pid"), description="The broker's pid file "
+        "(reload: pid_file)")
+
+
 class InfluxConfig(_Model):
     enabled: bool = Field(True, description="False: readings stay in the spool (and the "
                           "local history) until it is enabled; nothing is sent")
@@ -301,6 +327,31 @@ class IngestConfig(_Model):
     log_interval_s: float = Field(60.0, gt=0, description="At most one log line per kind")
 
 
+class ApiTlsConfig(_Model):
+    """HTTPS on the gateway itself: the operator side is served only here."""
+
+    enabled: bool = Field(True, description="Serve HTTPS; plain HTTP then keeps only the "
+                          "public pages and API, operator paths redirect here")
+    port: int = Field(8443, ge=0, le=65535, description="The HTTPS port")
+    cert_file: Path | None = Field(None, description="PEM certificate (chain) to serve")
+    key_file: Path | None = Field(None, description="PEM private key of cert_file")
+    self_signed: bool = Field(
+        False, description="Make an ECDSA key and certificate under data_dir/tls on first start "
+        "(names and addresses of this host); its SHA-256 fingerprint is logged and shown by "
+        "doctor")
+    hsts_max_age_s: int = Field(31536000, ge=0, description="Strict-Transport-Security max-age "
+                                "sent on HTTPS answers (0: none)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ApiTlsConfig:
+        if self.enabled:
+            if self.self_signed and (self.cert_file or self.key_file):
+                raise ValueError("give cert_file and key_file, or self_signed: true, not both")
+            if not self.self_signed and (self.cert_file is None or self.key_file is None):
+                raise ValueError("give cert_file and key_file, or self_signed: true")
+        return self
+
+
 class ApiConfig(_Model):
     enabled: bool = Field(True, description="Serve the status API and the pages")
     host: str = Field(
@@ -314,6 +365,12 @@ class ApiConfig(_Model):
         None, description="File holding the operator token (read at start, stripped)")
     session_max_age_s: int = Field(12 * 3600, ge=60, le=30 * 86400,
                                    description="How long a browser stays signed in")
+    token_attempts: int = Field(
+        5, ge=1, le=1000, description="Wrong operator tokens one client address may give "
+        "within token_window_s; further attempts from it get 429 with Retry-After")
+    token_window_s: float = Field(
+        300.0, gt=0, le=86400, description="The window (seconds) of token_attempts; an "
+        "address stays throttled until the window that began with its first wrong token ends")
     cors_origins: tuple[str, ...] = Field(
         (), description="Origins allowed to call the API from a browser; none by default")
     metrics_public: bool = Field(False, description="Serve /metrics without the token")
@@ -324,6 +381,28 @@ class ApiConfig(_Model):
     sse_max_clients: int = Field(
         50, ge=1, le=10_000, description="Event streams open at once at most; the next gets "
         "503 with Retry-After")
+    tls: ApiTlsConfig | None = Field(
+        None, description="HTTPS (see api.tls.*); none: plain HTTP only, as before")
+    operator_over_http: bool = Field(
+        False, description="With TLS on, still serve operator paths on plain HTTP (a management "
+        "network only: the token then travels in clear)")
+    max_connections: int | None = Field(
+        None, ge=8, description="Connections open at once at most; none: the open-file limit "
+        "minus a reserve for the gateway's own files")
+    max_connections_per_client: int = Field(
+        64, ge=1, description="Connections one client address may hold at once")
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="A connection that has not sent a complete request "
+        "head this long after connecting (or after its last answer) is closed")
+    body_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="A request body must arrive within this long")
+    keep_alive_s: float = Field(5.0, gt=0, le=300,
+                                description="Idle keep-alive connections close after this")
+    max_header_bytes: int = Field(16384, ge=1024, le=1048576,
+                                  description="A request head larger than this is refused (431)")
+    max_body_bytes: int = Field(4096, ge=256, le=1048576,
+                                description="The largest request body (POST /api/v1/session); "
+                                "larger ones get 413 before they are read")
 
     @field_validator("operator_token")
     @classmethod
@@ -431,6 +510,10 @@ class SerialSourceConfig(_Model):
         0.5, gt=0, description="First wait before reopening a port that failed or vanished")
     reopen_max_s: float = Field(
         30.0, gt=0, description="Longest wait between reopen attempts (exponential)")
+    interval_s: float | None = Field(
+        None, gt=0, description="How often the sensor prints a line: liveness expects one "
+        "this often from the source's fixed device (options.device) unless the device list "
+        "sets its interval_s; none: the device list's, else 60")
     options: dict[str, Any] = Field(
         default_factory=dict, description="How the lines are read: format, device, checksum, "
         "...")
@@ -493,9 +576,10 @@ class DeviceConfig(_Model):
                              description="The device's park; none: gateway.site")
     zone: str | None = Field(
         None, description="Where in the park (free text, shown in states and alerts)")
-    interval_s: float = Field(
-        60.0, gt=0, description="How often the device reports: liveness expects a report "
-        "this often")
+    interval_s: float | None = Field(
+        None, gt=0, description="How often the device reports: liveness expects a report "
+        "this often; none: its poll interval when a Modbus bus or serial source reads it "
+        "(the slave's interval_s, the source's interval_s), else 60")
     source: str = Field(
         "", description="Where its readings come from, for people (shown in /api/v1/devices)")
 
@@ -506,6 +590,9 @@ class Config(_Model):
         "path is taken from the config file's folder")
     gateway: GatewaySection = Field(description="This gateway and its park")
     mqtt: MqttConfig = Field(MqttConfig(), description="The MQTT broker the gateway reads")
+    broker: BrokerConfig = Field(
+        BrokerConfig(), description="The park broker's accounts and ACL (`garden-gateway "
+        "devices`)")
     influx: InfluxConfig = Field(InfluxConfig(), description="Where readings are delivered")
     spool: SpoolConfig = Field(
         SpoolConfig(), description="The durable queue on disk (data_dir/spool.sqlite3)")
@@ -791,4 +878,7 @@ def validate_raw(
         raise ConfigError(problems)
     if config.mqtt.password is not None and not config.mqtt.username:
         warnings.append("mqtt.password is set but mqtt.username is not; it will not be used")
+    if config.api.enabled and config.api.operator_over_http:
+        warnings.append("api.operator_over_http is true: the operator token and session travel "
+                        "in clear on plain HTTP; only on a management network")
     return LoadedConfig(config, warnings)

@@ -124,8 +124,9 @@ class ModbusBlockStatus(_Shape):
 
 class ModbusSlaveStatus(_Shape):
     unit: int
-    state: Literal["unknown", "online", "offline"] = Field(
-        description="unknown: not asked yet; offline: no answer to offline_after polls in a row")
+    state: Literal["unknown", "online", "offline", "unmonitored"] = Field(
+        description="unknown: not asked yet; offline: no answer to offline_after polls in a "
+        "row; unmonitored: the bus's port is not open")
     interval_s: float
     polls: int
     answered: int
@@ -174,6 +175,10 @@ class ApWifi(_Shape):
     counter_events: dict[str, int] = Field(description="wrap32, wrap64, reset, gap")
 
 
+DeviceState = Literal["unknown", "online", "offline", "unmonitored"]
+"""A device's state: ``unmonitored`` when the gateway cannot see it (a link is gone)."""
+
+
 class DeviceView(_Shape):
     id: str
     name: str
@@ -183,9 +188,11 @@ class DeviceView(_Shape):
     source: str | None
     origin: Literal["config", "discovered", "gateway", "removed"]
     interval_s: float
-    state: Literal["unknown", "online", "offline"]
+    state: DeviceState = Field(
+        description="unmonitored: a link to it (its bus's adapter) is gone, see cause")
     since_ns: int | None = Field(description="When the current state began")
-    cause: str | None = Field(description="Why it is offline, when it is")
+    cause: str | None = Field(
+        description="Why it is offline, or unmonitored (port_gone; later broker_down)")
     last_seen_ns: int | None
     presence: Literal["online", "offline"] | None = Field(
         description="What the device last said itself (its last will), if it does")
@@ -213,6 +220,7 @@ class Tally(_Shape):
     up: int
     down: int
     unknown: int
+    unmonitored: int = Field(0, description="Not seen because a link to them is gone")
     total: int
 
 
@@ -345,6 +353,10 @@ class ResidentPolder(_Shape):
     time_ns: int | None
     stale: bool = Field(description="No value within pages.fresh_s")
     state: str
+    measured: bool = Field(True, description="False while its sensor is offline or "
+                           "unmonitored: no level is shown (value and level are empty)")
+    not_measured_since_ns: int | None = Field(
+        None, description="Since when it is not measured (its sensor's state's start)")
 
 
 class ResidentGarden(_Shape):

@@ -23,7 +23,7 @@ from devices.simulators.garden import GardenSensor
 from devices.simulators.polder import REGISTERS, PolderSlave
 from gateway.core import resources
 from gateway.core.errors import GatewayError
-from gateway.ops import doctor, simulate
+from gateway.ops import accounts, doctor, simulate
 from gateway.ops.run import (
     EXIT_FAILED,
     EXIT_OK,
@@ -247,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
     _add_simulate(sub)
     doctor.register(sub)
+    accounts.register(sub)
     return parser
 
 

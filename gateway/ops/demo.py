@@ -40,7 +40,8 @@ from gateway.ops.run import (
     serve,
     setup_logging,
 )
-from gateway.testing.stack import Stack, find_executable
+from gateway.testing.stack import Stack, find_executable, free_port
+from gateway.web.tls import certificate_for
 
 # The demo's simulated sensors stand in for the example config's serial and Modbus sources.
 DEMO_GARDEN_DEVICE = "kebun-2"
@@ -241,6 +242,11 @@ def _demo_with_stack(args: argparse.Namespace, config: Path, workdir: Path, stac
         "GARDEN_GATEWAY_API__PORT": str(api_port),
         # The demo is for this machine only, whatever the example config says.
         "GARDEN_GATEWAY_API__HOST": "127.0.0.1",
+        # HTTPS as a park has it (self-signed); on 127.0.0.1 alone the operator side may also
+        # stay on plain HTTP, so the curl lines below work without the certificate.
+        "GARDEN_GATEWAY_API__TLS__SELF_SIGNED": "true",
+        "GARDEN_GATEWAY_API__TLS__PORT": str(8443 if api_port == 8080 else free_port()),
+        "GARDEN_GATEWAY_API__OPERATOR_OVER_HTTP": "true",
     }
     if stack.influx is not None:
         env["GARDEN_GATEWAY_INFLUX__URL"] = stack.influx.url
@@ -253,6 +259,11 @@ def _demo_with_stack(args: argparse.Namespace, config: Path, workdir: Path, stac
         return EXIT_USAGE
     setup_logging(loaded.config.log_level)
     cfg = loaded.config
+    cert = certificate_for(cfg.api.tls, cfg.data_dir)  # made now; the gateway reuses it
+    https_lines = [] if cert is None or cfg.api.tls is None else [
+        f"  HTTPS        https://127.0.0.1:{cfg.api.tls.port}/operator  (self-signed)",
+        f"               certificate SHA-256 {cert.fingerprint}",
+    ]
     sim_clock = lambda: day.sim(time.time())  # noqa: E731 - the models' clock, one line
     slave = park.polder_slave(weather)
     slave.boot_s = day.sim_start_s
@@ -289,6 +300,7 @@ def _demo_with_stack(args: argparse.Namespace, config: Path, workdir: Path, stac
         f"  status API   curl -H 'Authorization: Bearer {token}' "
         f"http://127.0.0.1:{api_port}/api/v1/status",
         f"  API docs     http://127.0.0.1:{api_port}/docs",
+        *https_lines,
         f"  broker       mqtt://127.0.0.1:{stack.mosquitto.port}  (private, in {workdir})",
         *influx_lines,
         f"  config       {config_path}  ({config} with the simulated park below)",

@@ -144,6 +144,8 @@ class SpoolDB:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
+            # Sorts and temporary tables in memory: no file to open when sockets ran out.
+            self._db.execute("PRAGMA temp_store=MEMORY")
             # Keep the WAL from growing without bound between checkpoints.
             self._db.execute("PRAGMA journal_size_limit=67108864")
             self._db.executescript(_SCHEMA)

@@ -36,7 +36,7 @@ from gateway.core.status import (
     SiteView,
     Status,
 )
-from gateway.web.auth import COOKIE, OperatorAuth
+from gateway.web.auth import COOKIE, OperatorAuth, Throttled
 from gateway.web.events import EventHub, TooManyClients
 
 # Found the same way in a checkout, an editable install and a wheel; missing pages are an error
@@ -129,17 +129,33 @@ def create_app(gateway: StatusProvider, *, config: ApiConfig, auth: OperatorAuth
     cookie = APIKeyCookie(name=COOKIE, auto_error=False,
                           description="Set by POST /api/v1/session")
     unauthorized: dict[int | str, dict[str, Any]] = {
-        401: {"model": Problem, "description": "No or wrong operator token"}}
+        401: {"model": Problem, "description": "No or wrong operator token"},
+        429: {"model": Problem, "description": "Too many wrong tokens from this address; "
+              "see Retry-After"}}
+    # For routes answering something else than JSON (/metrics): FastAPI would file the JSON
+    # refusals under the route's own media type.
+    problem_json = {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    unauthorized_plain: dict[int | str, dict[str, Any]] = {
+        code: {"description": answer["description"], "content": problem_json}
+        for code, answer in unauthorized.items()}
+
+    def check_token(given: str | None, request: Request) -> bool:
+        try:
+            return auth.check_token(given, request.client.host if request.client else None)
+        except Throttled as exc:
+            raise HTTPException(status_code=429, detail=str(exc),
+                                headers={"Retry-After": str(exc.retry_after_s)}) from exc
 
     def is_operator(credentials: HTTPAuthorizationCredentials | None,
-                    session: str | None) -> bool:
-        if credentials is not None and auth.token_ok(credentials.credentials):
+                    session: str | None, request: Request) -> bool:
+        if credentials is not None and check_token(credentials.credentials, request):
             return True
         return auth.session_ok(session)
 
-    def caller(credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+    def caller(request: Request,
+               credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
                session: str | None = Depends(cookie)) -> bool:
-        return is_operator(credentials, session)
+        return is_operator(credentials, session, request)
 
     def refuse() -> HTTPException:
         detail = ("operator token required" if auth.configured else
@@ -184,7 +200,8 @@ def create_app(gateway: StatusProvider, *, config: ApiConfig, auth: OperatorAuth
     async def sites() -> list[str]:
         return gateway.sites()
 
-    @app.get("/api/v1/sites/{site}", response_model=SiteView, tags=["public"])
+    @app.get("/api/v1/sites/{site}", response_model=SiteView, tags=["public"],
+             responses={404: {"model": Problem, "description": "No device at that site"}})
     async def site(site: str) -> SiteView:
         """A park at a glance: APs up/total, clients now, sensors up/total, uptime."""
         view = gateway.site_view(site)
@@ -230,10 +247,12 @@ def create_app(gateway: StatusProvider, *, config: ApiConfig, auth: OperatorAuth
 
     # -- the operator's session ----------------------------------------------------------
 
-    @app.post("/api/v1/session", status_code=204, tags=["session"], responses=unauthorized)
+    @app.post("/api/v1/session", status_code=204, tags=["session"], responses={
+        **unauthorized, 400: {"model": Problem, "description": "The body is not JSON"},
+        413: {"model": Problem, "description": "The body is larger than the API accepts"}})
     def sign_in(body: SessionRequest, request: Request, response: Response) -> None:
         """Trade the token for an HttpOnly cookie (the operator page's sign-in)."""
-        if not auth.token_ok(body.token):
+        if not check_token(body.token, request):
             raise refuse()
         response.set_cookie(COOKIE, auth.new_session(), max_age=auth.max_age_s,
                             httponly=True, samesite="strict", path="/",
@@ -241,15 +260,18 @@ def create_app(gateway: StatusProvider, *, config: ApiConfig, auth: OperatorAuth
 
     @app.get("/api/v1/session", response_model=Session, tags=["session"],
              responses=unauthorized)
-    def session(credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+    def session(request: Request,
+                credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
                 cookie_value: str | None = Depends(cookie)) -> Session:
         """200 when the caller is an operator (cookie or bearer token), else 401."""
-        if not is_operator(credentials, cookie_value):
+        if not is_operator(credentials, cookie_value, request):
             raise refuse()
         return Session(operator=True, expires_in_s=None if credentials else auth.max_age_s)
 
     @app.delete("/api/v1/session", status_code=204, tags=["session"])
-    def sign_out(response: Response) -> None:
+    def sign_out(response: Response, cookie_value: str | None = Depends(cookie)) -> None:
+        """Sign out: the session is revoked on the gateway, not just the cookie dropped."""
+        auth.revoke(cookie_value)
         response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
 
     # -- operator ------------------------------------------------------------------------
@@ -264,7 +286,7 @@ def create_app(gateway: StatusProvider, *, config: ApiConfig, auth: OperatorAuth
     @app.get("/api/v1/devices", response_model=list[DeviceView], tags=["operator"],
              dependencies=[Operator], responses=unauthorized)
     async def devices(site: str | None = None, kind: str | None = None,
-                      state: Literal["unknown", "online", "offline"] | None = None,
+                      state: Literal["unknown", "online", "offline", "unmonitored"] | None = None,
                       include_removed: bool = False) -> list[DeviceView]:
         """Every device with its state, since when, last seen, latest values, uptime %."""
         return gateway.devices_view(site=site, kind=kind, state=state,
@@ -295,7 +317,7 @@ def create_app(gateway: StatusProvider, *, config: ApiConfig, auth: OperatorAuth
     metrics_deps = [] if config.metrics_public else [Operator]
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["operator"],
-             dependencies=metrics_deps, responses=unauthorized)
+             dependencies=metrics_deps, responses=unauthorized_plain)
     async def metrics() -> PlainTextResponse:
         """Prometheus text format: ingest, spool, forwarder, per-source errors, devices."""
         return PlainTextResponse(gateway.metrics_text(),

@@ -51,7 +51,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _PREFIX = "garden_gateway_"
 # An int: int / int is correctly rounded, where int / 1e9 first rounds the nanoseconds.
 _NS_PER_S = 10**9
-_DEVICE_STATES = ("unknown", "online", "offline")
+_DEVICE_STATES = ("unknown", "online", "offline", "unmonitored")
 _UP = {"online": 1, "offline": 0}
 
 _LABEL_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n"})
@@ -62,7 +62,8 @@ Number = int | float
 
 
 def render(status: Status, devices: Sequence[DeviceView],
-           extra: Mapping[str, Any] | None = None) -> str:
+           extra: Mapping[str, Any] | None = None,
+           components: Mapping[str, bool] | None = None) -> str:
     """The exposition of one ``status()`` snapshot, the devices' views, and ``extra``.
 
     Both are the typed shapes of :mod:`gateway.core.status`, the same the API returns: a
@@ -79,7 +80,9 @@ def render(status: Status, devices: Sequence[DeviceView],
     _modbus(out, status.modbus)
     _alerts(out, status.alerts)
     _devices(out, devices)
-    _extra(out, extra or {})
+    _components(out, components or {})
+    _auth(out, (extra or {}).get("auth"))
+    _extra(out, {k: v for k, v in (extra or {}).items() if k != "auth"})
     return out.text()
 
 
@@ -384,7 +387,7 @@ def _alerts(out: _Exposition, alerts: AlertsStatus) -> None:
 
 def _devices(out: _Exposition, devices: Sequence[DeviceView]) -> None:
     up = out.gauge("device_up", "1 while a device is online, 0 while offline; none while "
-                   "unknown.", "device", "kind", "site")
+                   "unknown or unmonitored.", "device", "kind", "site")
     state = out.gauge("device_state", "A device's state (1 for the current one).",
                       "device", "kind", "site", "state")
     last_seen = out.gauge("device_last_seen_timestamp_seconds",
@@ -407,6 +410,33 @@ def _devices(out: _Exposition, devices: Sequence[DeviceView]) -> None:
                 uptime.add(value / 100, device, window)
     for name, count in counted.items():
         tally.add(count, name)
+
+
+def _components(out: _Exposition, components: Mapping[str, bool]) -> None:
+    up = out.gauge("component_up", "1 while one of the gateway's own components (bus:<name>, "
+                   "serial:<name>) works, 0 while it is down (its devices are unmonitored).",
+                   "component")
+    for name, working in _entries(components):
+        up.add(working, name)
+
+
+def _auth(out: _Exposition, auth: Mapping[str, Any] | None) -> None:
+    """The operator token's throttle and sessions (``OperatorAuth.statistics()``)."""
+    if not auth:
+        return
+    out.counter("api_token_refusals_total", "Wrong operator tokens presented (bearer header "
+                "or sign-in).").add(auth.get("token_refusals"))
+    out.counter("api_token_throttled_total", "Token attempts answered 429 because their "
+                "address gave too many wrong tokens.").add(auth.get("token_throttled"))
+    out.counter("api_sessions_revoked_total", "Operator sessions ended by signing out.").add(
+        auth.get("sessions_revoked"))
+    out.gauge("api_sessions_active", "Operator sessions (browser sign-ins) the gateway "
+              "currently honours.").add(auth.get("sessions_active"))
+    out.gauge("api_token_throttle_addresses", "Client addresses the token throttle "
+              "remembers (bounded).").add(auth.get("throttle_addresses"))
+    out.counter("api_session_save_failures_total", "Times the operator sessions could not "
+                "be saved (they then do not survive a restart).").add(
+        auth.get("session_save_failures"))
 
 
 def _extra(out: _Exposition, extra: Mapping[str, Any]) -> None:
