@@ -172,8 +172,11 @@ def test_installed_check_config_accepts_the_shipped_example(
     assert f"{where['example']}: ok" in output
 
 
-def _run_env(data_dir: Path, api_port: int, mqtt_port: int) -> dict[str, str]:
+def _run_env(data_dir: Path, api_port: int, mqtt_port: int,
+             https_port: int | None = None) -> dict[str, str]:
     return _env(
+        # The example config serves the operator side over HTTPS: never on the machine's 8443.
+        GARDEN_GATEWAY_API__TLS__PORT=str(https_port or free_port()),
         GARDEN_GATEWAY_DATA_DIR=str(data_dir),
         GARDEN_GATEWAY_MQTT__HOST="127.0.0.1",
         GARDEN_GATEWAY_MQTT__PORT=str(mqtt_port),
@@ -191,10 +194,11 @@ def test_gateway_from_the_wheel_serves_the_residents_page_and_static_files(
     venv: Venv, where: dict[str, Path], outside: Path, mosquitto: PrivateMosquitto,
     tmp_path: Path,
 ) -> None:
-    api_port = free_port()
+    api_port, https_port = free_port(), free_port()
     with serving([str(venv.command), "run", "--config", str(where["example"])],
                  api=f"http://127.0.0.1:{api_port}", log_path=tmp_path / "gateway.log",
-                 env=_run_env(tmp_path / "data", api_port, mosquitto.port), cwd=outside,
+                 env=_run_env(tmp_path / "data", api_port, mosquitto.port, https_port),
+                 cwd=outside,
                  what="the wheel's gateway /health") as api:
         page = httpx.get(f"{api}/", timeout=5)
         assert page.status_code == 200
@@ -203,7 +207,13 @@ def test_gateway_from_the_wheel_serves_the_residents_page_and_static_files(
         script = httpx.get(f"{api}/static/resident.js", timeout=5)
         assert script.status_code == 200
         assert script.content == (where["pages"] / "static/resident.js").read_bytes()
-        assert httpx.get(f"{api}/operator", timeout=5).status_code == 200
+        # The example config turns HTTPS on: the operator page is served there only.
+        moved = httpx.get(f"{api}/operator", timeout=5)
+        assert moved.status_code == 308
+        assert moved.headers["location"] == f"https://127.0.0.1:{https_port}/operator"
+        secure = httpx.get(moved.headers["location"], timeout=5, verify=False)
+        assert secure.status_code == 200
+        assert secure.content == (where["pages"] / "operator.html").read_bytes()
 
 
 def test_missing_pages_stop_the_gateway_with_the_path(

@@ -295,7 +295,8 @@ def create_app(gateway: StatusProvider, *, config: ApiConfig, auth: OperatorAuth
     @app.get("/api/v1/outages", response_model=list[OutageView], tags=["operator"],
              dependencies=[Operator], responses=unauthorized)
     async def outages(device: str | None = None, site: str | None = None,
-                      since_ns: int | None = Query(None, description="Still going on then"),
+                      since_ns: int | None = Query(None, ge=0, le=2**63 - 1,
+                                                   description="Still going on then"),
                       ongoing: bool | None = None,
                       limit: int = Query(100, ge=1, le=10_000)) -> list[OutageView]:
         """Outages, newest first."""
