@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import sysconfig
@@ -211,7 +212,8 @@ def test_gateway_from_the_wheel_serves_the_residents_page_and_static_files(
         moved = httpx.get(f"{api}/operator", timeout=5)
         assert moved.status_code == 308
         assert moved.headers["location"] == f"https://127.0.0.1:{https_port}/operator"
-        secure = httpx.get(moved.headers["location"], timeout=5, verify=False)
+        trust = ssl.create_default_context(cafile=str(tmp_path / "data/tls/gateway.crt"))
+        secure = httpx.get(moved.headers["location"], timeout=5, verify=trust)
         assert secure.status_code == 200
         assert secure.content == (where["pages"] / "operator.html").read_bytes()
 
