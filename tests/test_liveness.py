@@ -639,3 +639,24 @@ def test_a_late_reading_while_the_link_is_down_ends_unmonitored_not_offline(
     assert registry.outages(device="kebun-1") == []
     assert [t.new for t in heard] == ["online", "unmonitored", "online", "unmonitored"]
     registry.close()
+
+
+def test_discoveries_are_logged_once_a_minute_with_the_count(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A publisher inventing ids gets one log line a minute, not one per id (issue 12)."""
+    clock = FakeClock()
+    liveness, registry, _ = polled_liveness(tmp_path, clock)
+    liveness.start()
+    caplog.set_level("INFO", logger="gateway.park.liveness")
+    try:
+        liveness.readings([reading(f"made-up-{i}", clock) for i in range(1_000)])
+        lines = [r.getMessage() for r in caplog.records if "discovered" in r.getMessage()]
+        assert lines == [f"registry: discovered device=made-up-0 site={SITE} kind=polder"]
+        clock.advance(61)
+        liveness.readings([reading("made-up-1000", clock)])
+        lines = [r.getMessage() for r in caplog.records if "discovered" in r.getMessage()]
+        assert lines[1] == (f"registry: discovered device=made-up-1000 site={SITE} kind=polder"
+                            " (999 more like this not logged)")
+        assert len(liveness.devices) == 1_002  # the gateway itself and every id: not bounded yet
+    finally:
+        registry.close()

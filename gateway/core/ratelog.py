@@ -27,6 +27,12 @@ class RateLimitedLog:
         self._suppressed: Counter[tuple[str, str]] = Counter()
 
     def warning(self, key: tuple[str, str], msg: str, *args: Any) -> bool:
+        return self.log(logging.WARNING, key, msg, *args)
+
+    def info(self, key: tuple[str, str], msg: str, *args: Any) -> bool:
+        return self.log(logging.INFO, key, msg, *args)
+
+    def log(self, level: int, key: tuple[str, str], msg: str, *args: Any) -> bool:
         now = self._clock.monotonic()
         last = self._last.get(key)
         if last is not None and now - last < self._interval:
@@ -39,5 +45,5 @@ class RateLimitedLog:
         if skipped:
             msg += " (%d more like this not logged)"
             args = (*args, skipped)
-        self._logger.warning(msg, *args)
+        self._logger.log(level, msg, *args)
         return True

@@ -51,6 +51,7 @@ from typing import Any
 from devices.reading import DecodeError, FieldValue, Reading
 from gateway.config import DeviceConfig, LivenessConfig
 from gateway.core.clock import Clock
+from gateway.core.ratelog import RateLimitedLog
 from gateway.park.registry import KEEP_OUTAGES_NS, Device, Outage, Registry, uptime_parts
 from gateway.store.lineproto import encode
 
@@ -149,6 +150,8 @@ class Liveness:
         self.site = site
         self._clock = clock
         self._emit = emit
+        # At most one line a minute however many ids a publisher invents (with the count).
+        self._discovery_log = RateLimitedLog(log, 60.0, clock=clock)
         self.listeners: list[Listener] = []
         self.component_listeners: list[ComponentListener] = []
         self._polled: dict[str, Polled] = {}
@@ -398,7 +401,9 @@ class Liveness:
                    interval_s=self._config.default_interval_s, source="", origin="discovered",
                    dirty=True)
         self.devices[device] = d
-        log.info("registry: discovered device=%s site=%s kind=%s", device, d.site, kind)
+        self._discovery_log.info(("registry", "discovered"),
+                                 "registry: discovered device=%s site=%s kind=%s", device,
+                                 d.site, kind)
         return d
 
     # -- transitions ---------------------------------------------------------------------

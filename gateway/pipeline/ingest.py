@@ -343,7 +343,9 @@ class Pipeline:
                                       device=device, kind="unknown_device")
                 check_name("device id", device)
                 self.discovered[device] = self._clock.now_ns()
-                log.info("device discovered device=%s site=%s", device, site or self._site)
+                # A publisher inventing ids must not write a line per id to the SD card.
+                self._log.info(("discovery", "new"), "device discovered device=%s site=%s",
+                               device, site or self._site)
         extra = {"gateway": self._gateway_id, "site": (config.site if config else None)
                  or self._site}
         return extra, config.kind if config else None
