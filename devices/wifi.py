@@ -325,6 +325,14 @@ class UsageTracker:
         self._aps[device] = ap
         return ap
 
+    def forget(self, device: str) -> bool:
+        """Drop everything known of ``device`` (a forgotten discovered AP)."""
+        ap = self._aps.pop(device, None)
+        if ap is None:
+            return False
+        self._n_series -= len(ap.series) + len(ap.clients)
+        return True
+
     def _evict_oldest(self) -> None:
         _, old = self._aps.popitem(last=False)
         self._n_series -= len(old.series) + len(old.clients)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from gateway.app.sdnotify import Notifier
@@ -143,7 +143,7 @@ class Gateway:
         exit.callback(self.seen.close)
         self.timesync = TimeSync.from_config(config.clock, source=self._time_source,
                                              spool=self.spool, clock=clock)
-        self.pipeline = Pipeline.from_config(config, time_sync=self.timesync)
+        self.pipeline = Pipeline.from_config(config, time_sync=self.timesync, clock=clock)
         self.committer = Committer(
             spool=self.spool,
             interval_s=config.spool.commit_interval_s,
@@ -183,13 +183,14 @@ class Gateway:
         self.liveness = Liveness(
             registry=self.registry, config=config.liveness, devices=config.devices,
             gateway_id=config.gateway.id, site=config.gateway.site, clock=clock,
-            emit=self._emit,
+            emit=self._emit, discovery=self.pipeline.discovery,
         )
         self.pipeline.on_readings.append(self.liveness.readings)
         self.wifi = WifiUsage(config=config.wifi, devices=config.devices,
                               gateway_id=config.gateway.id, site=config.gateway.site,
                               registry=self.registry, clock=clock, emit=self._emit)
         self.pipeline.on_readings.append(self.wifi.readings)
+        self.liveness.forget_listeners.append(lambda d, why: self.wifi.forget(d.id))
         self.pipeline.on_macs.append(self.wifi.macs)
         self.pipeline.on_presence.append(
             lambda said, source: self.liveness.presence(said.device, said.site, said.online,
@@ -209,10 +210,12 @@ class Gateway:
         self.states = StatePublisher(liveness=self.liveness, publish=self.mqtt.publish)
         if publish_states:
             self.liveness.listeners.append(self.states.transition)
+            self.liveness.forget_listeners.append(self.states.forgotten)
         self.alerter = Alerter(config.alerts, clock=clock, gateway_id=config.gateway.id,
                                site=config.gateway.site)
         exit.push_async_callback(self.alerter.aclose)
         self.liveness.listeners.append(self._alert)
+        self.liveness.forget_listeners.append(lambda d, why: self.alerter.forget(d.id))
         self.serial = [
             SerialLineSource(
                 name=s.name, port=s.port, baudrate=s.baudrate,
@@ -354,10 +357,14 @@ class Gateway:
         return self.views.resident()
 
     def devices_view(self, *, site: str | None = None, kind: str | None = None,
-                     state: str | None = None, include_removed: bool = False
-                     ) -> list[DeviceView]:
-        return self.views.devices(site=site, kind=kind, state=state,
-                                  include_removed=include_removed)
+                     state: str | None = None, origin: Sequence[str] | None = None,
+                     include_removed: bool = False, limit: int | None = None,
+                     offset: int = 0) -> tuple[int, list[DeviceView]]:
+        return self.views.devices(site=site, kind=kind, state=state, origin=origin,
+                                  include_removed=include_removed, limit=limit, offset=offset)
+
+    def forget_device(self, device: str) -> str:
+        return self.liveness.forget(device)
 
     def outages_view(self, *, device: str | None = None, site: str | None = None,
                      since_ns: int | None = None, ongoing: bool | None = None,
@@ -400,12 +407,14 @@ class Gateway:
         extra: dict[str, Any] = {
             "clock": status.clock.model_dump(), "events": self.events.statistics(),
             "auth": self.auth.statistics(),
+            "discovery": {**self.pipeline.discovery.statistics(),
+                          "not_kept": self.pipeline.refused_not_kept},
             "watchdog": {"alive": status.watchdog.alive, "skips": status.watchdog.skips}}
         if self.history is not None:
             extra["history"] = self.history.statistics()
         components = {link.component: not link.down for link in self.liveness.components()
                       if link.known}
-        return render_metrics(status, self.devices_view(), extra, components)
+        return render_metrics(status, self.devices_view()[1], extra, components)
 
     # -- systemd's watchdog ----------------------------------------------------------------
 

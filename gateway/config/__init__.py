@@ -324,6 +324,15 @@ class IngestConfig(_Model):
     allow_discovery: bool = Field(
         True, description="Accept devices that are not in the device list, as discovered"
     )
+    max_discovered: int = Field(
+        300, ge=1, le=100_000, description="Discovered devices kept at most; at the cap a new "
+        "one takes the place of the one heard least recently (listed devices never count)")
+    discovery_per_minute: float = Field(
+        60.0, gt=0, description="New ids taken on at most this many a minute (a bucket that "
+        "refills evenly); beyond it they are refused, counted, and tried again next message")
+    forget_discovered_after_s: float = Field(
+        7 * 86400.0, gt=0, description="A discovered device not heard this long is forgotten "
+        "(listed devices never are)")
     log_interval_s: float = Field(60.0, gt=0, description="At most one log line per kind")
 
 

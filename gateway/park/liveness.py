@@ -52,6 +52,7 @@ from devices.reading import DecodeError, FieldValue, Reading
 from gateway.config import DeviceConfig, LivenessConfig
 from gateway.core.clock import Clock
 from gateway.core.ratelog import RateLimitedLog
+from gateway.park.discovery import OPERATOR, Discovery
 from gateway.park.registry import KEEP_OUTAGES_NS, Device, Outage, Registry, uptime_parts
 from gateway.store.lineproto import encode
 
@@ -142,8 +143,13 @@ class Liveness:
         site: str,
         clock: Clock,
         emit: Callable[[list[str]], None] | None = None,
+        discovery: Discovery | None = None,
     ) -> None:
         self._registry = registry
+        # Who may become a discovered device (the pipeline admits, this table follows).
+        self.discovery = discovery
+        if discovery is not None:
+            discovery.on_forget.append(self._forgotten)
         self._config = config
         self._configured = {d.id: d for d in devices}
         self.gateway_id = gateway_id
@@ -154,6 +160,9 @@ class Liveness:
         self._discovery_log = RateLimitedLog(log, 60.0, clock=clock)
         self.listeners: list[Listener] = []
         self.component_listeners: list[ComponentListener] = []
+        # Who hears that a discovered device was forgotten (with why): its retained state
+        # topic, its alert watch, its Wi-Fi usage go with it.
+        self.forget_listeners: list[Callable[[Device, str], None]] = []
         self._polled: dict[str, Polled] = {}
         self.links: dict[str, Link] = {}
         self.devices: dict[str, Device] = {}
@@ -170,6 +179,8 @@ class Liveness:
     def poll(self, device: str, spec: Polled) -> None:
         """``device`` is polled (or heard) at ``spec.interval_s``; call before :meth:`start`."""
         self._polled[device] = spec
+        if self.discovery is not None:
+            self.discovery.exempt(device)
 
     def add_link(self, component: str, members: Callable[[Device], bool] | Iterable[str]
                  ) -> None:
@@ -307,6 +318,9 @@ class Liveness:
                 id=self.gateway_id, name=f"Gateway {self.gateway_id}", kind="gateway",
                 site=self.site, zone=None, interval_s=self._config.heartbeat_s, source="",
                 origin="gateway", first_seen_ns=now)
+        if self.discovery is not None:
+            self.discovery.restore({d.id: d.last_seen_ns for d in self.devices.values()
+                                    if d.origin == "discovered"}, now)
         self._close_stale_components(now)
         outage = self._gateway_was_down(gw, now)
         gw.state, gw.since_ns, gw.cause, gw.last_seen_ns, gw.dirty = "online", now, None, now, True
@@ -362,6 +376,8 @@ class Liveness:
             if d is None:
                 continue
             d.last_seen_ns = d.latest_ns = now
+            if d.origin == "discovered" and self.discovery is not None:
+                self.discovery.heard(device)
             d.latest.update(r.fields)
             d.dirty = True
             if d.first_seen_ns is None:
@@ -377,6 +393,8 @@ class Liveness:
         if d is None:
             return
         d.presence, d.presence_ns, d.dirty = ("online" if online else "offline"), now, True
+        if d.origin == "discovered" and self.discovery is not None:
+            self.discovery.heard(device)
         if online:
             d.last_seen_ns = now
             if d.first_seen_ns is None:
@@ -394,7 +412,9 @@ class Liveness:
             self._offline(d, now, cause)
 
     def _discover(self, device: str, site: str | None, kind: str | None) -> Device | None:
-        if len(self.devices) >= MAX_DEVICES:
+        if len(self.devices) >= MAX_DEVICES or (
+                self.discovery is not None and device not in self.discovery):
+            # Not admitted (or evicted again by the same message's next id): not tracked.
             self.refused += 1
             return None
         d = Device(id=device, name=device, kind=kind, site=site or self.site, zone=None,
@@ -405,6 +425,34 @@ class Liveness:
                                  "registry: discovered device=%s site=%s kind=%s", device,
                                  d.site, kind)
         return d
+
+    def forget(self, device: str) -> str:
+        """An operator forgets a discovered device: "forgotten", "unknown" (no such
+        device) or "listed" (in the device list, or the gateway: never forgotten)."""
+        d = self.devices.get(device)
+        if d is None:
+            return "unknown"
+        if d.origin != "discovered":
+            return "listed"
+        if self.discovery is None or not self.discovery.forget(device, OPERATOR):
+            self._forgotten(device, OPERATOR)
+        return "forgotten"
+
+    def _forgotten(self, device: str, why: str) -> None:
+        """Discovery forgot ``device``: off the registry; an outage still open ends here
+        (from now on nobody watches it), its history stays."""
+        d = self.devices.get(device)
+        if d is None or d.origin != "discovered":
+            return
+        del self.devices[device]
+        now = self._clock.now_ns()
+        if d.outage_id is not None:
+            self._registry.close_outage(d.outage_id, now, f"forgotten ({why})")
+        if d.state == "unmonitored":
+            self._registry.close_unobserved(d.id, now)
+        self._registry.delete(device)
+        for listener in self.forget_listeners:
+            listener(d, why)
 
     # -- transitions ---------------------------------------------------------------------
 
@@ -448,7 +496,13 @@ class Liveness:
                   down_since: int | None) -> None:
         self.transitions += 1
         self._registry.save([d])
-        log.info("device %s: %s -> %s cause=%s", d.id, old, d.state, cause)
+        if d.origin == "discovered":
+            # Ids anyone can invent: at most a line a minute per kind of change, with a count.
+            self._discovery_log.info(("transition", f"{old}->{d.state}"),
+                                     "discovered device %s: %s -> %s cause=%s", d.id, old,
+                                     d.state, cause)
+        else:
+            log.info("device %s: %s -> %s cause=%s", d.id, old, d.state, cause)
         t = Transition(d.id, d.name, d.kind, d.site, d.zone, old, d.state, at, cause,
                        down_since)
         for listener in self.listeners:
@@ -521,6 +575,8 @@ class Liveness:
         next_beat = now + int(cfg.heartbeat_s * NS)
         next_prune = now
         while True:
+            if self.discovery is not None:
+                self.discovery.sweep()
             soonest = self.check()
             now = self._clock.now_ns()
             if now >= next_report:

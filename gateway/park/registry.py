@@ -160,6 +160,11 @@ class Registry:
                     rows)
         return len(rows)
 
+    def delete(self, device_id: str) -> None:
+        """Forget a device (its outages stay: they are history)."""
+        with self._transaction():
+            self._db.execute("DELETE FROM devices WHERE id = ?", (device_id,))
+
     # -- outages -------------------------------------------------------------------------
 
     def open_outage(self, device: Device, start_ns: int, cause: str | None) -> int:

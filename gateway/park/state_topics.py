@@ -67,6 +67,10 @@ class StatePublisher:
             self._publish(device_state_topic(d.site, d.id),
                           state_payload(d, self._liveness.gateway_id))
 
+    def forgotten(self, d: Device, why: str) -> None:
+        """A forgotten device's retained state is cleared (an empty retained message)."""
+        self._publish(device_state_topic(d.site, d.id), b"")
+
     def republish(self) -> None:
         for d in self._devices():
             self._publish(device_state_topic(d.site, d.id),

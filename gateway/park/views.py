@@ -43,17 +43,25 @@ class ParkViews:
         self.ap_kind = config.wifi.kind
 
     def devices(self, *, site: str | None = None, kind: str | None = None,
-                state: str | None = None, include_removed: bool = False) -> list[DeviceView]:
+                state: str | None = None, origin: Sequence[str] | None = None,
+                include_removed: bool = False, limit: int | None = None, offset: int = 0
+                ) -> tuple[int, list[DeviceView]]:
+        """How many devices match, and the ``limit`` of them from ``offset`` (by site, kind,
+        id). ``origin`` chooses among config, discovered, gateway, removed (removed also with
+        ``include_removed``)."""
         now = self._clock.now_ns()
+        origins = frozenset(origin) if origin else None
         chosen = [d for d in self._liveness.devices.values()
-                  if (include_removed or d.origin != "removed")
+                  if (d.origin in origins if origins is not None
+                      else include_removed or d.origin != "removed")
                   and (site is None or d.site == site) and (kind is None or d.kind == kind)
                   and (state is None or d.state == state)]
         chosen.sort(key=lambda d: (d.site, d.kind or "", d.id))
-        uptime = self._liveness.uptime(now, chosen)
-        return [DeviceView.model_validate({**self._liveness.view(d, uptime[d.id]),
-                                           "wifi": self._wifi.ap_view(d.id)})
-                for d in chosen]
+        page = chosen[offset:] if limit is None else chosen[offset:offset + limit]
+        uptime = self._liveness.uptime(now, page)
+        return len(chosen), [DeviceView.model_validate({**self._liveness.view(d, uptime[d.id]),
+                                                        "wifi": self._wifi.ap_view(d.id)})
+                             for d in page]
 
     def outages(self, *, device: str | None = None, site: str | None = None,
                 since_ns: int | None = None, ongoing: bool | None = None,

@@ -85,6 +85,11 @@ class WifiUsage:
         self.distinct.add(f"ap:{device}", macs, now)
         self.distinct.add(f"site:{self._site_of(device, readings[0])}", macs, now)
 
+    def forget(self, device: str) -> None:
+        """A forgotten discovered AP: its counters and rates go (its day's distinct clients
+        stay counted in the site's until the day ends)."""
+        self.tracker.forget(device)
+
     # -- reports -------------------------------------------------------------------------
 
     def ap_view(self, device: str) -> dict[str, Any] | None:

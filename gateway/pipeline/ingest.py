@@ -39,14 +39,19 @@ from gateway.config import Config, DeviceConfig
 from gateway.core.clock import SYSTEM_CLOCK, Clock
 from gateway.core.ratelog import RateLimitedLog
 from gateway.core.topics import topic_matches
+from gateway.park.discovery import Discovery
 from gateway.pipeline.timesync import TimeSync
 from gateway.store.lineproto import encode, split_time
 from gateway.store.spool import DeadLetter, HeldLine, Refused
 
 log = logging.getLogger(__name__)
 
-MAX_DISCOVERED = 10_000
 _ROUTE_CACHE_MAX = 4096
+_ENRICH_CACHE_MAX = 10_000
+# Messages of refused discoveries kept as dead letters a minute (a sample for the technician);
+# the others are counted only: a flood of made-up ids must not push real bad input out.
+REFUSED_KEPT_PER_MINUTE = 10
+REFUSED = "discovery_refused"
 # The "receive time" decoders are given while the clock is not believed: a device's time is
 # then never judged "in the future" against a clock stuck in 1970 (the floor still applies).
 # Readings that come back with it are the gateway's own stamps: they get the real receive time.
@@ -106,6 +111,7 @@ class Pipeline:
         log_interval_s: float = 60.0,
         clock: Clock = SYSTEM_CLOCK,
         time_sync: TimeSync | None = None,
+        discovery: Discovery | None = None,
     ) -> None:
         self._gateway_id = gateway_id
         self._site = site
@@ -120,7 +126,12 @@ class Pipeline:
         self._route_cache: dict[str, Route | None] = {}
         self._log = RateLimitedLog(log, log_interval_s, clock=clock)
         self.sources: dict[str, SourceStats] = {r.source: SourceStats() for _, r in self._routes}
-        self.discovered: dict[str, int] = {}
+        self.discovery = discovery if discovery is not None else Discovery(
+            limit=300, per_minute=60.0, forget_after_s=7 * 86400.0, clock=clock,
+            log_interval_s=log_interval_s)
+        self.discovery.on_forget.append(self._forgotten)
+        self.refused_not_kept = 0
+        self._refused_minute = (-1, 0)
         self.received = 0
         self.readings = 0
         self.rejected = 0
@@ -142,6 +153,11 @@ class Pipeline:
             (sub.topic, Route(sub.source, FORMATS[sub.format], config.decoder_options(i)))
             for i, sub in enumerate(config.subscriptions)
         ]
+        ingest = config.ingest
+        kwargs.setdefault("discovery", Discovery(
+            limit=ingest.max_discovered, per_minute=ingest.discovery_per_minute,
+            forget_after_s=ingest.forget_discovered_after_s,
+            clock=kwargs.get("clock", SYSTEM_CLOCK), log_interval_s=ingest.log_interval_s))
         return cls(
             gateway_id=config.gateway.id,
             site=config.gateway.site,
@@ -237,6 +253,8 @@ class Pipeline:
                               "ingest.allow_discovery is off", device=said.device,
                               kind="unknown_device")
         check_name("device id", said.device)
+        if said.device not in self._devices:
+            self._admit(said.device)
         self.presences += 1
         for listener in self.on_presence:
             listener(said, source)
@@ -321,7 +339,7 @@ class Pipeline:
         cached = self._enrich_cache.get(reading.tags)
         if cached is None:
             cached = self._enrichment(reading.tag("device"), reading.tag("site"))
-            if len(self._enrich_cache) >= MAX_DISCOVERED:
+            if len(self._enrich_cache) >= _ENRICH_CACHE_MAX:
                 self._enrich_cache.clear()
             self._enrich_cache[reading.tags] = cached
         extra, kind = cached
@@ -337,18 +355,34 @@ class Pipeline:
                 raise DecodeError(f"device {device!r} is not in the device list and "
                                   "ingest.allow_discovery is off", device=device,
                                   kind="unknown_device")
-            if device not in self.discovered:
-                if len(self.discovered) >= MAX_DISCOVERED:
-                    raise DecodeError(f"more than {MAX_DISCOVERED} discovered devices",
-                                      device=device, kind="unknown_device")
-                check_name("device id", device)
-                self.discovered[device] = self._clock.now_ns()
-                # A publisher inventing ids must not write a line per id to the SD card.
-                self._log.info(("discovery", "new"), "device discovered device=%s site=%s",
-                               device, site or self._site)
+            check_name("device id", device)
+            self._admit(device)
         extra = {"gateway": self._gateway_id, "site": (config.site if config else None)
                  or self._site}
         return extra, config.kind if config else None
+
+    def _admit(self, device: str) -> None:
+        why = self.discovery.admit(device)
+        if why is not None:
+            raise DecodeError(
+                f"new device {device!r} refused ({why}): more than "
+                f"{self.discovery.per_minute:g} new devices a minute "
+                "(ingest.discovery_per_minute)", device=device, kind=REFUSED)
+
+    def _forgotten(self, device: str, why: str) -> None:
+        # Its next reading must be admitted again: drop what was cached for it (a cache).
+        self._enrich_cache.clear()
+
+    @property
+    def discovered(self) -> list[str]:
+        return self.discovery.ids()
+
+    def _keep_refused(self) -> bool:
+        minute = int(self._clock.monotonic() // 60)
+        seen, kept = self._refused_minute
+        kept = kept if seen == minute else 0
+        self._refused_minute = (minute, kept + 1)
+        return kept < REFUSED_KEPT_PER_MINUTE
 
     def reject(self, source: str, topic: str, payload: bytes, received_at_ns: int,
                 exc: DecodeError) -> Outcome:
@@ -358,6 +392,9 @@ class Pipeline:
         stats.last_error = exc.reason
         self._log.warning((source, exc.kind), "bad input source=%s topic=%s kind=%s: %s",
                           source, topic, exc.kind, exc.reason)
+        if exc.kind == REFUSED and not self._keep_refused():
+            self.refused_not_kept += 1
+            return Outcome([])
         dead = DeadLetter(source=source, topic=topic, kind=exc.kind, error=exc.reason,
                           payload=bytes(payload[:self._max_payload]), at_ns=received_at_ns)
         return Outcome([], dead)
@@ -372,7 +409,8 @@ class Pipeline:
             "own_topics": self.own_topics,
             "held": self.held,
             "refused_time": self.refused_time,
-            "discovered_devices": sorted(self.discovered),
+            "discovered_devices": self.discovery.ids(),
+            "refused_not_kept": self.refused_not_kept,
             "sources": {
                 name: {
                     "messages": s.messages,

@@ -12,11 +12,12 @@ reach into internals and never change anything. Two kinds of caller:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi import Path as FastPath
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
@@ -55,8 +56,11 @@ class StatusProvider(Protocol):
     def status(self) -> Status: ...
 
     def devices_view(self, *, site: str | None = None, kind: str | None = None,
-                     state: str | None = None, include_removed: bool = False
-                     ) -> list[DeviceView]: ...
+                     state: str | None = None, origin: Sequence[str] | None = None,
+                     include_removed: bool = False, limit: int | None = None,
+                     offset: int = 0) -> tuple[int, list[DeviceView]]: ...
+
+    def forget_device(self, device: str) -> str: ...
 
     def outages_view(self, *, device: str | None = None, site: str | None = None,
                      since_ns: int | None = None, ongoing: bool | None = None,
@@ -93,6 +97,11 @@ class Session(BaseModel):
 
 class SessionRequest(BaseModel):
     token: str = Field(min_length=1, max_length=4096)
+
+
+class Forgotten(BaseModel):
+    id: str
+    forgotten: bool
 
 
 class HistoryView(BaseModel):
@@ -284,13 +293,42 @@ def create_app(gateway: StatusProvider, *, config: ApiConfig, auth: OperatorAuth
 
     # async: the registry's SQLite connection belongs to the event loop's thread.
     @app.get("/api/v1/devices", response_model=list[DeviceView], tags=["operator"],
-             dependencies=[Operator], responses=unauthorized)
-    async def devices(site: str | None = None, kind: str | None = None,
-                      state: Literal["unknown", "online", "offline", "unmonitored"] | None = None,
-                      include_removed: bool = False) -> list[DeviceView]:
-        """Every device with its state, since when, last seen, latest values, uptime %."""
-        return gateway.devices_view(site=site, kind=kind, state=state,
-                                    include_removed=include_removed)
+             dependencies=[Operator], responses={**unauthorized, 200: {"headers": {
+                 "X-Total-Count": {"description": "How many devices match (before limit and "
+                                   "offset)", "schema": {"type": "integer"}}}}})
+    async def devices(
+            response: Response, site: str | None = None, kind: str | None = None,
+            state: Literal["unknown", "online", "offline", "unmonitored"] | None = None,
+            origin: list[Literal["config", "discovered", "gateway", "removed"]] | None = Query(
+                None, description="Repeat for several; removed ones only when asked"),
+            include_removed: bool = False,
+            limit: int = Query(500, ge=1, le=1000),
+            offset: int = Query(0, ge=0, le=1_000_000)) -> list[DeviceView]:
+        """Devices with their state, since when, last seen, latest values, uptime %: at most
+        ``limit`` from ``offset`` (by site, kind, id); ``X-Total-Count`` says how many
+        match."""
+        total, page = gateway.devices_view(site=site, kind=kind, state=state, origin=origin,
+                                           include_removed=include_removed, limit=limit,
+                                           offset=offset)
+        response.headers["X-Total-Count"] = str(total)
+        return page
+
+    @app.delete("/api/v1/devices/{device}", response_model=Forgotten, tags=["operator"],
+                dependencies=[Operator], responses={
+                    **unauthorized,
+                    404: {"model": Problem, "description": "No such device"},
+                    409: {"model": Problem, "description": "In the device list (or the "
+                          "gateway itself): never forgotten; remove it from the config"}})
+    async def forget_device(device: str = FastPath(max_length=256)) -> Forgotten:
+        """Forget a discovered device: off the device list and the registry (its outages
+        stay in the history). It is discovered again if it sends again."""
+        outcome = gateway.forget_device(device)
+        if outcome == "unknown":
+            raise HTTPException(status_code=404, detail=f"no device {device!r}")
+        if outcome == "listed":
+            raise HTTPException(status_code=409, detail=f"{device!r} is in the device list "
+                                "(or is this gateway): remove it from the config instead")
+        return Forgotten(id=device, forgotten=True)
 
     @app.get("/api/v1/outages", response_model=list[OutageView], tags=["operator"],
              dependencies=[Operator], responses=unauthorized)

@@ -82,7 +82,8 @@ def render(status: Status, devices: Sequence[DeviceView],
     _devices(out, devices)
     _components(out, components or {})
     _auth(out, (extra or {}).get("auth"))
-    _extra(out, {k: v for k, v in (extra or {}).items() if k != "auth"})
+    _discovery(out, (extra or {}).get("discovery"))
+    _extra(out, {k: v for k, v in (extra or {}).items() if k not in ("auth", "discovery")})
     return out.text()
 
 
@@ -437,6 +438,28 @@ def _auth(out: _Exposition, auth: Mapping[str, Any] | None) -> None:
     out.counter("api_session_save_failures_total", "Times the operator sessions could not "
                 "be saved (they then do not survive a restart).").add(
         auth.get("session_save_failures"))
+
+
+def _discovery(out: _Exposition, discovery: Mapping[str, Any] | None) -> None:
+    """Devices not in the device list (``Discovery.statistics()``): bounded, and how."""
+    if not discovery:
+        return
+    out.gauge("discovered_devices", "Discovered devices the gateway tracks now (at most "
+              "ingest.max_discovered).").add(discovery.get("discovered"))
+    out.gauge("discovered_devices_limit", "ingest.max_discovered.").add(discovery.get("limit"))
+    out.counter("discovery_admitted_total", "New ids taken on as discovered devices.").add(
+        discovery.get("admitted"))
+    refused = out.counter("discovery_refused_total", "New ids refused (reason rate: over "
+                          "ingest.discovery_per_minute).", "reason")
+    for reason, n in _entries(discovery.get("refused") or {}):
+        refused.add(n, reason)
+    forgotten = out.counter("discovery_forgotten_total", "Discovered devices forgotten (why: "
+                            "evicted at the cap, silent, operator, limit at start).", "why")
+    for why, n in _entries(discovery.get("forgotten") or {}):
+        forgotten.add(n, why)
+    out.counter("discovery_refused_not_kept_total", "Messages of refused ids counted but not "
+                "kept as dead letters (beyond a sample a minute).").add(
+        discovery.get("not_kept"))
 
 
 def _extra(out: _Exposition, extra: Mapping[str, Any]) -> None:
