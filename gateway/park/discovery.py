@@ -91,11 +91,7 @@ class Discovery:
             return None
         now = self._clock.monotonic()
         if not self._take(now):
-            self.refused[RATE] += 1
-            self._log.warning(
-                ("discovery", RATE), "discovery refused device=%s: more than %g new devices "
-                "a minute (ingest.discovery_per_minute); counted, not kept", device,
-                self.per_minute)
+            self.refused[RATE] += 1  # the caller logs it, once a minute, with the count
             return RATE
         while len(self._heard) >= self.limit:
             quietest = min(self._heard, key=self._heard.__getitem__)
