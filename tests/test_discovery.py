@@ -274,6 +274,7 @@ async def test_an_operator_forgets_a_discovered_device_and_never_a_listed_one(
             assert (gone.status_code, gone.json()) == (200, {"id": "stray-1", "forgotten": True})
             assert "stray-1" not in gw.liveness.devices
             assert "stray-1" not in registry_ids(tmp_path, "discovered")
+            assert "stray-1" not in gw.history.series()  # its chart's place is free
             await until(lambda: watcher.last.get(f"garden/{SITE}/stray-1/state") == b"")
             again = await http.delete("/api/v1/devices/stray-1")
             assert again.status_code == 404

@@ -235,6 +235,31 @@ def test_past_max_series_new_series_are_refused_counted_and_warned_about_once(
     h.close()
 
 
+def test_a_forgotten_device_gives_its_series_back_at_once_and_its_rows_at_the_flush(
+    path: Path, clock: FakeClock,
+) -> None:
+    """A flood of made-up ids must not hold max_series until the longest tier expires."""
+    h = History(path, clock=clock, max_series=2)
+    h.readings([reading("made-up-1", T0, x=1.0), reading("kebun-1", T0, soil_pct=40.0)])
+    h.flush()
+    h.readings([reading("made-up-1", T0 + MIN, x=2.0)])  # pending when forgotten
+    h.forget("made-up-1")
+    assert h.statistics()["pending_buckets"] == 0
+    h.readings([reading("kebun-2", T0 + MIN, soil_pct=41.0)])  # the freed place
+    assert h.series() == {"kebun-1": ["soil_pct"], "kebun-2": ["soil_pct"]}
+    assert {r[1] for r in rows(path)} == {"made-up-1", "kebun-1"}  # nothing on the hot path
+    h.flush()
+    assert {r[1] for r in rows(path)} == {"kebun-1", "kebun-2"}
+    assert h.statistics()["rows"] == len(rows(path))
+    # Found again after being forgotten: a new series from then on.
+    h.forget("kebun-2")
+    h.readings([reading("kebun-2", T0 + 2 * MIN, soil_pct=43.0)])
+    h.flush()
+    assert h.query("kebun-2", "soil_pct", T0, T0 + HOUR).points == [
+        (T0 + 2 * MIN, 43.0, 43.0, 43.0)]
+    h.close()
+
+
 def test_a_failed_flush_is_counted_keeps_every_bucket_and_the_next_one_writes_them(
     path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture,
 ) -> None:

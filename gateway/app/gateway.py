@@ -250,6 +250,8 @@ class Gateway:
                 max_series=config.history.max_series)
             exit.callback(self.history.close)
             self.pipeline.on_readings.append(self.history.readings)
+            history = self.history
+            self.liveness.forget_listeners.append(lambda d, why: history.forget(d.id))
         self.views = ParkViews(config=config, liveness=self.liveness, registry=self.registry,
                                wifi=self.wifi, clock=clock)
         self._public_series = public_series(config.pages, config.gateway.site)

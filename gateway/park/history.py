@@ -78,6 +78,7 @@ _INSERT = ("INSERT OR IGNORE INTO rollup (tier_step, device, field, bucket_s, n,
            " VALUES (?5, ?6, ?7, ?8, ?1, ?2, ?3, ?4)")
 # Per series, so that every delete is a range of the primary key, never a scan of the table.
 _PRUNE = "DELETE FROM rollup WHERE tier_step = ? AND device = ? AND field = ? AND bucket_s < ?"
+_FORGET = "DELETE FROM rollup WHERE tier_step = ? AND device = ?"
 
 # A bucket in memory: [n, sum, min, max]; mutated in place on the hot path.
 _Agg = list[float]
@@ -161,6 +162,8 @@ class History:
         self._skipped_future = 0
         self._refused_series = 0
         self._refused_buckets = 0
+        # Forgotten devices whose rows go at the next flush (never SQLite on the ingest path).
+        self._forgotten: set[str] = set()
         self._warned: dict[str, int] = {}
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db: sqlite3.Connection | None = sqlite3.connect(path, isolation_level=None)
@@ -313,6 +316,15 @@ class History:
         buckets[start] = [1.0, value, value, value]
         self._pending += 1
 
+    def forget(self, device: str) -> None:
+        """A forgotten (discovered) device: its series free their places now, its rows go
+        with the next flush. Otherwise a flood of made-up ids would hold ``max_series`` until
+        the longest tier expired them, refusing every new series meanwhile."""
+        for key in [k for k in self._series if k[0] == device]:
+            self._pending -= sum(len(buckets) for buckets in self._series.pop(key))
+            self._newest.pop(key, None)
+        self._forgotten.add(device)
+
     # -- writing ---------------------------------------------------------------------------
 
     def flush(self) -> int:
@@ -347,8 +359,10 @@ class History:
                                 for i, t in enumerate(self._tiers)
                                 if marks[i] != self._pruned_to[i]
                                 for device, field in self._series]
+        forgets = [(t.step_s, device) for device in sorted(self._forgotten)
+                   for t in self._tiers]
         try:
-            inserted, deleted = self._write(db, merges, prunes)
+            inserted, deleted = self._write(db, merges, prunes, forgets)
         except sqlite3.Error as exc:
             self._flush_failures += 1
             self._failing += 1
@@ -363,6 +377,7 @@ class History:
                 buckets.clear()
         self._pending = 0
         self._newest.update(newest)
+        self._forgotten.clear()
         self._pruned_to = marks
         self._rows += inserted - deleted
         self._flushes += 1
@@ -378,18 +393,21 @@ class History:
         return len(merges)
 
     @staticmethod
-    def _write(db: sqlite3.Connection, merges: list[_Merge], prunes: list[_Prune]
-               ) -> tuple[int, int]:
-        """One transaction: merge, insert what is new, prune. Returns (inserted, deleted)."""
-        if not merges and not prunes:
+    def _write(db: sqlite3.Connection, merges: list[_Merge], prunes: list[_Prune],
+               forgets: Sequence[tuple[int, str]] = ()) -> tuple[int, int]:
+        """One transaction: forget, merge, insert what is new, prune. Returns (inserted,
+        deleted)."""
+        if not merges and not prunes and not forgets:
             return 0, 0  # no lock to take, nothing to write
         inserted = deleted = 0
         with transaction(db):
+            if forgets:  # first: a device found again since has its new buckets merged after
+                deleted += db.executemany(_FORGET, forgets).rowcount
             if merges:
                 db.executemany(_MERGE, merges)
                 inserted = db.executemany(_INSERT, merges).rowcount
             if prunes:
-                deleted = db.executemany(_PRUNE, prunes).rowcount
+                deleted += db.executemany(_PRUNE, prunes).rowcount
         return inserted, deleted
 
     def _drop_expired_pending(self, cutoffs: list[int]) -> None:
