@@ -184,6 +184,7 @@ class Gateway:
             registry=self.registry, config=config.liveness, devices=config.devices,
             gateway_id=config.gateway.id, site=config.gateway.site, clock=clock,
             emit=self._emit, discovery=self.pipeline.discovery,
+            log_interval_s=config.ingest.log_interval_s,
         )
         self.pipeline.on_readings.append(self.liveness.readings)
         self.wifi = WifiUsage(config=config.wifi, devices=config.devices,

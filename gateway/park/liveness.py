@@ -144,6 +144,7 @@ class Liveness:
         clock: Clock,
         emit: Callable[[list[str]], None] | None = None,
         discovery: Discovery | None = None,
+        log_interval_s: float = 60.0,
     ) -> None:
         self._registry = registry
         # Who may become a discovered device (the pipeline admits, this table follows).
@@ -156,8 +157,9 @@ class Liveness:
         self.site = site
         self._clock = clock
         self._emit = emit
-        # At most one line a minute however many ids a publisher invents (with the count).
-        self._discovery_log = RateLimitedLog(log, 60.0, clock=clock)
+        # At most one line a minute (ingest.log_interval_s) however many ids a publisher
+        # invents, with the count of those not logged.
+        self._discovery_log = RateLimitedLog(log, log_interval_s, clock=clock)
         self.listeners: list[Listener] = []
         self.component_listeners: list[ComponentListener] = []
         # Who hears that a discovered device was forgotten (with why): its retained state
