@@ -21,7 +21,12 @@
       s_gateway: 'Gateway', s_mqtt: 'MQTT', s_influx: 'InfluxDB', s_spool: 'Spool',
       s_oldest: 'Tertua belum terkirim', s_counts: 'Diterima / bacaan / ditolak / ditulis',
       s_tables: 'Dead letters / karantina', s_evicted: 'Dibuang (spool penuh)',
-      yes: 'terhubung', no: 'terputus', rows: 'baris', uptime_for: 'hidup {d}'
+      yes: 'terhubung', no: 'terputus', rows: 'baris', uptime_for: 'hidup {d}',
+      discovered_title: 'Perangkat yang ditemukan',
+      discovered_about: 'Perangkat yang tidak ada di konfigurasi. Yang tidak dikenal boleh dilupakan; yang ingin dipertahankan, tambahkan di devices:.',
+      discovered_count: '{n} dari {total} ditampilkan', forget: 'Lupakan', action: 'Tindakan',
+      forget_label: 'Lupakan {id}', forget_confirm: 'Lupakan perangkat {id}? Ia ditemukan lagi bila mengirim lagi.',
+      forget_failed: 'Gagal melupakan {id}: {why}'
     },
     en: {
       skip: 'Skip to content', op_title: 'Operator page', logout: 'Log out',
@@ -40,15 +45,24 @@
       s_gateway: 'Gateway', s_mqtt: 'MQTT', s_influx: 'InfluxDB', s_spool: 'Spool',
       s_oldest: 'Oldest unsent', s_counts: 'Received / readings / rejected / written',
       s_tables: 'Dead letters / quarantine', s_evicted: 'Evicted (spool full)',
-      yes: 'connected', no: 'disconnected', rows: 'rows', uptime_for: 'up {d}'
+      yes: 'connected', no: 'disconnected', rows: 'rows', uptime_for: 'up {d}',
+      discovered_title: 'Discovered devices',
+      discovered_about: 'Devices that are not in the config. Forget the ones nobody knows; to keep one, add it under devices:.',
+      discovered_count: 'showing {n} of {total}', forget: 'Forget', action: 'Action',
+      forget_label: 'Forget {id}', forget_confirm: 'Forget device {id}? It is discovered again if it sends again.',
+      forget_failed: 'Could not forget {id}: {why}'
     }
   });
 
   // unmonitored: the gateway cannot see it (its bus's adapter is gone); neither up nor down.
   var ICON = { online: '✓', offline: '✕', unknown: '?', unmonitored: '⊘' };
   var $ = function (id) { return document.getElementById(id); };
-  var model = { devices: [], outages: [], status: null, dead: [], quarantine: [] };
+  // devices: the listed ones (config, the gateway) and the discovered page, for lookups;
+  // discoveredTotal: how many discovered devices there are (X-Total-Count).
+  var model = { devices: [], outages: [], status: null, dead: [], quarantine: [], discoveredTotal: 0 };
+  var DISCOVERED_PAGE = 100;
   var es = null, timer = null, signedIn = false, renderQueued = false, outageTimer = null;
+  var refreshTimer = null;
 
   function showLogin(message) {
     signedIn = false;
@@ -60,7 +74,7 @@
     $('login-error').textContent = message || '';
     if (es) { es.close(); es = null; }
     if (timer) { clearInterval(timer); timer = null; }
-    model = { devices: [], outages: [], status: null, dead: [], quarantine: [] };
+    model = { devices: [], outages: [], status: null, dead: [], quarantine: [], discoveredTotal: 0 };
     $('token').focus();
   }
 
@@ -87,14 +101,32 @@
     });
   }
 
+  // A page of a list with the X-Total-Count header: { items: [...], total: n }.
+  function authedPage(url) {
+    return fetch(url, { credentials: 'same-origin', headers: { Accept: 'application/json' } })
+      .then(function (r) {
+        if (r.status === 401) { var e = new Error(url + ': HTTP 401'); e.status = 401; throw e; }
+        if (!r.ok) { return { failed: url }; }
+        var total = parseInt(r.headers.get('X-Total-Count') || '', 10);
+        return r.json().then(function (items) { return { items: items, total: isNaN(total) ? items.length : total }; });
+      }, function () { return { failed: url }; });
+  }
+
+  var LISTED = '/api/v1/devices?origin=config&origin=gateway';
+  var DISCOVERED = '/api/v1/devices?origin=discovered&limit=' + DISCOVERED_PAGE;
+
   function refresh() {
     return Promise.all([
-      authed('/api/v1/devices'), authed('/api/v1/outages?limit=50'), authed('/api/v1/status'),
-      authed('/api/v1/dead-letters?limit=20'), authed('/api/v1/quarantine?limit=20')
+      authed(LISTED), authed('/api/v1/outages?limit=50'), authed('/api/v1/status'),
+      authed('/api/v1/dead-letters?limit=20'), authed('/api/v1/quarantine?limit=20'),
+      authedPage(DISCOVERED)
     ]).then(function (r) {
       if (!signedIn) { return; }
       var failed = r.filter(function (x) { return x && x.failed; }).map(function (x) { return x.failed; });
-      if (!r[0].failed) { model.devices = r[0]; }
+      if (!r[0].failed && !r[5].failed) {
+        model.devices = r[0].concat(r[5].items);
+        model.discoveredTotal = r[5].total;
+      }
       if (!r[1].failed) { model.outages = r[1]; }
       if (!r[2].failed) { model.status = r[2]; }
       if (!r[3].failed) { model.dead = r[3]; }
@@ -110,7 +142,7 @@
 
   function onState(ev) {
     var d = find(ev.device);
-    if (!d) { refresh(); return; } // a device we have not seen yet: take the whole list
+    if (!d) { refreshSoon(); return; } // a device we have not seen yet: take the whole list
     d.state = ev.state; d.since_ns = ev.since_ns; d.cause = ev.cause;
     queueRender();
     // The outage list changes with a state: ask for it again, once per burst of events.
@@ -131,6 +163,38 @@
     d.latest = { time_ns: ev.time_ns, fields: fields };
     d.last_seen_ns = Math.max(d.last_seen_ns || 0, ev.time_ns);
     queueRender();
+  }
+
+  // At most one refresh every few seconds however many new devices speak up (a flood of
+  // made-up ids sends a state event for each one the gateway takes on).
+  function refreshSoon() {
+    if (refreshTimer) { return; }
+    refreshTimer = setTimeout(function () { refreshTimer = null; refresh(); }, 3000);
+  }
+
+  function forget(id, button) {
+    if (!window.confirm(t('forget_confirm', { id: id }))) { return; }
+    button.disabled = true;
+    $('discovered-error').textContent = '';
+    fetch('/api/v1/devices/' + encodeURIComponent(id), {
+      method: 'DELETE', credentials: 'same-origin', headers: { Accept: 'application/json' }
+    }).then(function (r) {
+      if (r.ok) {
+        model.devices = model.devices.filter(function (d) { return d.id !== id; });
+        model.discoveredTotal = Math.max(0, model.discoveredTotal - 1);
+        render();
+        refresh();
+        return;
+      }
+      if (r.status === 401) { showLogin(); return; }
+      return r.json().catch(function () { return {}; }).then(function (body) {
+        button.disabled = false;
+        $('discovered-error').textContent = t('forget_failed', { id: id, why: (body && body.detail) || 'HTTP ' + r.status });
+      });
+    }, function () {
+      button.disabled = false;
+      $('discovered-error').textContent = t('forget_failed', { id: id, why: t('unreachable') });
+    });
   }
 
   function find(id) {
@@ -180,7 +244,9 @@
 
   function render() {
     if (!signedIn) { return; }
-    fill($('devices').tBodies[0], model.devices.map(function (d) {
+    var listed = model.devices.filter(function (d) { return d.origin !== 'discovered'; });
+    var discovered = model.devices.filter(function (d) { return d.origin === 'discovered'; });
+    fill($('devices').tBodies[0], listed.map(function (d) {
       var tr = el('tr', { 'data-device': d.id, 'data-state': d.state }, [
         cell([d.name || d.id, el('small', { text: d.id + ' · ' + d.kind + (d.zone ? ' · ' + d.zone : '') })]),
         cell(stateBadge(d.state)),
@@ -191,6 +257,22 @@
       ]);
       return tr;
     }), 6);
+
+    fill($('discovered').tBodies[0], discovered.map(function (d) {
+      var button = el('button', { type: 'button', 'class': 'btn small', text: t('forget'),
+                                  'aria-label': t('forget_label', { id: d.id }), 'data-forget': d.id });
+      button.addEventListener('click', function () { forget(d.id, button); });
+      return el('tr', { 'data-device': d.id, 'data-state': d.state }, [
+        cell([d.id, el('small', { text: (d.kind || '–') + ' · ' + d.site })]),
+        cell(stateBadge(d.state)),
+        cell([GG.ago(d.since_ns), el('small', { text: GG.when(d.since_ns) + (d.cause ? ' · ' + d.cause : '') })]),
+        cell([GG.ago(d.last_seen_ns), el('small', { text: GG.when(d.last_seen_ns) })]),
+        cell(button)
+      ]);
+    }), 5);
+    var count = $('discovered-count');
+    count.hidden = model.discoveredTotal <= discovered.length;
+    count.textContent = t('discovered_count', { n: GG.num(discovered.length, 0), total: GG.num(model.discoveredTotal, 0) });
 
     fill($('outages').tBodies[0], model.outages.map(function (o) {
       return el('tr', { 'data-ongoing': String(!!o.ongoing) }, [
