@@ -11,6 +11,7 @@ import contextlib
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -350,3 +351,50 @@ class Watcher:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+# -- a small SD card: a tmpfs of its own -----------------------------------------------------
+
+
+@contextlib.contextmanager
+def small_card(path: Path, size_bytes: int) -> Iterator[Path]:
+    """A tmpfs of ``size_bytes`` mounted at ``path`` for the block: a card that really fills
+    up (ENOSPC, SQLITE_FULL). Skips the test where mounting is not allowed (not root)."""
+    path.mkdir(parents=True, exist_ok=True)
+    mount, umount = shutil.which("mount"), shutil.which("umount")
+    if mount is None or umount is None:
+        pytest.skip("no mount(8) here: a small card cannot be made")
+    done = subprocess.run([mount, "-t", "tmpfs", "-o", f"size={size_bytes},mode=0777",
+                           "tmpfs", str(path)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run([umount, "-l", str(path)], capture_output=True, check=False)
+
+
+def fill_card(card: Path, *, leave_bytes: int = 0, name: str = "filler") -> Path:
+    """Fill the filesystem holding ``card`` until under ``leave_bytes`` are free (0: until it
+    refuses even one byte); returns the filler file, whose removal gives the room back."""
+    filler = card / name
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        for chunk in (1 << 20, 1 << 16, 1 << 12, 1):
+            block = b"\0" * chunk
+            while True:
+                st = os.statvfs(card)
+                if leave_bytes and st.f_bavail * st.f_frsize - chunk < leave_bytes:
+                    break
+                try:
+                    os.write(fd, block)
+                except OSError:
+                    break
+    finally:
+        os.close(fd)
+    return filler
+
+
+def free_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize

@@ -324,6 +324,7 @@ def test_statistics_name_every_counter(path: Path, clock: FakeClock) -> None:
     assert stats == {"series": 0, "pending_buckets": 0, "rows": 0, "flushes": 0,
                      "flush_failures": 0, "last_flush_ns": None, "skipped_old": 0,
                      "skipped_future": 0, "refused_series": 0, "refused_buckets": 0,
+                     "lost_buckets": 0,
                      "file_bytes": stats["file_bytes"]}
     assert isinstance(stats["file_bytes"], int)
     assert stats["file_bytes"] > 0

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.core.disk import classify
 from gateway.core.errors import SpoolError
 from gateway.store.spool import (
     FILE_NAME,
@@ -25,7 +26,7 @@ from gateway.store.spool import (
     inspect_spool,
     spool_file_bytes,
 )
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, fill_card, small_card, wait_for
 
 
 def line(i: int) -> str:
@@ -181,22 +182,23 @@ def test_open_failure_is_a_spool_error(tmp_path: Path) -> None:
 
 
 def test_a_full_disk_is_reported_as_such_and_the_counts_stay_true(tmp_path: Path) -> None:
-    db = SpoolDB(tmp_path / "s.db", max_bytes=10**9)
-    db.append([line(0)])
-    # The card is full: SQLite answers SQLITE_FULL and rolls the whole transaction back itself.
-    pages = db._db.execute("PRAGMA page_count").fetchone()[0]
-    db._db.execute(f"PRAGMA max_page_count={pages}")
-    dead = DeadLetter("mqtt", "t", "json", "bad", b"{", 1)
-    held = HeldLine("polder,device=p1 level_cm=1i", "boot-a", 5, 6)
-    with pytest.raises(SpoolError, match="database or disk is full"):
-        db.append([line(i) for i in range(1, 2000)], dead=[dead], held=[held])
-    st = db.statistics()
-    assert (st.rows, st.dead_letter_rows, db.held_rows) == (1, 0, 0)
-    db._db.execute("PRAGMA max_page_count=1073741823")  # room again
-    db.append([line(1)], dead=[dead], held=[held])
-    st = db.statistics()
-    assert (st.rows, st.dead_letter_rows, db.held_rows) == (2, 1, 1)
-    db.close()
+    with small_card(tmp_path / "card", 4 << 20) as card:
+        db = SpoolDB(card / "s.db", max_bytes=10**9)
+        db.append([line(0)])
+        # The card is full: SQLite answers SQLITE_FULL and rolls the whole transaction back.
+        filler = fill_card(card)
+        dead = DeadLetter("mqtt", "t", "json", "bad", b"{", 1)
+        held = HeldLine("polder,device=p1 level_cm=1i", "boot-a", 5, 6)
+        with pytest.raises(SpoolError, match="database or disk is full") as raised:
+            db.append([line(i) for i in range(1, 2000)], dead=[dead], held=[held])
+        assert classify(raised.value.__cause__) == "full"
+        st = db.statistics()
+        assert (st.rows, st.dead_letter_rows, db.held_rows) == (1, 0, 0)
+        filler.unlink()  # room again
+        db.append([line(1)], dead=[dead], held=[held])
+        st = db.statistics()
+        assert (st.rows, st.dead_letter_rows, db.held_rows) == (2, 1, 1)
+        db.close()
 
 
 # -- inspection from another process ---------------------------------------------------------
@@ -303,8 +305,7 @@ async def test_committer_bounds_unacknowledged_input_while_the_disk_refuses(
 
     monkeypatch.setattr(spool, "append", full_disk)
     committer = Committer(spool=spool, interval_s=0.01, max_readings=10**6,
-                          max_pending_lines=100)
-    committer._retry_s = 0.0
+                          max_pending_lines=100, retry_min_s=0.0, retry_max_s=0.0)
     acked: list[int] = []
     for i in range(150):
         committer.add(Outcome([line(i)]))  # QoS 0: nothing to acknowledge

@@ -40,6 +40,9 @@ from gateway.app.status import Parts, build_status
 from gateway.app.watchdog import Watchdog
 from gateway.config import Config
 from gateway.core.clock import SYSTEM_CLOCK, Clock
+from gateway.core.disk import DiskHealth
+from gateway.core.disk import Transition as DiskTransition
+from gateway.core.errors import SpoolError
 from gateway.core.status import DeviceView, OutageView, ResidentView, SiteView, Status
 from gateway.park.alerts import Alerter, Subject
 from gateway.park.health import health_point
@@ -129,9 +132,16 @@ class Gateway:
         """Every part, from the config; each file registered for closing as it is opened."""
         config, clock = self.config, self.clock
         exit.callback(self.notifier.close)
+        with contextlib.suppress(OSError):  # a card that refuses even this: DiskHealth says so
+            config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.disk = DiskHealth(config.data_dir, min_free_bytes=config.spool.min_free_bytes,
+                               clock=clock)
+        self.disk.listeners.append(self._disk_alert)
         spool_path = config.data_dir / SPOOL_FILE
         self.spool = Spool.open(
             spool_path,
+            disk=self.disk,
+            min_free_bytes=config.spool.min_free_bytes,
             max_bytes=config.spool.max_bytes,
             dead_letter_max_rows=config.spool.dead_letter_max_rows,
             quarantine_max_rows=config.spool.quarantine_max_rows,
@@ -178,7 +188,7 @@ class Gateway:
             create_database=influx.create_database and influx.api == "v1",
             time_guard=self.timesync.refuse_reason,
         )
-        self.registry = Registry(config.data_dir / "state.sqlite3")
+        self.registry = Registry(config.data_dir / "state.sqlite3", disk=self.disk)
         exit.callback(self.registry.close)
         self.liveness = Liveness(
             registry=self.registry, config=config.liveness, devices=config.devices,
@@ -248,7 +258,7 @@ class Gateway:
             self.history = History(
                 config.data_dir / "history.sqlite3", clock=clock,
                 tiers=[Tier(t.step_s, t.keep_s) for t in config.history.tiers],
-                max_series=config.history.max_series)
+                max_series=config.history.max_series, disk=self.disk)
             exit.callback(self.history.close)
             self.pipeline.on_readings.append(self.history.readings)
             history = self.history
@@ -284,7 +294,7 @@ class Gateway:
             config=config, version=__version__, spool=self.spool, forwarder=self.forwarder,
             mqtt=self.mqtt, pipeline=self.pipeline, committer=self.committer,
             liveness=self.liveness, wifi=self.wifi, timesync=self.timesync,
-            alerter=self.alerter, serial=self.serial, modbus=self.modbus)
+            alerter=self.alerter, serial=self.serial, modbus=self.modbus, disk=self.disk)
 
     async def _close_spool(self) -> None:
         st = self.spool.statistics()
@@ -342,6 +352,18 @@ class Gateway:
             elif state in ("port_gone", "reopening"):
                 self.liveness.link_down(component, PORT_GONE, reason)
         return changed
+
+    def _disk_alert(self, t: DiskTransition) -> None:
+        """The card refusing writes is an outage of the gateway's own part ``disk``."""
+        cfg = self.config
+        subject = Subject("disk", "SD card (data_dir)", "component", cfg.gateway.site, None)
+        bad = ("disk_full", "io_error")
+        if t.new in bad and t.old not in bad:
+            cause = ("kartu SD penuh: data baru tidak bisa disimpan" if t.new == "disk_full"
+                     else "kartu SD bermasalah (I/O error)")
+            self.alerter.down(subject, t.at_ns, f"{cause} ({t.detail})")
+        elif t.old in bad and t.new not in bad:
+            self.alerter.up(subject, t.at_ns)
 
     def _component_alert(self, t: ComponentTransition) -> None:
         kind, _, name = t.component.partition(":")
@@ -567,15 +589,19 @@ class Gateway:
         last_prune = SYSTEM_CLOCK.monotonic()
         while True:
             await asyncio.sleep(HOUSEKEEPING_S)
+            self.disk.check_space()
             if SYSTEM_CLOCK.monotonic() - last_prune > 600:
-                await self.spool.prune_seen(SYSTEM_CLOCK.now_ns() - SEEN_KEEP_NS)
+                # A full card refuses it (reported by the spool): try again next time.
+                with contextlib.suppress(SpoolError):
+                    await self.spool.prune_seen(SYSTEM_CLOCK.now_ns() - SEEN_KEEP_NS)
                 last_prune = SYSTEM_CLOCK.monotonic()
             s = self.status()
             log.info(
                 "summary received=%d readings=%d rejected=%d spooled=%d written=%d "
-                "spool_rows=%d mqtt=%s influx=%s",
+                "spool_rows=%d mqtt=%s influx=%s disk=%s free=%s",
                 s.counts.received, s.counts.readings, s.counts.rejected,
                 s.counts.spooled, s.counts.written, s.spool.rows, s.mqtt.state, s.influx.state,
+                s.disk.state, s.disk.free_bytes,
             )
 
 

@@ -15,6 +15,7 @@ from gateway.core.status import Status, WatchdogStatus
 
 if TYPE_CHECKING:
     from gateway.config import Config
+    from gateway.core.disk import DiskHealth
     from gateway.park.alerts import Alerter
     from gateway.park.liveness import Liveness
     from gateway.park.wifi_usage import WifiUsage
@@ -44,6 +45,7 @@ class Parts:
     alerter: Alerter
     serial: Sequence[SerialLineSource]
     modbus: Sequence[ModbusBus]
+    disk: DiskHealth
 
 
 def build_status(parts: Parts, *, now_ns: int, uptime_s: float, own_points: int,
@@ -76,7 +78,9 @@ def build_status(parts: Parts, *, now_ns: int, uptime_s: float, own_points: int,
                   "pending_commit": commit["pending_lines"],
                   "commit_failures": commit["failures"],
                   "quarantine_rows": spool.quarantine_rows,
-                  "dead_letter_rows": spool.dead_letter_rows},
+                  "dead_letter_rows": spool.dead_letter_rows,
+                  "evicted_for_reserve": spool.evicted_for_reserve,
+                  "open_error": spool.open_error},
         "counts": {
             "received": mqtt.messages,
             "readings": pipe["readings"],
@@ -103,4 +107,5 @@ def build_status(parts: Parts, *, now_ns: int, uptime_s: float, own_points: int,
         "serial": {s.name: s.describe() for s in parts.serial},
         "modbus": {b.name: b.describe() for b in parts.modbus},
         "watchdog": watchdog,
+        "disk": parts.disk.snapshot(),
     })

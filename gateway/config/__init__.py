@@ -183,8 +183,12 @@ class InfluxConfig(_Model):
 
 class SpoolConfig(_Model):
     max_bytes: int = Field(
-        512 * 1024 * 1024, ge=64 * 1024, description="Size bound of the unsent lines; beyond "
-        "it the oldest are evicted and counted")
+        512 * 1024 * 1024, ge=64 * 1024, description="Size bound of the spool on disk (the "
+        "unsent lines, and the file with its WAL); beyond it the oldest are evicted and counted")
+    min_free_bytes: int = Field(
+        64 * 1024 * 1024, ge=0, description="Free space the spool leaves on the card (the "
+        "filesystem of data_dir): under it the spool stops growing and evicts its oldest rows, "
+        "counted, before the card is full; 0: no reserve")
     commit_interval_s: float = Field(
         0.05, gt=0, le=5, description="Readings are committed in one transaction this often; "
         "QoS 1 messages are acknowledged after it")

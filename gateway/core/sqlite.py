@@ -23,8 +23,12 @@ nothing here needs it.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
+
+from gateway.core.clock import SYSTEM_CLOCK, Clock
+from gateway.core.disk import NotOpen
 
 
 @contextmanager
@@ -59,3 +63,69 @@ def _rollback(conn: sqlite3.Connection, exc: BaseException) -> None:
     except sqlite3.Error as failed:
         # The original error says what went wrong; this one only says that cleaning up did too.
         exc.add_note(f"and the ROLLBACK after it failed: {failed}")
+
+
+class SqliteFile:
+    """A SQLite file that may not open at once: a card full at start must not stop the gateway.
+
+    ``setup`` runs on each new connection (pragmas, schema). When opening fails, :attr:`db`
+    raises :class:`gateway.core.disk.NotOpen` (an ``sqlite3.OperationalError`` carrying the
+    cause) and tries again at most every ``retry_s``; the owner treats that like any refused
+    write or read, and the first access after space returns opens the file.
+    """
+
+    def __init__(self, path: Path, setup: Callable[[sqlite3.Connection], None], *,
+                 retry_s: float = 10.0, clock: Clock = SYSTEM_CLOCK,
+                 check_same_thread: bool = True,
+                 on_open: Callable[[sqlite3.Connection], None] | None = None) -> None:
+        self.path = path
+        self._setup = setup
+        self._retry_s = retry_s
+        self._clock = clock
+        self._check_same_thread = check_same_thread
+        self._on_open = on_open
+        self._db: sqlite3.Connection | None = None
+        self.error: BaseException | None = None
+        self._next_try = 0.0
+        self.opened = 0
+        self.try_open()
+
+    def try_open(self) -> bool:
+        """Open now if not open; False (and :attr:`error` set) when it cannot."""
+        if self._db is not None:
+            return True
+        self._next_try = self._clock.monotonic() + self._retry_s
+        db: sqlite3.Connection | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None,
+                                 check_same_thread=self._check_same_thread)
+            self._setup(db)
+            if self._on_open is not None:
+                self._on_open(db)
+        except (sqlite3.Error, OSError) as exc:
+            if db is not None:
+                db.close()
+            self.error = exc
+            return False
+        self._db = db
+        self.error = None
+        self.opened += 1
+        return True
+
+    @property
+    def is_open(self) -> bool:
+        return self._db is not None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None and self._clock.monotonic() >= self._next_try:
+            self.try_open()
+        if self._db is None:
+            raise NotOpen(self.path, self.error)
+        return self._db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None

@@ -70,6 +70,47 @@ class SpoolStatus(_Shape):
     commit_failures: int
     quarantine_rows: int
     dead_letter_rows: int
+    evicted_for_reserve: int = Field(description="Rows evicted to keep spool.min_free_bytes "
+                                     "free on the card (also in counts.evicted)")
+    open_error: str | None = Field(description="Why the spool file is not open (a full card "
+                                   "at start); nothing is acknowledged meanwhile")
+
+
+class DiskFailing(_Shape):
+    failure: Literal["full", "io"]
+    error: str
+    since_ns: int
+
+
+class DiskNotice(_Shape):
+    id: int
+    at_ns: int
+    file: str = Field(description="spool, state or history")
+    action: str = Field(description="set_aside (started fresh) or salvaged (readable rows "
+                        "copied into a fresh file)")
+    detail: str
+    set_aside_as: str | None = Field(description="Where the damaged file was moved")
+    salvaged: int
+    lost: int | None = Field(description="Rows known lost; null when it cannot be known")
+    acknowledged: bool
+
+
+class DiskStatus(_Shape):
+    """The SD card (the filesystem holding data_dir) and what it refused."""
+
+    state: Literal["ok", "low", "disk_full", "io_error"] = Field(
+        description="low: under spool.min_free_bytes free, the spool evicts rather than grow; "
+        "disk_full / io_error: a write was refused and none has succeeded since")
+    since_ns: int
+    free_bytes: int | None
+    total_bytes: int | None
+    min_free_bytes: int
+    failing: dict[str, DiskFailing] = Field(description="Per file, the refusal going on")
+    write_failures: dict[str, int] = Field(description="Refused writes per file, since start")
+    not_recorded: dict[str, int] = Field(description="What the gateway could not record about "
+                                         "itself (outage rows, history buckets), counted")
+    notices: list[DiskNotice] = Field(description="Damaged files set aside at start, until an "
+                                      "operator acknowledges them")
 
 
 class Counts(_Shape):
@@ -317,6 +358,7 @@ class Status(_Shape):
     modbus: dict[str, ModbusStatus]
     watchdog: WatchdogStatus
     clock: ClockStatus
+    disk: DiskStatus
 
 
 class DeadLetterView(_Shape):

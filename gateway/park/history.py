@@ -48,6 +48,7 @@ from pathlib import Path
 
 from devices.reading import Reading
 from gateway.core.clock import Clock
+from gateway.core.disk import DiskHealth
 from gateway.core.sqlite import transaction
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,7 @@ class History:
         tiers: Sequence[Tier] = DEFAULT_TIERS,
         max_series: int = 5000,
         busy_timeout_s: float = 1.0,
+        disk: DiskHealth | None = None,
     ) -> None:
         self._tiers = tuple(tiers)
         if not self._tiers:
@@ -165,20 +167,37 @@ class History:
         # Forgotten devices whose rows go at the next flush (never SQLite on the ingest path).
         self._forgotten: set[str] = set()
         self._warned: dict[str, int] = {}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db: sqlite3.Connection | None = sqlite3.connect(path, isolation_level=None)
+        self._disk = disk
+        self._busy_timeout_s = busy_timeout_s
+        # Buckets dropped unwritten: they expired while the card refused every flush.
+        self._lost_buckets = 0
+        self._db: sqlite3.Connection | None = None
+        # Open, or to be opened at the next flush (a full card at start); False once closed.
+        self._wanted = True
         try:
-            self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA journal_size_limit=16777216")
+            self._open()
+        except (sqlite3.Error, OSError) as exc:
+            if disk is None or not disk.failed("history", "open", exc):
+                raise
+            log.error("history %s cannot open (%s): charts come from memory until it can",
+                      path, exc)
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_s * 1000)}")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA journal_size_limit=16777216")
             # Sorts and temporary tables in memory: no file to open when sockets ran out.
-            self._db.execute("PRAGMA temp_store=MEMORY")
-            self._db.executescript(_SCHEMA)
-            self._load(self._db)
+            db.execute("PRAGMA temp_store=MEMORY")
+            db.executescript(_SCHEMA)
+            self._load(db)
         except BaseException:
-            self._db.close()
+            db.close()
             raise
+        self._db = db
 
     def _load(self, db: sqlite3.Connection) -> None:
         """Learn which series are on disk by seeking the primary key, not scanning the table."""
@@ -333,8 +352,16 @@ class History:
         Returns the number of buckets written. A SQLite error is counted (``flush_failures``),
         logged at most once a minute per kind, and returns 0 with every bucket still pending.
         """
+        if self._db is None and self._wanted:
+            try:
+                self._open()
+            except (sqlite3.Error, OSError) as exc:
+                if self._disk is None or not self._disk.failed("history", "open", exc):
+                    raise
         db = self._db
         if db is None:
+            self._drop_expired_pending(
+                [_ceil_div(self._clock.now_ns() - keep, NS) for keep in self._keeps_ns])
             return 0
         started = time.perf_counter()
         now = self._clock.now_ns()
@@ -366,6 +393,8 @@ class History:
         except sqlite3.Error as exc:
             self._flush_failures += 1
             self._failing += 1
+            if self._disk is not None:
+                self._disk.failed("history", "flush", exc)
             kind = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
             self._warn(f"flush:{kind}", "history flush failed kind=%s path=%s pending=%d "
                        "failures=%d, kept for the next flush: %s", kind, self.path,
@@ -386,6 +415,8 @@ class History:
             log.info("history flush recovered after failures=%d rows=%d", self._failing,
                      len(merges))
             self._failing = 0
+        if self._disk is not None:
+            self._disk.succeeded("history")
         self._expire(cutoffs, pruned=True)
         log.debug("history flush buckets=%d inserted=%d pruned=%d series=%d ms=%.1f",
                   len(merges), inserted, deleted, len(self._series),
@@ -419,6 +450,10 @@ class History:
                     for start in [s for s in buckets if s < cutoff * NS]:
                         del buckets[start]
                         self._pending -= 1
+                        if self._failing or self._db is None:
+                            self._lost_buckets += 1
+                            if self._disk is not None:
+                                self._disk.lost("history_bucket")
 
     def _expire(self, cutoffs: list[int], *, pruned: bool) -> None:
         """Forget series with nothing pending and, once pruned, nothing left on disk."""
@@ -504,12 +539,17 @@ class History:
             "skipped_future": self._skipped_future,
             "refused_series": self._refused_series,
             "refused_buckets": self._refused_buckets,
+            "lost_buckets": self._lost_buckets,
             "file_bytes": file_bytes,
         }
 
     def close(self) -> None:
         """Flush what is pending and close the file (again: nothing)."""
         if self._db is None:
+            if self._wanted and self._pending:
+                log.warning("history closes with buckets=%d unwritten, %s never opened",
+                            self._pending, self.path)
+            self._wanted = False
             return
         self.flush()
         if self._pending:
@@ -517,6 +557,7 @@ class History:
                         self.path)
         self._db.close()
         self._db = None
+        self._wanted = False
 
     def _warn(self, kind: str, message: str, *args: object) -> None:
         now = self._clock.now_ns()

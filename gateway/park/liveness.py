@@ -358,7 +358,8 @@ class Liveness:
         oid = self._registry.add_outage(gw, start, now, cause, "gateway started")
         log.info("gateway was down from=%d to=%d (%.0fs): %s", start, now, (now - start) / NS,
                  cause)
-        return Outage(oid, gw.id, gw.site, gw.kind, start, now, cause, "gateway started")
+        # Not recorded (a full card): still reported, with id 0, to the alerts and the log.
+        return Outage(oid or 0, gw.id, gw.site, gw.kind, start, now, cause, "gateway started")
 
     def stop(self) -> None:
         """A clean stop: the gateway's outage starts now, not at the last heartbeat."""

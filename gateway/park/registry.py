@@ -30,9 +30,18 @@ from pathlib import Path
 from typing import Any
 
 from devices.reading import FieldValue
-from gateway.core.sqlite import transaction
+from gateway.core.disk import DiskHealth, classify, statvfs_free
+from gateway.core.sqlite import SqliteFile, transaction
 
 log = logging.getLogger(__name__)
+
+def _setup(db: sqlite3.Connection) -> None:
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    # Sorts and temporary tables in memory: no file to open when sockets ran out.
+    db.execute("PRAGMA temp_store=MEMORY")
+    db.executescript(_SCHEMA)
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -114,24 +123,53 @@ _COLUMNS = ("id", "name", "kind", "site", "zone", "interval_s", "source", "origi
 
 
 class Registry:
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    """``state.sqlite3``. A write the card refuses (full, I/O error) is reported to ``disk``
+    and counted as not recorded, never raised: the liveness in memory stays right, and devices
+    not saved stay dirty for the next heartbeat. A read the card refuses reads as nothing. A
+    file that cannot open at start (a full card) opens at the first write after space returns.
+    Without ``disk`` (unit tests) errors rise as they are."""
+
+    def __init__(self, path: Path, *, disk: DiskHealth | None = None) -> None:
         self.path = path
-        self._db = sqlite3.connect(str(path), isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        # Sorts and temporary tables in memory: no file to open when sockets ran out.
-        self._db.execute("PRAGMA temp_store=MEMORY")
-        self._db.executescript(_SCHEMA)
+        self._disk = disk
+        self._file = SqliteFile(path, _setup)
+        error = self._file.error
+        if error is not None:
+            space = statvfs_free(path.parent) if path.parent.exists() else None
+            full = classify(error, free_bytes=None if space is None else space[0]) == "full"
+            if disk is None or not full:
+                # Not the card being full (a folder in its place, its owner): say so at start.
+                raise error
+            disk.failed("state", "open", error)
+            log.error("state %s cannot open, the disk is full (%s): devices start from the "
+                      "config, and it opens once space returns", path, error)
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        return self._file.db
 
     def close(self) -> None:
-        self._db.close()
+        self._file.close()
+
+    def _failed(self, what: str, exc: sqlite3.Error, *, lost: int = 1) -> None:
+        """A refused write or read: reported when it is the card's doing, else raised."""
+        if self._disk is None or not self._disk.failed("state", what, exc, lost=lost):
+            raise exc
+
+    def _wrote(self) -> None:
+        if self._disk is not None:
+            self._disk.succeeded("state")
 
     # -- devices -------------------------------------------------------------------------
 
     def load(self) -> dict[str, Device]:
         devices: dict[str, Device] = {}
-        for row in self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM devices"):
+        try:
+            rows = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM devices").fetchall()
+        except sqlite3.Error as exc:
+            self._failed("load", exc, lost=0)
+            return devices
+        for row in rows:
             values = dict(zip(_COLUMNS, row, strict=True))
             latest = values.pop("latest")
             try:
@@ -145,78 +183,107 @@ class Registry:
         return devices
 
     def save(self, devices: Iterable[Device]) -> int:
+        """Write the devices; those the card refuses stay dirty, for the next save."""
         rows = []
+        saved = []
         for d in devices:
             rows.append((d.id, d.name, d.kind, d.site, d.zone, d.interval_s, d.source, d.origin,
                          d.first_seen_ns, d.last_seen_ns, d.state, d.since_ns, d.cause,
                          d.presence, d.presence_ns, json.dumps(d.latest) if d.latest else None,
                          d.latest_ns, d.outage_id))
+            saved.append(d)
             d.dirty = False
         if rows:
             marks = ", ".join("?" for _ in _COLUMNS)
-            with self._transaction():
-                self._db.executemany(
-                    f"INSERT OR REPLACE INTO devices ({', '.join(_COLUMNS)}) VALUES ({marks})",
-                    rows)
+            try:
+                with self._transaction():
+                    self._db.executemany(
+                        f"INSERT OR REPLACE INTO devices ({', '.join(_COLUMNS)}) "
+                        f"VALUES ({marks})", rows)
+            except sqlite3.Error as exc:
+                for d in saved:
+                    d.dirty = True
+                self._failed("device", exc, lost=0)
+                return 0
+            self._wrote()
         return len(rows)
 
     def delete(self, device_id: str) -> None:
         """Forget a device (its outages stay: they are history)."""
-        with self._transaction():
-            self._db.execute("DELETE FROM devices WHERE id = ?", (device_id,))
+        self._write("device", "DELETE FROM devices WHERE id = ?", (device_id,))
+
+    def _write(self, what: str, sql: str, args: Sequence[Any]) -> int | None:
+        """One statement; its row id, or None when the card refused it (counted)."""
+        try:
+            cur = self._db.execute(sql, args)
+        except sqlite3.Error as exc:
+            self._failed(what, exc)
+            return None
+        self._wrote()
+        return cur.lastrowid
+
+    def _read(self, what: str, sql: str, args: Sequence[Any]) -> list[Any]:
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            self._failed(what, exc, lost=0)
+            return []
 
     # -- outages -------------------------------------------------------------------------
 
-    def open_outage(self, device: Device, start_ns: int, cause: str | None) -> int:
-        cur = self._db.execute(
+    def open_outage(self, device: Device, start_ns: int, cause: str | None) -> int | None:
+        """The new outage's id; None when the card refused it (the outage is then known only
+        in memory until it ends, and counted as not recorded)."""
+        return self._write(
+            "outage",
             "INSERT INTO outages (device, site, kind, start_ns, cause) VALUES (?, ?, ?, ?, ?)",
             (device.id, device.site, device.kind, start_ns, cause))
-        assert cur.lastrowid is not None
-        return cur.lastrowid
 
-    def close_outage(self, outage_id: int, end_ns: int, end_cause: str | None) -> None:
-        self._db.execute("UPDATE outages SET end_ns = ?, end_cause = ? WHERE id = ?",
-                         (end_ns, end_cause, outage_id))
+    def close_outage(self, outage_id: int | None, end_ns: int, end_cause: str | None) -> None:
+        if outage_id is None:
+            return
+        self._write("outage", "UPDATE outages SET end_ns = ?, end_cause = ? WHERE id = ?",
+                    (end_ns, end_cause, outage_id))
 
     def add_outage(self, device: Device, start_ns: int, end_ns: int, cause: str | None,
-                   end_cause: str | None) -> int:
-        cur = self._db.execute(
+                   end_cause: str | None) -> int | None:
+        return self._write(
+            "outage",
             "INSERT INTO outages (device, site, kind, start_ns, end_ns, cause, end_cause) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (device.id, device.site, device.kind, start_ns, end_ns, cause, end_cause))
-        assert cur.lastrowid is not None
-        return cur.lastrowid
 
     def open_component_outage(self, component: str, site: str, start_ns: int,
-                              cause: str | None) -> int:
-        cur = self._db.execute(
+                              cause: str | None) -> int | None:
+        return self._write(
+            "outage",
             "INSERT INTO outages (device, site, kind, start_ns, cause) VALUES (?, ?, ?, ?, ?)",
             (component, site, COMPONENT_KIND, start_ns, cause))
-        assert cur.lastrowid is not None
-        return cur.lastrowid
 
     def open_component_outages(self) -> list[Outage]:
         """Component outages still open (from before a restart)."""
-        return [Outage(*row) for row in self._db.execute(
+        return [Outage(*row) for row in self._read(
+            "outages",
             "SELECT id, device, site, kind, start_ns, end_ns, cause, end_cause FROM outages "
             "WHERE kind = ? AND end_ns IS NULL ORDER BY start_ns", (COMPONENT_KIND,))]
 
     # -- unobserved time (a device unmonitored: neither up nor down) --------------------
 
     def open_unobserved(self, device: str, start_ns: int, cause: str | None) -> None:
-        self._db.execute("INSERT INTO unobserved (device, start_ns, cause) VALUES (?, ?, ?)",
-                         (device, start_ns, cause))
+        self._write("unobserved",
+                    "INSERT INTO unobserved (device, start_ns, cause) VALUES (?, ?, ?)",
+                    (device, start_ns, cause))
 
     def close_unobserved(self, device: str, end_ns: int) -> None:
         """Ends the device's open span(s); an end before a start ends it where it began."""
-        self._db.execute("UPDATE unobserved SET end_ns = MAX(start_ns, ?) "
-                         "WHERE device = ? AND end_ns IS NULL", (end_ns, device))
+        self._write("unobserved", "UPDATE unobserved SET end_ns = MAX(start_ns, ?) "
+                    "WHERE device = ? AND end_ns IS NULL", (end_ns, device))
 
     def unobserved(self, since_ns: int) -> dict[str, list[tuple[int, int | None]]]:
         """Every device's unobserved spans that overlap ``[since_ns, now]``."""
         found: dict[str, list[tuple[int, int | None]]] = {}
-        for dev, start, end in self._db.execute(
-                "SELECT device, start_ns, end_ns FROM unobserved "
+        for dev, start, end in self._read(
+                "unobserved", "SELECT device, start_ns, end_ns FROM unobserved "
                 "WHERE end_ns IS NULL OR end_ns >= ? ORDER BY start_ns", (since_ns,)):
             found.setdefault(dev, []).append((start, end))
         return found
@@ -243,49 +310,60 @@ class Registry:
         sql = ("SELECT id, device, site, kind, start_ns, end_ns, cause, end_cause FROM outages"
                + (" WHERE " + " AND ".join(where) if where else "")
                + " ORDER BY start_ns DESC, id DESC LIMIT ?")
-        return [Outage(*row) for row in self._db.execute(sql, (*args, limit))]
+        return [Outage(*row) for row in self._read("outages", sql, (*args, limit))]
 
     def intervals(self, since_ns: int) -> dict[str, list[tuple[int, int | None]]]:
         """Every device's outages that overlap ``[since_ns, now]``, as (start, end)."""
         found: dict[str, list[tuple[int, int | None]]] = {}
-        for dev, start, end in self._db.execute(
-                "SELECT device, start_ns, end_ns FROM outages "
+        for dev, start, end in self._read(
+                "outages", "SELECT device, start_ns, end_ns FROM outages "
                 "WHERE end_ns IS NULL OR end_ns >= ? ORDER BY start_ns", (since_ns,)):
             found.setdefault(dev, []).append((start, end))
         return found
 
     def prune(self, older_than_ns: int) -> int:
-        cur = self._db.execute("DELETE FROM outages WHERE end_ns IS NOT NULL AND end_ns < ?",
-                               (older_than_ns,))
-        self._db.execute("DELETE FROM unobserved WHERE end_ns IS NOT NULL AND end_ns < ?",
-                         (older_than_ns,))
+        try:
+            cur = self._db.execute(
+                "DELETE FROM outages WHERE end_ns IS NOT NULL AND end_ns < ?", (older_than_ns,))
+            self._db.execute("DELETE FROM unobserved WHERE end_ns IS NOT NULL AND end_ns < ?",
+                             (older_than_ns,))
+        except sqlite3.Error as exc:
+            self._failed("prune", exc, lost=0)
+            return 0
+        self._wrote()
         return cur.rowcount
 
     # -- the gateway's own heartbeat -----------------------------------------------------
 
     def get(self, key: str) -> int | None:
-        row = self._db.execute("SELECT value FROM gateway WHERE key = ?", (key,)).fetchone()
-        return None if row is None else int(row[0])
+        rows = self._read("heartbeat", "SELECT value FROM gateway WHERE key = ?", (key,))
+        return None if not rows else int(rows[0][0])
 
     def put(self, **values: int | None) -> None:
-        with self._transaction():
-            for key, value in values.items():
-                if value is None:
-                    self._db.execute("DELETE FROM gateway WHERE key = ?", (key,))
-                else:
-                    self._db.execute("INSERT OR REPLACE INTO gateway (key, value) VALUES (?, ?)",
-                                     (key, value))
+        try:
+            with self._transaction():
+                for key, value in values.items():
+                    if value is None:
+                        self._db.execute("DELETE FROM gateway WHERE key = ?", (key,))
+                    else:
+                        self._db.execute(
+                            "INSERT OR REPLACE INTO gateway (key, value) VALUES (?, ?)",
+                            (key, value))
+        except sqlite3.Error as exc:
+            self._failed("heartbeat", exc)
+            return
+        self._wrote()
 
     def put_json(self, key: str, value: Any) -> None:
-        self._db.execute("INSERT OR REPLACE INTO documents (key, value) VALUES (?, ?)",
-                         (key, json.dumps(value)))
+        self._write("document", "INSERT OR REPLACE INTO documents (key, value) VALUES (?, ?)",
+                    (key, json.dumps(value)))
 
     def get_json(self, key: str) -> Any:
-        row = self._db.execute("SELECT value FROM documents WHERE key = ?", (key,)).fetchone()
-        if row is None:
+        rows = self._read("document", "SELECT value FROM documents WHERE key = ?", (key,))
+        if not rows:
             return None
         try:
-            return json.loads(row[0])
+            return json.loads(rows[0][0])
         except ValueError:
             return None
 

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway.core.aio import wait_event
+from gateway.core.backoff import Backoff
 from gateway.core.errors import SpoolError
+from gateway.core.ratelog import RateLimitedLog
 from gateway.pipeline.ingest import Outcome
 from gateway.store.spool import DeadLetter, HeldLine, Refused, Spool
 
@@ -50,7 +52,8 @@ class Committer:
 
     def __init__(self, *, spool: Spool, interval_s: float, max_readings: int,
                  unacked_interval_s: float | None = None,
-                 max_pending_acks: int = 500, max_pending_lines: int = 200_000) -> None:
+                 max_pending_acks: int = 500, max_pending_lines: int = 200_000,
+                 retry_min_s: float = 1.0, retry_max_s: float = 30.0) -> None:
         self._spool = spool
         # A batch holding a message that waits for its acknowledgement is committed within
         # interval_s: the broker's window is held until then. A batch of readings nobody can be
@@ -69,7 +72,10 @@ class Committer:
         self._has_items = asyncio.Event()
         # Set when the batch became due sooner: full, or its first acknowledgement arrived.
         self._sooner = asyncio.Event()
-        self._retry_s = 1.0
+        # A refused commit (full card) is tried again after retry_min_s, doubling to
+        # retry_max_s at most.
+        self._backoff = Backoff(retry_min_s, retry_max_s)
+        self._ratelog = RateLimitedLog(log, 60.0)
         # Redelivery keys not yet committed: key -> receive time.
         self.uncommitted_seen: dict[int, int] = {}
         self.commits = 0
@@ -145,8 +151,10 @@ class Committer:
                 await self._spool.append(batch.lines, dead=batch.dead, seen=batch.seen)
         except SpoolError as exc:
             self.failures += 1
-            log.error("spool commit failed lines=%d, nothing acknowledged, retrying: %s",
-                      len(batch.lines), exc)
+            # At most a line a minute: a full card refuses every retry.
+            self._ratelog.log(logging.ERROR, ("spool", "commit"),
+                              "spool commit failed lines=%d, nothing acknowledged, retrying: %s",
+                              len(batch.lines), exc)
             later = self._batch
             batch.lines.extend(later.lines)
             batch.dead.extend(later.dead)
@@ -156,8 +164,9 @@ class Committer:
             batch.refused.extend(later.refused)
             self._batch = batch
             self._has_items.set()
-            await asyncio.sleep(self._retry_s)
+            await asyncio.sleep(self._backoff.next())
             return
+        self._backoff.reset()
         for key, _ in batch.seen:
             self.uncommitted_seen.pop(key, None)
         self.commits += 1

@@ -38,6 +38,7 @@ from gateway.core.errors import (
     InfluxRejectedError,
     InfluxRetryableError,
     InfluxTooLargeError,
+    SpoolError,
 )
 from gateway.store.influx import InfluxDatabaseMissingError, InfluxWriter
 from gateway.store.lineproto import split_time
@@ -110,6 +111,8 @@ class Forwarder:
         self._db_checked = False
         self._time_guard = time_guard
         self._refused_time = 0
+        # A batch InfluxDB took whose delete from the spool the card refused: (first, last).
+        self._undeleted: tuple[int, int] | None = None
 
     def disable(self) -> None:
         """``influx.enabled: false``: the gateway keeps the spool and sends nothing."""
@@ -181,13 +184,25 @@ class Forwarder:
         if (not self._db_checked and self._create_database
                 and not await self._ensure_database()):
             return False
-        rows = await self._fetch()
+        if self._undeleted is not None and not await self._delete_delivered():
+            return False
+        try:
+            rows = await self._fetch()
+        except SpoolError as exc:
+            await self._spool_refused(exc)
+            return False
         if not rows:
             return True
         # What is left after this batch waits at most one more interval.
         self._pending_since = self._clock.monotonic()
         try:
             await self._deliver(rows)
+        except SpoolError as exc:
+            # Delivered (or refused) but not yet off the spool: a full card. Sending the
+            # same rows again would be harmless (InfluxDB overwrites), but the delete is what
+            # is retried, with backoff, before anything new is sent.
+            await self._spool_refused(exc)
+            return False
         except InfluxAuthError as exc:
             await self._pause("auth_failed", f"{exc} (check influx.username/password or token)")
             return False
@@ -223,13 +238,20 @@ class Forwarder:
             except InfluxError as exc:
                 log.warning("influx database=%s: create failed: %s", self._writer.database, exc)
             self._db_checked = True
-        rows = await self._fetch()
+        try:
+            rows = await self._fetch()
+        except SpoolError:
+            return False
         if not rows:
             return True
         try:
             await self._deliver(rows)
         except InfluxError as exc:
             self._record_failure(str(exc), connected=exc.status is not None)
+            return False
+        except SpoolError as exc:
+            # Delivered but not deleted: sent again next start, harmless (same points).
+            self._record_failure(f"spool: {exc}", connected=True)
             return False
         return True
 
@@ -313,11 +335,38 @@ class Forwarder:
             self._connected = exc.status is not None
             raise
         self._connected = True
-        deleted = await self._spool.delete_range(rows[0][0], rows[-1][0])
         self._batches += 1
-        self._written += deleted
         self._last_success_ns = self._clock.now_ns()
         self._last_error = None
+        self._undeleted = (rows[0][0], rows[-1][0])
+        await self._delete_delivered(raise_errors=True)
+
+    async def _delete_delivered(self, *, raise_errors: bool = False) -> bool:
+        """Take the last delivered batch off the spool; False (after a backoff) when the card
+        refuses, unless ``raise_errors``."""
+        assert self._undeleted is not None
+        first, last = self._undeleted
+        try:
+            deleted = await self._spool.delete_range(first, last)
+        except SpoolError as exc:
+            if raise_errors:
+                raise
+            await self._spool_refused(exc)
+            return False
+        self._undeleted = None
+        self._written += deleted
+        return True
+
+    async def _spool_refused(self, exc: SpoolError) -> None:
+        """The spool refused a write (a full card: reported by the spool itself); back off."""
+        delay = self._backoff.next()
+        self._retries += 1
+        if self._state != "spool_unwritable":
+            log.error("forwarding paused: the spool refused a write (%s); retrying with "
+                      "backoff", exc)
+        self._state = "spool_unwritable"
+        self._last_error = f"spool: {exc}"
+        await self._wait(delay)
 
     async def _handle_rejected(self, rows: list[tuple[int, str]],
                                exc: InfluxRejectedError) -> None:

@@ -36,14 +36,15 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from gateway.core.disk import DiskHealth, NotOpen, classify, statvfs_free
 from gateway.core.errors import SpoolError
-from gateway.core.sqlite import transaction
+from gateway.core.sqlite import SqliteFile, transaction
 from gateway.store.lineproto import split_time
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,15 @@ CREATE TABLE IF NOT EXISTS unsynced (
 """
 
 COUNTERS = ("spooled", "written", "evicted", "quarantined", "dead_lettered")
+# Of ``evicted``, those evicted to keep spool.min_free_bytes free on the card (the rest: to stay
+# under spool.max_bytes).
+SPACE_COUNTERS = ("evicted_for_reserve",)
+
+# The WAL's share of spool.max_bytes: an eighth, within these bounds.
+WAL_MIN_BYTES = 64 * 1024
+WAL_MAX_BYTES = 4 * 1024 * 1024
+# The fewest pages the database may have (the schema alone takes about a dozen).
+MIN_PAGES = 64
 # Kept apart from ``totals`` (whose keys the status API and /metrics already publish).
 CLOCK_COUNTERS = ("held", "released", "kept_apart", "held_evicted", "unsynced_evicted",
                   "refused_time")
@@ -117,6 +127,10 @@ class SpoolStats:
     quarantine_rows: int
     dead_letter_rows: int
     totals: dict[str, int]
+    min_free_bytes: int = 0
+    evicted_for_reserve: int = 0
+    # Why the file is not open (a full card at start), or None.
+    open_error: str | None = None
 
 
 class SpoolDB:
@@ -132,6 +146,9 @@ class SpoolDB:
         synchronous: str = "FULL",
         held_max_rows: int = 100_000,
         unsynced_max_rows: int = 100_000,
+        min_free_bytes: int = 0,
+        free: Callable[[Path], tuple[int, int] | None] = statvfs_free,
+        retry_s: float = 5.0,
     ) -> None:
         self.path = path
         self.max_bytes = max_bytes
@@ -139,36 +156,83 @@ class SpoolDB:
         self.quarantine_max_rows = quarantine_max_rows
         self.held_max_rows = held_max_rows
         self.unsynced_max_rows = unsynced_max_rows
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={synchronous}")
-            # Sorts and temporary tables in memory: no file to open when sockets ran out.
-            self._db.execute("PRAGMA temp_store=MEMORY")
-            # Keep the WAL from growing without bound between checkpoints.
-            self._db.execute("PRAGMA journal_size_limit=67108864")
-            self._db.executescript(_SCHEMA)
-        except (sqlite3.Error, OSError) as exc:
-            raise SpoolError(f"cannot open spool {path}: {exc}") from exc
-        rows, nbytes = self._db.execute(
+        self.min_free_bytes = min_free_bytes
+        self._free = free
+        self._synchronous = synchronous
+        # The file's bound: the WAL is checkpointed (and truncated back) at wal_bytes, and
+        # the database may use the rest, less room for one more transaction's frames.
+        self.wal_bytes = min(WAL_MAX_BYTES, max(WAL_MIN_BYTES, max_bytes // 8))
+        self._page_size = 4096
+        self._cap_pages = 0
+        self._rows = 0
+        self._bytes = 0
+        self._quarantine_rows = self._dead_rows = self._held_rows = self._unsynced_rows = 0
+        self._totals = dict.fromkeys(COUNTERS, 0)
+        self._clock_totals = dict.fromkeys(CLOCK_COUNTERS, 0)
+        self._space_totals = dict.fromkeys(SPACE_COUNTERS, 0)
+        self._oldest_time_ns: int | None = None
+        self._last_prune = 0.0
+        self._file = SqliteFile(path, self._setup, check_same_thread=False,
+                                on_open=self._load, retry_s=retry_s)
+        error = self._file.error
+        if error is not None:
+            space = free(path.parent) if path.parent.exists() else None
+            if classify(error, free_bytes=None if space is None else space[0]) != "full":
+                raise SpoolError(f"cannot open spool {path}: {error}") from error
+            # A full card at start: the gateway runs, takes nothing it cannot commit, and the
+            # spool opens at the first commit after space returns.
+            log.error("spool %s cannot open, the disk is full (%s): nothing is acknowledged "
+                      "until it can", path, error)
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        return self._file.db
+
+    @property
+    def is_open(self) -> bool:
+        return self._file.is_open
+
+    @property
+    def open_error(self) -> str | None:
+        return None if self._file.error is None else str(self._file.error)
+
+    def _setup(self, db: sqlite3.Connection) -> None:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={self._synchronous}")
+        # Sorts and temporary tables in memory: no file to open when sockets ran out.
+        db.execute("PRAGMA temp_store=MEMORY")
+        page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
+        # Checkpoint once the WAL holds wal_bytes, and cut it back to that size after: the
+        # WAL file is then reused from its start, needing no new room on the card.
+        db.execute(f"PRAGMA wal_autocheckpoint={max(1, self.wal_bytes // page_size)}")
+        db.execute(f"PRAGMA journal_size_limit={self.wal_bytes}")
+        db.executescript(_SCHEMA)
+        self._page_size = page_size
+        self._cap_pages = max(MIN_PAGES, (self.max_bytes - 2 * self.wal_bytes) // page_size)
+
+    def _load(self, db: sqlite3.Connection) -> None:
+        """The counts kept in memory, read from the file once it is open."""
+        rows, nbytes = db.execute(
             "SELECT count(*), coalesce(sum(length(CAST(line AS BLOB))), 0) FROM spool"
         ).fetchone()
         self._rows = int(rows)
         self._bytes = int(nbytes) + ROW_OVERHEAD * self._rows
-        self._quarantine_rows = int(self._scalar("SELECT count(*) FROM quarantine"))
-        self._dead_rows = int(self._scalar("SELECT count(*) FROM dead_letter"))
-        self._held_rows = int(self._scalar("SELECT count(*) FROM held"))
-        self._unsynced_rows = int(self._scalar("SELECT count(*) FROM unsynced"))
+        self._quarantine_rows = int(db.execute("SELECT count(*) FROM quarantine").fetchone()[0])
+        self._dead_rows = int(db.execute("SELECT count(*) FROM dead_letter").fetchone()[0])
+        self._held_rows = int(db.execute("SELECT count(*) FROM held").fetchone()[0])
+        self._unsynced_rows = int(db.execute("SELECT count(*) FROM unsynced").fetchone()[0])
         self._totals = dict.fromkeys(COUNTERS, 0)
         self._clock_totals = dict.fromkeys(CLOCK_COUNTERS, 0)
-        for name, value in self._db.execute("SELECT name, value FROM counters"):
+        self._space_totals = dict.fromkeys(SPACE_COUNTERS, 0)
+        for name, value in db.execute("SELECT name, value FROM counters"):
             if name in self._clock_totals:
                 self._clock_totals[name] = int(value)
+            elif name in self._space_totals:
+                self._space_totals[name] = int(value)
             else:
                 self._totals[name] = int(value)
-        self._oldest_time_ns = self._read_oldest_time()
-        self._last_prune = 0.0
+        row = db.execute("SELECT line FROM spool ORDER BY id LIMIT 1").fetchone()
+        self._oldest_time_ns = None if row is None else split_time(str(row[0]))[1]
 
     def _scalar(self, sql: str, *args: Any) -> Any:
         return self._db.execute(sql, args).fetchone()[0]
@@ -178,10 +242,15 @@ class SpoolDB:
         return None if row is None else split_time(str(row[0]))[1]
 
     def close(self) -> None:
+        if not self._file.is_open:
+            return
         try:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            # A full card: the WAL stays, and the next start replays it.
+            log.warning("spool checkpoint at close failed: %s", exc)
         finally:
-            self._db.close()
+            self._file.close()
 
     # -- writing -------------------------------------------------------------------------
 
@@ -197,13 +266,38 @@ class SpoolDB:
         """Commit lines (and dead letters, redelivery keys, held readings and lines refused
         for their time) in one transaction.
 
-        Returns how many old rows were evicted to stay under ``max_bytes``.
+        Returns how many old rows were evicted to stay under ``max_bytes`` (the lines' bytes
+        and the file's) and to keep ``min_free_bytes`` free on the card.
         """
+        try:
+            return self._append(lines, dead=dead, seen=seen, held=held, refused=refused)
+        except SpoolError as exc:
+            # The room made was too little (the estimate of a batch's pages is one): evict
+            # more on its own and try once again. A full card is not this: it rises.
+            if not (_is_full(exc.__cause__) and self._at_page_limit()):
+                raise
+        self._evict_more()
+        return self._append(lines, dead=dead, seen=seen, held=held, refused=refused)
+
+    def _append(
+        self,
+        lines: Sequence[str],
+        *,
+        dead: Sequence[DeadLetter],
+        seen: Sequence[tuple[int, int]],
+        held: Sequence[HeldLine],
+        refused: Sequence[Refused],
+    ) -> int:
         added_bytes = sum(len(s) for s in lines) + ROW_OVERHEAD * len(lines)
-        db = self._db
+        incoming = (added_bytes + sum(len(h.body) + 64 for h in held)
+                    + sum(len(r.line) + len(r.reason) + 32 for r in refused)
+                    + 32 * len(seen)
+                    + sum(len(d.payload) + len(d.error) + len(d.topic) + 48 for d in dead))
         held_evicted = 0
         try:
+            db = self._db
             with self._side_counts_kept(), transaction(db):
+                room, room_bytes, for_reserve = self._make_room(db, incoming)
                 if lines:
                     db.executemany("INSERT INTO spool(line) VALUES (?)", ((s,) for s in lines))
                 if held:
@@ -229,21 +323,27 @@ class SpoolDB:
                             (self.dead_letter_max_rows,),
                         )
                         self._dead_rows = self.dead_letter_max_rows
-                evicted, evicted_bytes = 0, 0
-                if self._bytes + added_bytes > self.max_bytes:
-                    evicted, evicted_bytes = self._evict(self._bytes + added_bytes - self.max_bytes)
+                evicted, evicted_bytes = room, room_bytes
+                over = self._bytes - room_bytes + added_bytes - self.max_bytes
+                if over > 0:
+                    n, b = self._evict(over)
+                    evicted, evicted_bytes = evicted + n, evicted_bytes + b
                 self._bump(db, spooled=len(lines), evicted=evicted, dead_lettered=len(dead),
                            quarantined=len(refused), held=len(held), held_evicted=held_evicted,
-                           refused_time=len(refused))
+                           refused_time=len(refused), evicted_for_reserve=for_reserve)
         except sqlite3.Error as exc:
             raise SpoolError(f"spool write failed: {exc}") from exc
         self._totals["quarantined"] += len(refused)
         self._clock_totals["held"] += len(held)
         self._clock_totals["held_evicted"] += held_evicted
         self._clock_totals["refused_time"] += len(refused)
+        self._space_totals["evicted_for_reserve"] += for_reserve
         if held_evicted:
             log.warning("held readings over clock.held_max_rows=%d: evicted=%d oldest",
                         self.held_max_rows, held_evicted)
+        if for_reserve:
+            log.warning("disk low: evicted=%d oldest spool rows to keep spool.min_free_bytes=%d "
+                        "free", for_reserve, self.min_free_bytes)
         if self._rows == 0 and lines:
             self._oldest_time_ns = split_time(lines[0])[1]
         self._rows += len(lines) - evicted
@@ -254,6 +354,72 @@ class SpoolDB:
         if evicted:
             self._oldest_time_ns = self._read_oldest_time()
         return evicted
+
+    # -- the file's bound ------------------------------------------------------------------
+
+    def _pages(self, db: sqlite3.Connection) -> tuple[int, int]:
+        """(pages in the file, pages of them free for reuse)."""
+        count = int(db.execute("PRAGMA page_count").fetchone()[0])
+        free = int(db.execute("PRAGMA freelist_count").fetchone()[0])
+        return count, free
+
+    def _page_limit(self, page_count: int) -> tuple[int, bool]:
+        """How many pages the file may have now, and whether the card's free-space reserve
+        (not ``max_bytes``) is what sets it."""
+        cap = self._cap_pages
+        if self.min_free_bytes <= 0:
+            return cap, False
+        space = self._free(self.path.parent)
+        if space is None:
+            return cap, False
+        # The WAL may still grow to its bound: that room is not the database's.
+        wal_growth = max(0, 2 * self.wal_bytes - _file_size(_wal(self.path)))
+        spare = max(0, space[0] - self.min_free_bytes - wal_growth) // self._page_size
+        if page_count + spare >= cap:
+            return cap, False
+        return page_count + spare, True
+
+    def _make_room(self, db: sqlite3.Connection, incoming: int) -> tuple[int, int, int]:
+        """Inside the append's transaction, before its inserts: evict the oldest rows until
+        ``incoming`` bytes fit in the pages the file may have. SQLite's ``max_page_count``
+        then stops any write that would still outgrow them. Returns (rows evicted, their
+        bytes, how many of them for the card's reserve)."""
+        page_count, free_pages = self._pages(db)
+        limit, for_reserve = self._page_limit(page_count)
+        db.execute(f"PRAGMA max_page_count={max(limit, page_count)}")
+        # Half again for the b-tree's cells and pages left part-full, and the index pages.
+        need = incoming * 3 // (2 * self._page_size) + 4
+        evicted, freed = 0, 0
+        while page_count - free_pages + need > limit:
+            want = (page_count - free_pages + need - limit) * self._page_size
+            n, b = self._evict(max(want, 16 * self._page_size))
+            if n == 0:
+                break
+            evicted, freed = evicted + n, freed + b
+            page_count, free_pages = self._pages(db)
+        return evicted, freed, evicted if for_reserve else 0
+
+    def _at_page_limit(self) -> bool:
+        try:
+            page_count, _ = self._pages(self._db)
+            limit = int(self._db.execute("PRAGMA max_page_count").fetchone()[0])
+        except sqlite3.Error:
+            return False
+        return page_count >= limit - 1
+
+    def _evict_more(self) -> None:
+        """After an append the page limit stopped: a tenth of the bound evicted on its own."""
+        db = self._db
+        try:
+            with transaction(db):
+                n, b = self._evict(max(self.max_bytes // 10, 64 * self._page_size))
+                self._bump(db, evicted=n)
+        except sqlite3.Error as exc:
+            raise SpoolError(f"spool write failed: {exc}") from exc
+        self._rows -= n
+        self._bytes -= b
+        self._totals["evicted"] += n
+        self._oldest_time_ns = self._read_oldest_time() if self._rows else None
 
     def _evict(self, need: int) -> tuple[int, int]:
         freed, count, last_id = 0, 0, None
@@ -326,10 +492,14 @@ class SpoolDB:
     # -- forwarding ----------------------------------------------------------------------
 
     def fetch(self, limit: int) -> list[tuple[int, str]]:
-        """The oldest ``limit`` rows, oldest first."""
+        """The oldest ``limit`` rows, oldest first (none while the file cannot open)."""
+        try:
+            db = self._db
+        except NotOpen:
+            return []
         return [
             (int(i), str(s))
-            for i, s in self._db.execute("SELECT id, line FROM spool ORDER BY id LIMIT ?", (limit,))
+            for i, s in db.execute("SELECT id, line FROM spool ORDER BY id LIMIT ?", (limit,))
         ]
 
     def delete_range(self, first: int, last: int) -> int:
@@ -338,14 +508,17 @@ class SpoolDB:
         Ids only grow (AUTOINCREMENT), so the range holds exactly the rows fetched as one
         batch, less any that eviction or quarantine removed meanwhile.
         """
-        db = self._db
-        with transaction(db):
-            lengths = db.execute(
-                "DELETE FROM spool WHERE id BETWEEN ? AND ? RETURNING length(CAST(line AS BLOB))",
-                (first, last),
-            ).fetchall()
-            removed = len(lengths)
-            self._bump(db, written=removed)
+        try:
+            db = self._db
+            with transaction(db):
+                lengths = db.execute(
+                    "DELETE FROM spool WHERE id BETWEEN ? AND ? "
+                    "RETURNING length(CAST(line AS BLOB))", (first, last),
+                ).fetchall()
+                removed = len(lengths)
+                self._bump(db, written=removed)
+        except sqlite3.Error as exc:
+            raise SpoolError(f"deleting delivered rows failed: {exc}") from exc
         self._rows -= removed
         self._bytes -= sum(int(n) for (n,) in lengths) + ROW_OVERHEAD * removed
         self._totals["written"] += removed
@@ -355,20 +528,23 @@ class SpoolDB:
     def quarantine(self, rows: Sequence[tuple[int, str]], *, status: int | None, reason: str,
                    at_ns: int) -> None:
         """Move rows InfluxDB refused out of the spool, with the server's reason."""
-        db = self._db
         removed, removed_bytes = 0, 0
-        with self._side_counts_kept(), transaction(db):
-            self._insert_quarantine(db, ((at_ns, status, reason, line) for _, line in rows),
-                                    len(rows))
-            for row_id, _ in rows:
-                cur = db.execute(
-                    "DELETE FROM spool WHERE id = ? RETURNING length(CAST(line AS BLOB))",
-                    (row_id,),
-                )
-                for (length,) in cur.fetchall():
-                    removed += 1
-                    removed_bytes += int(length) + ROW_OVERHEAD
-            self._bump(db, quarantined=len(rows))
+        try:
+            db = self._db
+            with self._side_counts_kept(), transaction(db):
+                self._insert_quarantine(db, ((at_ns, status, reason, line) for _, line in rows),
+                                        len(rows))
+                for row_id, _ in rows:
+                    cur = db.execute(
+                        "DELETE FROM spool WHERE id = ? RETURNING length(CAST(line AS BLOB))",
+                        (row_id,),
+                    )
+                    for (length,) in cur.fetchall():
+                        removed += 1
+                        removed_bytes += int(length) + ROW_OVERHEAD
+                self._bump(db, quarantined=len(rows))
+        except sqlite3.Error as exc:
+            raise SpoolError(f"quarantining refused rows failed: {exc}") from exc
         self._rows -= removed
         self._bytes -= removed_bytes
         self._totals["quarantined"] += len(rows)
@@ -381,8 +557,8 @@ class SpoolDB:
         stamped ``boot_ns + offset_ns`` (``offset_ns`` = wall - boottime, sampled once the
         clock is synchronised). One transaction: a row is in ``held`` or in ``spool``, never
         both, never neither. Returns how many moved."""
-        db = self._db
         try:
+            db = self._db
             with transaction(db):
                 rows = db.execute(
                     "SELECT id, boot_ns, body FROM held WHERE boot_id = ? ORDER BY id LIMIT ?",
@@ -390,14 +566,17 @@ class SpoolDB:
                 if not rows:
                     return 0
                 lines = [f"{body} {int(boot_ns) + offset_ns}" for _, boot_ns, body in rows]
+                added_bytes = sum(len(s) for s in lines) + ROW_OVERHEAD * len(lines)
+                evicted, evicted_bytes, for_reserve = self._make_room(db, added_bytes)
                 db.executemany("INSERT INTO spool(line) VALUES (?)", ((s,) for s in lines))
                 db.execute("DELETE FROM held WHERE boot_id = ? AND id <= ?",
                            (boot_id, rows[-1][0]))
-                added_bytes = sum(len(s) for s in lines) + ROW_OVERHEAD * len(lines)
-                evicted, evicted_bytes = 0, 0
-                if self._bytes + added_bytes > self.max_bytes:
-                    evicted, evicted_bytes = self._evict(self._bytes + added_bytes - self.max_bytes)
-                self._bump(db, spooled=len(lines), evicted=evicted, released=len(lines))
+                over = self._bytes - evicted_bytes + added_bytes - self.max_bytes
+                if over > 0:
+                    n, b = self._evict(over)
+                    evicted, evicted_bytes = evicted + n, evicted_bytes + b
+                self._bump(db, spooled=len(lines), evicted=evicted, released=len(lines),
+                           evicted_for_reserve=for_reserve)
         except sqlite3.Error as exc:
             raise SpoolError(f"releasing held readings failed: {exc}") from exc
         if self._rows == 0:
@@ -407,6 +586,7 @@ class SpoolDB:
         self._held_rows -= len(lines)
         self._totals["spooled"] += len(lines)
         self._totals["evicted"] += evicted
+        self._space_totals["evicted_for_reserve"] += for_reserve
         self._clock_totals["released"] += len(lines)
         if evicted:
             self._oldest_time_ns = self._read_oldest_time()
@@ -416,8 +596,8 @@ class SpoolDB:
         """Move held rows of every boot but ``boot_id`` to ``unsynced``: their boot ended
         before its clock was synchronised, so no correction is known. Never sent. Returns
         how many moved."""
-        db = self._db
         try:
+            db = self._db
             with self._side_counts_kept(), transaction(db):
                 moved = db.execute(
                     "INSERT INTO unsynced(at_ns, boot_id, boot_ns, received_at_ns, reason, body)"
@@ -452,14 +632,22 @@ class SpoolDB:
         return dict(self._clock_totals)
 
     def held(self, limit: int = 100) -> list[dict[str, Any]]:
-        cur = self._db.execute(
+        try:
+            db = self._db
+        except NotOpen:
+            return []
+        cur = db.execute(
             "SELECT id, boot_id, boot_ns, received_at_ns, body FROM held ORDER BY id LIMIT ?",
             (limit,))
         return [{"id": r[0], "boot_id": r[1], "boot_ns": r[2], "received_at_ns": r[3],
                  "body": r[4]} for r in cur]
 
     def unsynced(self, limit: int = 100) -> list[dict[str, Any]]:
-        cur = self._db.execute(
+        try:
+            db = self._db
+        except NotOpen:
+            return []
+        cur = db.execute(
             "SELECT id, at_ns, boot_id, boot_ns, received_at_ns, reason, body FROM unsynced"
             " ORDER BY id DESC LIMIT ?", (limit,))
         return [{"id": r[0], "at_ns": r[1], "boot_id": r[2], "boot_ns": r[3],
@@ -468,11 +656,19 @@ class SpoolDB:
     # -- redelivery ----------------------------------------------------------------------
 
     def seen_time(self, key: int) -> int | None:
-        row = self._db.execute("SELECT received_at_ns FROM seen WHERE key = ?", (key,)).fetchone()
+        try:
+            db = self._db
+        except NotOpen:
+            return None
+        row = db.execute("SELECT received_at_ns FROM seen WHERE key = ?", (key,)).fetchone()
         return None if row is None else int(row[0])
 
     def prune_seen(self, older_than_ns: int) -> int:
-        cur = self._db.execute("DELETE FROM seen WHERE received_at_ns < ?", (older_than_ns,))
+        try:
+            cur = self._db.execute("DELETE FROM seen WHERE received_at_ns < ?",
+                                   (older_than_ns,))
+        except sqlite3.Error as exc:
+            raise SpoolError(f"pruning redelivery keys failed: {exc}") from exc
         return cur.rowcount
 
     # -- inspection ----------------------------------------------------------------------
@@ -496,10 +692,17 @@ class SpoolDB:
             quarantine_rows=self._quarantine_rows,
             dead_letter_rows=self._dead_rows,
             totals=dict(self._totals),
+            min_free_bytes=self.min_free_bytes,
+            evicted_for_reserve=self._space_totals["evicted_for_reserve"],
+            open_error=self.open_error,
         )
 
     def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
-        cur = self._db.execute(
+        try:
+            db = self._db
+        except NotOpen:
+            return []
+        cur = db.execute(
             "SELECT id, at_ns, source, topic, kind, error, payload FROM dead_letter "
             "ORDER BY id DESC LIMIT ?", (limit,))
         return [
@@ -509,7 +712,11 @@ class SpoolDB:
         ]
 
     def quarantined(self, limit: int = 100) -> list[dict[str, Any]]:
-        cur = self._db.execute(
+        try:
+            db = self._db
+        except NotOpen:
+            return []
+        cur = db.execute(
             "SELECT id, at_ns, status, reason, line FROM quarantine ORDER BY id DESC LIMIT ?",
             (limit,))
         return [
@@ -520,8 +727,11 @@ class SpoolDB:
 class Spool:
     """The spool for the event loop: every database call runs on one dedicated thread."""
 
-    def __init__(self, db: SpoolDB) -> None:
+    def __init__(self, db: SpoolDB, *, disk: DiskHealth | None = None) -> None:
         self.db = db
+        # Refused writes are reported here (full card, I/O error), then raised to the caller,
+        # which keeps what it could not commit and tries again.
+        self.disk = disk
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
         # Set after each commit so the forwarder wakes without polling.
         self.appended = asyncio.Event()
@@ -530,12 +740,24 @@ class Spool:
         self.held_appended = asyncio.Event()
 
     @classmethod
-    def open(cls, path: Path, **kwargs: Any) -> Spool:
-        return cls(SpoolDB(path, **kwargs))
+    def open(cls, path: Path, *, disk: DiskHealth | None = None, **kwargs: Any) -> Spool:
+        return cls(SpoolDB(path, **kwargs), disk=disk)
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    async def _write(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """A write on the spool's thread; a refusal is reported to ``disk`` and raised."""
+        try:
+            result = await self._run(fn, *args, **kwargs)
+        except SpoolError as exc:
+            if self.disk is not None:
+                self.disk.failed("spool", what, exc.__cause__ or exc)
+            raise
+        if self.disk is not None:
+            self.disk.succeeded("spool")
+        return result
 
     async def append(
         self,
@@ -546,9 +768,10 @@ class Spool:
         held: Sequence[HeldLine] = (),
         refused: Sequence[Refused] = (),
     ) -> int:
-        evicted: int = await self._run(self.db.append, lines, dead=dead, seen=seen, held=held,
-                                       refused=refused)
-        if lines:
+        evicted: int = await self._write("commit", self.db.append, lines, dead=dead, seen=seen,
+                                         held=held, refused=refused)
+        if self.db.rows:
+            # Also the first commit after a file that could not open did: its rows wait too.
             self.appended.set()
         if held:
             self.held_appended.set()
@@ -562,23 +785,24 @@ class Spool:
         return rows
 
     async def delete_range(self, first: int, last: int) -> int:
-        n: int = await self._run(self.db.delete_range, first, last)
+        n: int = await self._write("delete", self.db.delete_range, first, last)
         return n
 
     async def quarantine(self, rows: Sequence[tuple[int, str]], *, status: int | None,
                          reason: str) -> None:
-        await self._run(self.db.quarantine, rows, status=status, reason=reason,
-                        at_ns=time.time_ns())
+        await self._write("quarantine", self.db.quarantine, rows, status=status, reason=reason,
+                          at_ns=time.time_ns())
 
     async def release_held(self, boot_id: str, offset_ns: int, *, limit: int = 5000) -> int:
-        n: int = await self._run(self.db.release_held, boot_id, offset_ns, limit=limit)
+        n: int = await self._write("release", self.db.release_held, boot_id, offset_ns,
+                                   limit=limit)
         if n:
             self.appended.set()
         return n
 
     async def keep_apart(self, boot_id: str, *, reason: str) -> int:
-        n: int = await self._run(self.db.keep_apart, boot_id, reason=reason,
-                                 at_ns=time.time_ns())
+        n: int = await self._write("keep_apart", self.db.keep_apart, boot_id, reason=reason,
+                                   at_ns=time.time_ns())
         return n
 
     async def unsynced(self, limit: int = 100) -> list[dict[str, Any]]:
@@ -594,7 +818,7 @@ class Spool:
         return t
 
     async def prune_seen(self, older_than_ns: int) -> int:
-        n: int = await self._run(self.db.prune_seen, older_than_ns)
+        n: int = await self._write("prune", self.db.prune_seen, older_than_ns)
         return n
 
     async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
@@ -621,18 +845,33 @@ class SeenLookup:
     """A read-only view of the redelivery keys for the loop thread.
 
     WAL lets this connection read while the spool thread writes; lookups happen only for
-    redelivered (DUP) messages, so the rare synchronous read does not hold up the loop.
+    redelivered (DUP) messages, so the rare synchronous read does not hold up the loop. Opened
+    at the first lookup. A lookup the card refuses answers "not seen": the message is then
+    processed again, and its points, stamped as before, overwrite themselves in InfluxDB.
     """
 
     def __init__(self, path: Path) -> None:
-        self._db = _open_read_only(path, busy_timeout_s=5.0)
+        self._path = path
+        self._db: sqlite3.Connection | None = None
+        self.failures = 0
 
     def get(self, key: int) -> int | None:
-        row = self._db.execute("SELECT received_at_ns FROM seen WHERE key = ?", (key,)).fetchone()
+        try:
+            if self._db is None:
+                self._db = _open_read_only(self._path, busy_timeout_s=5.0)
+            row = self._db.execute("SELECT received_at_ns FROM seen WHERE key = ?",
+                                   (key,)).fetchone()
+        except sqlite3.Error as exc:
+            self.failures += 1
+            log.warning("redelivery key lookup failed (%s): the message is processed again",
+                        exc)
+            return None
         return None if row is None else int(row[0])
 
     def close(self) -> None:
-        self._db.close()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
 
 # -- inspection from another process ---------------------------------------------------------
@@ -689,6 +928,11 @@ class SpoolSnapshot:
         return self.db_bytes + self.wal_bytes
 
 
+def _is_full(exc: BaseException | None) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_FULL
+
+
 def _wal(path: Path) -> Path:
     return path.with_name(path.name + "-wal")
 
@@ -741,6 +985,8 @@ def inspect_spool(path: Path, *, busy_timeout_s: float = 0.5) -> SpoolSnapshot:
             totals = dict.fromkeys(COUNTERS, 0)
             clock_totals = dict.fromkeys(CLOCK_COUNTERS, 0)
             for name, value in db.execute("SELECT name, value FROM counters"):
+                if name in SPACE_COUNTERS:
+                    continue
                 (clock_totals if name in clock_totals else totals)[str(name)] = int(value)
             side = {t: _rows_by_ids(db, t) if t in tables else 0 for t in _SIDE_TABLES}
     except sqlite3.OperationalError as exc:

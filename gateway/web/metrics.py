@@ -34,6 +34,7 @@ from gateway.core.status import (
     AlertsStatus,
     Counts,
     DeviceView,
+    DiskStatus,
     GatewayInfo,
     InfluxStatus,
     ModbusStatus,
@@ -74,6 +75,7 @@ def render(status: Status, devices: Sequence[DeviceView],
     _counts(out, status.counts)
     _mqtt(out, status.mqtt)
     _spool(out, status.spool)
+    _disk(out, status.disk)
     _influx(out, status.influx)
     _sources(out, status.sources)
     _serial(out, status.serial)
@@ -248,6 +250,33 @@ def _spool(out: _Exposition, spool: SpoolStatus) -> None:
         spool.quarantine_rows)
     out.gauge("spool_dead_letter_rows", "Malformed messages kept for inspection.").add(
         spool.dead_letter_rows)
+    out.counter("spool_evicted_for_reserve_total", "Rows evicted to keep spool.min_free_bytes "
+                "free on the card (also in evicted_total).").add(spool.evicted_for_reserve)
+    out.gauge("spool_open", "1 while the spool file is open; 0 when it could not open (a full "
+              "card at start): nothing is acknowledged then.").add(
+        int(spool.open_error is None))
+
+
+def _disk(out: _Exposition, disk: DiskStatus) -> None:
+    state = out.gauge("disk_state", "1 for the card's state now (ok, low, disk_full, "
+                      "io_error).", "state")
+    for name in ("ok", "low", "disk_full", "io_error"):
+        state.add(int(disk.state == name), name)
+    out.gauge("disk_free_bytes", "Free bytes on the filesystem of data_dir.").add(
+        disk.free_bytes)
+    out.gauge("disk_total_bytes", "Size of the filesystem of data_dir.").add(disk.total_bytes)
+    out.gauge("disk_min_free_bytes", "spool.min_free_bytes: the reserve the spool leaves.").add(
+        disk.min_free_bytes)
+    failures = out.counter("disk_write_failures_total", "Writes the card refused, per file.",
+                           "file")
+    for file, n in disk.write_failures.items():
+        failures.add(n, file)
+    lost = out.counter("disk_not_recorded_total", "What the gateway could not record about "
+                       "itself (outage rows, history buckets).", "what")
+    for what, n in disk.not_recorded.items():
+        lost.add(n, what)
+    out.gauge("disk_damaged_notices", "Damaged files set aside at start, not yet "
+              "acknowledged.").add(len(disk.notices))
 
 
 def _influx(out: _Exposition, influx: InfluxStatus) -> None:
