@@ -26,7 +26,14 @@
       discovered_about: 'Perangkat yang tidak ada di konfigurasi. Yang tidak dikenal boleh dilupakan; yang ingin dipertahankan, tambahkan di devices:.',
       discovered_count: '{n} dari {total} ditampilkan', forget: 'Lupakan', action: 'Tindakan',
       forget_label: 'Lupakan {id}', forget_confirm: 'Lupakan perangkat {id}? Ia ditemukan lagi bila mengirim lagi.',
-      forget_failed: 'Gagal melupakan {id}: {why}'
+      forget_failed: 'Gagal melupakan {id}: {why}',
+      disk_title: 'Kartu SD', s_disk: 'Kartu SD', free: 'kosong',
+      disk_ok: 'baik', disk_low: 'hampir penuh', disk_disk_full: 'PENUH', disk_io_error: 'RUSAK (I/O error)',
+      disk_low_text: 'Sisa {free}, di bawah cadangan {reserve}: spool membuang bacaan tertua agar kartu tidak penuh.',
+      disk_full_text: 'Kartu SD penuh (sisa {free}). Bacaan baru tidak disimpan dan tidak dikonfirmasi; broker menyimpannya sampai ada ruang. Kosongkan ruang di kartu.',
+      disk_io_text: 'Kartu SD menolak menulis ({error}). Periksa atau ganti kartu.',
+      notice: '{file}: rusak saat mulai ({detail}); dipindah ke {aside}; {salvaged} baris diselamatkan, {lost} hilang.',
+      unknown_n: 'tidak diketahui', acknowledge: 'Sudah dibaca', ack_failed: 'Gagal: {why}'
     },
     en: {
       skip: 'Skip to content', op_title: 'Operator page', logout: 'Log out',
@@ -50,7 +57,14 @@
       discovered_about: 'Devices that are not in the config. Forget the ones nobody knows; to keep one, add it under devices:.',
       discovered_count: 'showing {n} of {total}', forget: 'Forget', action: 'Action',
       forget_label: 'Forget {id}', forget_confirm: 'Forget device {id}? It is discovered again if it sends again.',
-      forget_failed: 'Could not forget {id}: {why}'
+      forget_failed: 'Could not forget {id}: {why}',
+      disk_title: 'SD card', s_disk: 'SD card', free: 'free',
+      disk_ok: 'ok', disk_low: 'low', disk_disk_full: 'FULL', disk_io_error: 'FAILING (I/O error)',
+      disk_low_text: '{free} free, under the {reserve} reserve: the spool evicts its oldest readings so the card does not fill.',
+      disk_full_text: 'The SD card is full ({free} free). New readings are neither stored nor acknowledged; the broker keeps them until there is room. Make room on the card.',
+      disk_io_text: 'The SD card refuses writes ({error}). Check or replace the card.',
+      notice: '{file}: damaged at start ({detail}); moved to {aside}; {salvaged} rows kept, {lost} lost.',
+      unknown_n: 'unknown', acknowledge: 'Acknowledge', ack_failed: 'Failed: {why}'
     }
   });
 
@@ -319,6 +333,66 @@
     row(t('s_counts'), [c.received, c.readings, c.rejected, c.written].map(function (v) { return GG.num(v, 0); }).join(' / '));
     row(t('s_tables'), GG.num(sp.dead_letter_rows, 0) + ' / ' + GG.num(sp.quarantine_rows, 0));
     if (c.evicted) { row(t('s_evicted'), GG.num(c.evicted, 0)); }
+    var dk = s.disk || {};
+    if (dk.state) {
+      row(t('s_disk'), t('disk_' + dk.state) + ' · ' + bytes(dk.free_bytes) + ' ' + t('free'));
+    }
+    renderDisk(dk);
+  }
+
+  function bytes(n) {
+    if (n === null || n === undefined) { return '–'; }
+    if (n >= 1073741824) { return GG.num(n / 1073741824, 1) + ' GiB'; }
+    if (n >= 1048576) { return GG.num(n / 1048576, 1) + ' MiB'; }
+    return GG.num(n / 1024, 0) + ' KiB';
+  }
+
+  // The card's trouble, in words a technician acts on; each damaged file set aside at start
+  // stays listed until someone acknowledges it.
+  function renderDisk(dk) {
+    var section = $('disk-section'), notices = dk.notices || [];
+    var bad = dk.state && dk.state !== 'ok';
+    section.hidden = !bad && !notices.length;
+    section.className = 'card disk' + (dk.state === 'low' ? ' low' : '');
+    var failing = dk.failing || {}, first = Object.keys(failing)[0];
+    var text = '';
+    if (dk.state === 'low') {
+      text = t('disk_low_text', { free: bytes(dk.free_bytes), reserve: bytes(dk.min_free_bytes) });
+    } else if (dk.state === 'disk_full') {
+      text = t('disk_full_text', { free: bytes(dk.free_bytes) });
+    } else if (dk.state === 'io_error') {
+      text = t('disk_io_text', { error: first ? first + ': ' + failing[first].error : '' });
+    }
+    $('disk-state').textContent = text;
+    var list = $('disk-notices');
+    list.textContent = '';
+    notices.forEach(function (n) {
+      var button = el('button', { type: 'button', 'class': 'btn', text: t('acknowledge') });
+      button.addEventListener('click', function () { acknowledge(n.id, button); });
+      list.appendChild(el('li', null, [t('notice', {
+        file: n.file, detail: n.detail, aside: n.set_aside_as || '–', salvaged: GG.num(n.salvaged, 0),
+        lost: n.lost === null || n.lost === undefined ? t('unknown_n') : GG.num(n.lost, 0)
+      }), button]));
+    });
+  }
+
+  function acknowledge(id, button) {
+    button.disabled = true;
+    $('disk-error').textContent = '';
+    fetch('/api/v1/disk/notices/' + encodeURIComponent(id) + '/acknowledge', {
+      method: 'POST', credentials: 'same-origin', headers: { Accept: 'application/json' }
+    }).then(function (r) {
+      if (r.status === 401) { showLogin(); return; }
+      if (!r.ok) {
+        button.disabled = false;
+        $('disk-error').textContent = t('ack_failed', { why: 'HTTP ' + r.status });
+        return;
+      }
+      refresh();
+    }, function () {
+      button.disabled = false;
+      $('disk-error').textContent = t('ack_failed', { why: t('unreachable') });
+    });
   }
 
   function numericFields(d) {

@@ -32,7 +32,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from gateway.app.sdnotify import Notifier
@@ -43,6 +46,8 @@ from gateway.core.clock import SYSTEM_CLOCK, Clock
 from gateway.core.disk import DiskHealth
 from gateway.core.disk import Transition as DiskTransition
 from gateway.core.errors import SpoolError
+from gateway.core.salvage import TableSalvage, set_aside
+from gateway.core.salvage import check as check_file
 from gateway.core.status import DeviceView, OutageView, ResidentView, SiteView, Status
 from gateway.park.alerts import Alerter, Subject
 from gateway.park.health import health_point
@@ -81,6 +86,8 @@ log = logging.getLogger(__name__)
 
 __version__ = "0.1.0"
 
+STATE_FILE = "state.sqlite3"
+HISTORY_FILE = "history.sqlite3"
 SEEN_KEEP_NS = 3600 * 10**9
 HOUSEKEEPING_S = 60.0
 # What a stop may take beyond shutdown_grace_s (MQTT goodbye, the API, the spool's checkpoint):
@@ -136,7 +143,7 @@ class Gateway:
             config.data_dir.mkdir(parents=True, exist_ok=True)
         self.disk = DiskHealth(config.data_dir, min_free_bytes=config.spool.min_free_bytes,
                                clock=clock)
-        self.disk.listeners.append(self._disk_alert)
+        damaged = self._set_aside_damaged()
         spool_path = config.data_dir / SPOOL_FILE
         self.spool = Spool.open(
             spool_path,
@@ -149,6 +156,8 @@ class Gateway:
             unsynced_max_rows=config.clock.unsynced_max_rows,
         )
         exit.push_async_callback(self._close_spool)
+        if SPOOL_FILE in damaged:
+            self._salvaged(SPOOL_FILE, damaged[SPOOL_FILE], "spool", self.spool.db.salvage_from)
         self.seen = SeenLookup(spool_path)
         exit.callback(self.seen.close)
         self.timesync = TimeSync.from_config(config.clock, source=self._time_source,
@@ -188,8 +197,11 @@ class Gateway:
             create_database=influx.create_database and influx.api == "v1",
             time_guard=self.timesync.refuse_reason,
         )
-        self.registry = Registry(config.data_dir / "state.sqlite3", disk=self.disk)
+        self.registry = Registry(config.data_dir / STATE_FILE, disk=self.disk)
         exit.callback(self.registry.close)
+        if STATE_FILE in damaged:
+            self._salvaged(STATE_FILE, damaged[STATE_FILE], "devices",
+                           self.registry.salvage_from)
         self.liveness = Liveness(
             registry=self.registry, config=config.liveness, devices=config.devices,
             gateway_id=config.gateway.id, site=config.gateway.site, clock=clock,
@@ -225,6 +237,10 @@ class Gateway:
         self.alerter = Alerter(config.alerts, clock=clock, gateway_id=config.gateway.id,
                                site=config.gateway.site)
         exit.push_async_callback(self.alerter.aclose)
+        self.disk.listeners.append(self._disk_alert)
+        if self.disk.state != "ok":  # already full while the files were opened
+            self._disk_alert(DiskTransition(old="ok", new=self.disk.state,
+                                            at_ns=clock.now_ns(), detail="at start"))
         self.liveness.listeners.append(self._alert)
         self.liveness.forget_listeners.append(lambda d, why: self.alerter.forget(d.id))
         self.serial = [
@@ -256,7 +272,7 @@ class Gateway:
         self.history: History | None = None
         if config.history.enabled:
             self.history = History(
-                config.data_dir / "history.sqlite3", clock=clock,
+                config.data_dir / HISTORY_FILE, clock=clock,
                 tiers=[Tier(t.step_s, t.keep_s) for t in config.history.tiers],
                 max_series=config.history.max_series, disk=self.disk)
             exit.callback(self.history.close)
@@ -295,6 +311,44 @@ class Gateway:
             mqtt=self.mqtt, pipeline=self.pipeline, committer=self.committer,
             liveness=self.liveness, wifi=self.wifi, timesync=self.timesync,
             alerter=self.alerter, serial=self.serial, modbus=self.modbus, disk=self.disk)
+
+    def _set_aside_damaged(self) -> dict[str, tuple[Path, str]]:
+        """Each SQLite file checked before it is opened; a damaged one is moved aside (its
+        name, where it went, what SQLite said). The history is derived: it starts fresh here.
+        The spool and the state are salvaged into their fresh files once those are open."""
+        damaged: dict[str, tuple[Path, str]] = {}
+        for name in (SPOOL_FILE, STATE_FILE, HISTORY_FILE):
+            path = self.config.data_dir / name
+            problem = check_file(path)
+            if problem is None:
+                continue
+            aside = set_aside(path, now=datetime.now(UTC))
+            damaged[name] = (aside, problem)
+            if name == HISTORY_FILE:
+                log.error("damaged file %s (%s): set aside as %s; the charts start fresh (the "
+                          "readings themselves are in InfluxDB)", path, problem, aside.name)
+                self.disk.damaged(file="history", action="set_aside", detail=problem,
+                                  set_aside_as=aside.name)
+        return damaged
+
+    def _salvaged(self, name: str, damaged: tuple[Path, str], main: str,
+                  salvage_from: Callable[[Path], list[TableSalvage]]) -> None:
+        """What could be read of a damaged file, copied into its fresh one: logged, noticed."""
+        aside, problem = damaged
+        path = self.config.data_dir / name
+        try:
+            tables = salvage_from(aside)
+        except sqlite3.Error as exc:  # the fresh file refused (a full card): nothing copied
+            tables = [TableSalvage(main, 0, None, f"copy failed: {exc}")]
+        first = next((t for t in tables if t.table == main), None)
+        copied = first.copied if first is not None else 0
+        lost = first.lost if first is not None else None
+        counts = ", ".join(f"{t.table}={t.copied}" for t in tables if t.copied)
+        log.error("damaged file %s (%s): set aside as %s; salvaged %s rows=%d lost=%s "
+                  "(all tables: %s)", path, problem, aside.name, main, copied,
+                  "unknown" if lost is None else lost, counts or "none")
+        self.disk.damaged(file=name.removesuffix(".sqlite3"), action="salvaged",
+                          detail=problem, set_aside_as=aside.name, salvaged=copied, lost=lost)
 
     async def _close_spool(self) -> None:
         st = self.spool.statistics()
@@ -390,6 +444,9 @@ class Gateway:
 
     def forget_device(self, device: str) -> str:
         return self.liveness.forget(device)
+
+    def acknowledge_disk_notice(self, notice_id: int) -> bool:
+        return self.disk.acknowledge(notice_id)
 
     def outages_view(self, *, device: str | None = None, site: str | None = None,
                      since_ns: int | None = None, ongoing: bool | None = None,

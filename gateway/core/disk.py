@@ -12,7 +12,8 @@ From those reports and ``statvfs`` of ``data_dir``, :meth:`DiskHealth.snapshot` 
 - ``ok``;
 - ``low``: free space under ``spool.min_free_bytes``; the spool stops growing and evicts its
   oldest rows (counted) to keep the reserve;
-- ``disk_full``: a write failed for want of space (``SQLITE_FULL``, ``ENOSPC``);
+- ``disk_full``: a write failed for want of space (``SQLITE_FULL``, ``ENOSPC``), or less than
+  256 KiB is free;
 - ``io_error``: a write failed otherwise (``SQLITE_IOERR``, a read-only or vanished card).
 
 A write failure is logged at most once a minute per file, with the count since; the change of
@@ -210,6 +211,8 @@ class DiskHealth:
             return "disk_full"
         if "io" in kinds:
             return "io_error"
+        if free is not None and free < NEARLY_FULL_BYTES:
+            return "disk_full"  # nothing refused yet, but nothing new will fit
         if free is not None and free < self.min_free_bytes:
             return "low"
         return "ok"
@@ -289,6 +292,7 @@ class DiskHealth:
         return self._state
 
     def snapshot(self) -> dict[str, Any]:
+        self._update(detail="free space")  # statvfs is cheap: the status is always current
         space = self._free(self.data_dir)
         failing = {f: {"failure": k, "error": m, "since_ns": s}
                    for f, (k, m, s) in sorted(self._failing.items())}

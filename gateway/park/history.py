@@ -223,6 +223,7 @@ class History:
                 key = (device, field)
                 if key not in self._series:
                     self._series[key] = [{} for _ in self._tiers]
+                if key not in self._newest:  # also a series held in memory before it opened
                     self._newest[key] = [-1] * len(self._tiers)
                 self._newest[key][i] = int(newest)
                 row = db.execute("SELECT device, field FROM rollup WHERE tier_step = ?"

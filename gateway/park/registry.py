@@ -31,6 +31,7 @@ from typing import Any
 
 from devices.reading import FieldValue
 from gateway.core.disk import DiskHealth, classify, statvfs_free
+from gateway.core.salvage import TableSalvage, salvage
 from gateway.core.sqlite import SqliteFile, transaction
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,11 @@ class Registry:
     @property
     def _db(self) -> sqlite3.Connection:
         return self._file.db
+
+    def salvage_from(self, damaged: Path) -> list[TableSalvage]:
+        """Copy what can still be read of a damaged state file (set aside) into this one."""
+        return salvage(damaged, self._db, ("devices", "outages", "unobserved", "gateway",
+                                           "documents"))
 
     def close(self) -> None:
         self._file.close()

@@ -53,6 +53,7 @@ from typing import Any, Literal, Protocol
 from gateway.config import ClockConfig
 from gateway.core.aio import clock_sleep_or_event
 from gateway.core.clock import Clock, SystemClock
+from gateway.core.errors import SpoolError
 from gateway.store.spool import HeldLine, Spool
 
 log = logging.getLogger(__name__)
@@ -260,6 +261,7 @@ class TimeSync:
         self.boot_id = source.boot_id()
         self._trusted = False
         self._counts = _Counts()
+        self._earlier_boots_done = False
         # wall - boottime at the last check that did not believe the clock: the step is
         # measured against it when the verdict flips.
         self._untrusted_offset: int | None = None
@@ -353,7 +355,11 @@ class TimeSync:
         """At start: held rows of an earlier boot go to ``unsynced``."""
         if self._spool is None:
             return 0
-        moved = await self._spool.keep_apart(self.boot_id, reason=EARLIER_BOOT)
+        try:
+            moved = await self._spool.keep_apart(self.boot_id, reason=EARLIER_BOOT)
+        except SpoolError:
+            return 0  # a full card (the spool reported it): tried again at the next check
+        self._earlier_boots_done = True
         if moved:
             self._counts.kept_apart += moved
             log.warning("held readings of an earlier boot kept apart: rows=%d in table "
@@ -368,7 +374,10 @@ class TimeSync:
         offset = self.source.wall_ns() - self.source.boottime_ns()
         released = 0
         while True:
-            n = await self._spool.release_held(self.boot_id, offset)
+            try:
+                n = await self._spool.release_held(self.boot_id, offset)
+            except SpoolError:
+                break  # a full card (the spool reported it): they wait, held, for next time
             if not n:
                 break
             released += n
@@ -381,6 +390,8 @@ class TimeSync:
         """Check the clock and release what waits; cancellation is the way to stop."""
         await self.keep_earlier_boots_apart()
         while True:
+            if not self._earlier_boots_done:
+                await self.keep_earlier_boots_apart()
             self.check()
             held_event = self._spool.held_appended if self._spool is not None else None
             if held_event is not None:

@@ -44,6 +44,8 @@ from typing import Any, Literal
 
 from gateway.core.disk import DiskHealth, NotOpen, classify, statvfs_free
 from gateway.core.errors import SpoolError
+from gateway.core.ratelog import RateLimitedLog
+from gateway.core.salvage import TableSalvage, salvage
 from gateway.core.sqlite import SqliteFile, transaction
 from gateway.store.lineproto import split_time
 
@@ -75,6 +77,9 @@ COUNTERS = ("spooled", "written", "evicted", "quarantined", "dead_lettered")
 # Of ``evicted``, those evicted to keep spool.min_free_bytes free on the card (the rest: to stay
 # under spool.max_bytes).
 SPACE_COUNTERS = ("evicted_for_reserve",)
+
+# What a damaged spool's salvage copies, the unsent lines first.
+SALVAGED_TABLES = ("spool", "held", "unsynced", "quarantine", "dead_letter", "seen", "counters")
 
 # The WAL's share of spool.max_bytes: an eighth, within these bounds.
 WAL_MIN_BYTES = 64 * 1024
@@ -172,6 +177,8 @@ class SpoolDB:
         self._space_totals = dict.fromkeys(SPACE_COUNTERS, 0)
         self._oldest_time_ns: int | None = None
         self._last_prune = 0.0
+        # Eviction goes on at every commit while an outage lasts: a line a minute says so.
+        self._ratelog = RateLimitedLog(log, 60.0)
         self._file = SqliteFile(path, self._setup, check_same_thread=False,
                                 on_open=self._load, retry_s=retry_s)
         error = self._file.error
@@ -233,6 +240,15 @@ class SpoolDB:
                 self._totals[name] = int(value)
         row = db.execute("SELECT line FROM spool ORDER BY id LIMIT 1").fetchone()
         self._oldest_time_ns = None if row is None else split_time(str(row[0]))[1]
+
+    def salvage_from(self, damaged: Path) -> list[TableSalvage]:
+        """Copy what can still be read of a damaged spool file (set aside) into this one, and
+        count again. Every table: the unsent lines, held and kept-apart readings, quarantine,
+        dead letters, redelivery keys, the lifetime counters."""
+        db = self._db
+        results = salvage(damaged, db, SALVAGED_TABLES)
+        self._load(db)
+        return results
 
     def _scalar(self, sql: str, *args: Any) -> Any:
         return self._db.execute(sql, args).fetchone()[0]
@@ -339,11 +355,15 @@ class SpoolDB:
         self._clock_totals["refused_time"] += len(refused)
         self._space_totals["evicted_for_reserve"] += for_reserve
         if held_evicted:
-            log.warning("held readings over clock.held_max_rows=%d: evicted=%d oldest",
-                        self.held_max_rows, held_evicted)
+            self._ratelog.warning(("spool", "held_evicted"),
+                                  "held readings over clock.held_max_rows=%d: evicted=%d oldest",
+                                  self.held_max_rows, held_evicted)
         if for_reserve:
-            log.warning("disk low: evicted=%d oldest spool rows to keep spool.min_free_bytes=%d "
-                        "free", for_reserve, self.min_free_bytes)
+            self._ratelog.warning(("spool", "evicted_for_reserve"),
+                                  "disk low: evicted=%d oldest spool rows to keep "
+                                  "spool.min_free_bytes=%d free (%d so far)", for_reserve,
+                                  self.min_free_bytes,
+                                  self._space_totals["evicted_for_reserve"])
         if self._rows == 0 and lines:
             self._oldest_time_ns = split_time(lines[0])[1]
         self._rows += len(lines) - evicted
@@ -363,18 +383,23 @@ class SpoolDB:
         free = int(db.execute("PRAGMA freelist_count").fetchone()[0])
         return count, free
 
-    def _page_limit(self, page_count: int) -> tuple[int, bool]:
-        """How many pages the file may have now, and whether the card's free-space reserve
-        (not ``max_bytes``) is what sets it."""
+    def _page_limit(self, page_count: int, need: int) -> tuple[int, bool]:
+        """How many pages the file may have now, for a transaction of ``need`` pages, and
+        whether the card's free-space reserve (not ``max_bytes``) is what sets it."""
         cap = self._cap_pages
         if self.min_free_bytes <= 0:
             return cap, False
         space = self._free(self.path.parent)
         if space is None:
             return cap, False
-        # The WAL may still grow to its bound: that room is not the database's.
-        wal_growth = max(0, 2 * self.wal_bytes - _file_size(_wal(self.path)))
-        spare = max(0, space[0] - self.min_free_bytes - wal_growth) // self._page_size
+        # The WAL may still grow to its bound, and past it by one transaction's frames before
+        # the checkpoint: that room is not the database's.
+        frames = (need + 8) * (self._page_size + 24)
+        wal_growth = max(0, self.wal_bytes + frames - _file_size(_wal(self.path)))
+        # Pages written only to the WAL so far take their place in the file at the checkpoint.
+        db_growth = max(0, page_count * self._page_size - _file_size(self.path))
+        spare = max(0, space[0] - self.min_free_bytes - wal_growth - db_growth) \
+            // self._page_size
         if page_count + spare >= cap:
             return cap, False
         return page_count + spare, True
@@ -385,10 +410,10 @@ class SpoolDB:
         then stops any write that would still outgrow them. Returns (rows evicted, their
         bytes, how many of them for the card's reserve)."""
         page_count, free_pages = self._pages(db)
-        limit, for_reserve = self._page_limit(page_count)
-        db.execute(f"PRAGMA max_page_count={max(limit, page_count)}")
         # Half again for the b-tree's cells and pages left part-full, and the index pages.
         need = incoming * 3 // (2 * self._page_size) + 4
+        limit, for_reserve = self._page_limit(page_count, need)
+        db.execute(f"PRAGMA max_page_count={max(limit, page_count)}")
         evicted, freed = 0, 0
         while page_count - free_pages + need > limit:
             want = (page_count - free_pages + need - limit) * self._page_size
@@ -732,6 +757,7 @@ class Spool:
         # Refused writes are reported here (full card, I/O error), then raised to the caller,
         # which keeps what it could not commit and tries again.
         self.disk = disk
+        self._ratelog = RateLimitedLog(log, 60.0)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
         # Set after each commit so the forwarder wakes without polling.
         self.appended = asyncio.Event()
@@ -776,7 +802,9 @@ class Spool:
         if held:
             self.held_appended.set()
         if evicted:
-            log.warning("spool full: evicted=%d oldest rows to stay under max_bytes=%d",
+            self._ratelog.warning(("spool", "evicted"),
+                                  "spool full: evicted=%d oldest rows to stay under "
+                                  "max_bytes=%d",
                         evicted, self.db.max_bytes)
         return evicted
 

@@ -61,6 +61,7 @@ class StatusProvider(Protocol):
                      offset: int = 0) -> tuple[int, list[DeviceView]]: ...
 
     def forget_device(self, device: str) -> str: ...
+    def acknowledge_disk_notice(self, notice_id: int) -> bool: ...
 
     def outages_view(self, *, device: str | None = None, site: str | None = None,
                      since_ns: int | None = None, ongoing: bool | None = None,
@@ -97,6 +98,11 @@ class Session(BaseModel):
 
 class SessionRequest(BaseModel):
     token: str = Field(min_length=1, max_length=4096)
+
+
+class Acknowledged(BaseModel):
+    id: int
+    acknowledged: bool
 
 
 class Forgotten(BaseModel):
@@ -329,6 +335,17 @@ def create_app(gateway: StatusProvider, *, config: ApiConfig, auth: OperatorAuth
             raise HTTPException(status_code=409, detail=f"{device!r} is in the device list "
                                 "(or is this gateway): remove it from the config instead")
         return Forgotten(id=device, forgotten=True)
+
+    @app.post("/api/v1/disk/notices/{notice_id}/acknowledge", response_model=Acknowledged,
+              tags=["operator"], dependencies=[Operator], responses={
+                  **unauthorized, 404: {"model": Problem, "description": "No such notice"}})
+    async def acknowledge_disk_notice(
+            notice_id: int = FastPath(ge=1, le=2**31)) -> Acknowledged:
+        """An operator has read that a damaged file was set aside at start: it leaves the
+        status (``disk.notices``) and doctor; it stays in ``data_dir/disk-notices.json``."""
+        if not gateway.acknowledge_disk_notice(notice_id):
+            raise HTTPException(status_code=404, detail=f"no disk notice {notice_id}")
+        return Acknowledged(id=notice_id, acknowledged=True)
 
     @app.get("/api/v1/outages", response_model=list[OutageView], tags=["operator"],
              dependencies=[Operator], responses=unauthorized)

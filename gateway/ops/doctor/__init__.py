@@ -46,6 +46,7 @@ from gateway.ops.doctor.disk import (
     SPOOL_FULL_PCT,
     SPOOL_STALE_S,
     check_disk,
+    check_files,
     check_spool,
 )
 from gateway.ops.doctor.influx import check_influx
@@ -99,6 +100,7 @@ __all__ = [
     "check_clock",
     "check_config",
     "check_disk",
+    "check_files",
     "check_influx",
     "check_modbus_bus",
     "check_serial_source",

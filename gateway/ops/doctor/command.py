@@ -16,7 +16,7 @@ from gateway.ops.doctor.api import check_api
 from gateway.ops.doctor.broker import check_broker
 from gateway.ops.doctor.clock import ClockSources, check_clock
 from gateway.ops.doctor.config import SECRETS_ENV, check_config, doctor_env
-from gateway.ops.doctor.disk import check_disk, check_spool
+from gateway.ops.doctor.disk import check_disk, check_files, check_spool
 from gateway.ops.doctor.influx import check_influx
 from gateway.ops.doctor.ports import check_modbus_bus, check_serial_source
 from gateway.ops.doctor.runner import (
@@ -81,6 +81,7 @@ async def run_doctor(
     if loaded is not None:
         add("disk", "disk", t, lambda: check_disk(cfg))
         add("disk", "spool", t, lambda: check_spool(cfg, clock))
+        add("disk", "files", t, lambda: check_files(cfg))
     add("systemd", f"systemd {options.unit}", t + 1,
         lambda: check_systemd(options.unit, run, t))
     if loaded is not None:
