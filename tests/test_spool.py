@@ -191,7 +191,9 @@ def test_a_full_disk_is_reported_as_such_and_the_counts_stay_true(tmp_path: Path
         held = HeldLine("polder,device=p1 level_cm=1i", "boot-a", 5, 6)
         with pytest.raises(SpoolError, match="database or disk is full") as raised:
             db.append([line(i) for i in range(1, 2000)], dead=[dead], held=[held])
-        assert classify(raised.value.__cause__) == "full"
+        cause = raised.value.__cause__
+        assert cause is not None
+        assert classify(cause) == "full"
         st = db.statistics()
         assert (st.rows, st.dead_letter_rows, db.held_rows) == (1, 0, 0)
         filler.unlink()  # room again
