@@ -9,8 +9,10 @@ start and while running, takes nothing it cannot commit, and delivers it once sp
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -329,3 +331,59 @@ def test_free_bytes_helper_sees_the_filler(tmp_path: Path) -> None:
         assert free_bytes(card) >= 256 * 1024 - 4096
         filler.unlink()
         assert free_bytes(card) == before
+
+
+# -- what the card's state says, and to whom -------------------------------------------------
+
+
+def test_disk_health_tells_each_change_once_and_logs_refusals_once_a_minute(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    space = {"free": 10 * MiB}
+    disk = DiskHealth(tmp_path, min_free_bytes=2 * MiB, clock=clock,
+                      free=lambda _: (space["free"], 100 * MiB))
+    seen: list[tuple[str, str]] = []
+    disk.listeners.append(lambda t: seen.append((t.old, t.new)))
+    full = sqlite3.OperationalError("database or disk is full")
+    with caplog.at_level(logging.ERROR, logger="gateway.core.disk"):
+        for _ in range(500):
+            assert disk.failed("spool", "commit", full)
+        clock.advance(61)
+        assert disk.failed("spool", "commit", full)
+    refusals = [r.getMessage() for r in caplog.records if "disk full: spool" in r.getMessage()]
+    assert len(refusals) == 2
+    assert "(499 more like this not logged)" in refusals[1]
+    assert disk.snapshot()["write_failures"] == {"spool": 501}
+    assert not disk.failed("spool", "commit", ValueError("a bug"))  # not the card's: it rises
+    disk.succeeded("spool")
+    space["free"] = MiB  # under the reserve
+    assert disk.check_space() == "low"
+    space["free"] = 100 * 1024  # under 256 KiB: nothing new fits
+    assert disk.check_space() == "disk_full"
+    space["free"] = 10 * MiB
+    assert disk.check_space() == "ok"
+    assert seen == [("ok", "disk_full"), ("disk_full", "ok"), ("ok", "low"),
+                    ("low", "disk_full"), ("disk_full", "ok")]
+
+
+def test_doctor_says_disk_full_and_under_the_reserve(tmp_path: Path) -> None:
+    from gateway.config import validate_raw
+    from gateway.ops.doctor import check_disk
+
+    with small_card(tmp_path / "card", 4 * MiB) as card:
+        raw: dict[str, Any] = {
+            "data_dir": str(card / "data"), "gateway": {"id": "gw", "site": SITE},
+            "mqtt": {"host": "127.0.0.1"}, "influx": {"url": "http://127.0.0.1:1"},
+            "spool": {"max_bytes": MiB, "min_free_bytes": 2 * MiB}}
+        cfg = validate_raw(raw, env={}, base=tmp_path).config
+        (card / "data").mkdir()
+        filler = fill_card(card, leave_bytes=MiB)
+        (low,) = check_disk(cfg)
+        assert low.verdict == "WARN"
+        assert "under spool.min_free_bytes" in low.found
+        filler.unlink()
+        filler = fill_card(card)
+        (full,) = check_disk(cfg)
+        assert full.verdict == "FAIL"
+        assert full.found.startswith("disk full:")
+        assert "takes nothing it cannot commit" in full.fix
