@@ -387,3 +387,31 @@ def test_doctor_says_disk_full_and_under_the_reserve(tmp_path: Path) -> None:
         assert full.verdict == "FAIL"
         assert full.found.startswith("disk full:")
         assert "takes nothing it cannot commit" in full.fix
+
+
+async def test_a_refusing_card_raises_the_disk_alert_and_its_end_clears_it(
+        tmp_path: Path) -> None:
+    from gateway.app.gateway import Gateway
+    from gateway.config import validate_raw
+
+    raw: dict[str, Any] = {
+        "data_dir": str(tmp_path / "data"), "gateway": {"id": "gw-test", "site": SITE},
+        "mqtt": {"host": "127.0.0.1", "port": 1}, "influx": {"url": "http://127.0.0.1:1"},
+        "clock": {"require_sync": "no"},
+        "alerts": {"down_after_s": 300, "targets": [
+            {"kind": "webhook", "name": "it", "url": "http://127.0.0.1:9/hook"}]}}
+    cfg = validate_raw(raw, env={}, base=tmp_path).config
+    async with Gateway(cfg) as gw:
+        assert gw.alerter.statistics().waiting == 0
+        gw.disk.failed("spool", "commit", sqlite3.OperationalError("database or disk is full"))
+        assert gw.status().disk.state == "disk_full"
+        assert gw.alerter.statistics().waiting == 1  # the "disk" subject, down_after_s running
+        gw.disk.failed("state", "outage", sqlite3.OperationalError("database or disk is full"),
+                       lost=1)
+        assert gw.alerter.statistics().waiting == 1  # one card, one alert
+        gw.disk.succeeded("spool")
+        assert gw.alerter.statistics().waiting == 1  # the state file still refuses
+        gw.disk.succeeded("state")
+        stats = gw.alerter.statistics()
+        assert (stats.waiting, stats.suppressed) == (0, 1)  # back before the delay: nothing sent
+        assert gw.status().disk.not_recorded == {"outage": 1}
