@@ -200,8 +200,7 @@ class Gateway:
         self.registry = Registry(config.data_dir / STATE_FILE, disk=self.disk)
         exit.callback(self.registry.close)
         if STATE_FILE in damaged:
-            self._salvaged(STATE_FILE, damaged[STATE_FILE], "devices",
-                           self.registry.salvage_from)
+            self._salvaged(STATE_FILE, damaged[STATE_FILE], None, self.registry.salvage_from)
         self.liveness = Liveness(
             registry=self.registry, config=config.liveness, devices=config.devices,
             gateway_id=config.gateway.id, site=config.gateway.site, clock=clock,
@@ -331,21 +330,23 @@ class Gateway:
                                   set_aside_as=aside.name)
         return damaged
 
-    def _salvaged(self, name: str, damaged: tuple[Path, str], main: str,
+    def _salvaged(self, name: str, damaged: tuple[Path, str], main: str | None,
                   salvage_from: Callable[[Path], list[TableSalvage]]) -> None:
-        """What could be read of a damaged file, copied into its fresh one: logged, noticed."""
+        """What could be read of a damaged file, copied into its fresh one: logged, noticed.
+        The counts are ``main``'s (the spool's unsent lines), or all tables' together."""
         aside, problem = damaged
         path = self.config.data_dir / name
         try:
             tables = salvage_from(aside)
         except sqlite3.Error as exc:  # the fresh file refused (a full card): nothing copied
-            tables = [TableSalvage(main, 0, None, f"copy failed: {exc}")]
-        first = next((t for t in tables if t.table == main), None)
-        copied = first.copied if first is not None else 0
-        lost = first.lost if first is not None else None
+            tables = [TableSalvage(main or "all", 0, None, f"copy failed: {exc}")]
+        counted = [t for t in tables if main is None or t.table == main]
+        copied = sum(t.copied for t in counted)
+        known = [t.lost for t in counted if t.lost is not None]
+        lost = sum(known) if known else None
         counts = ", ".join(f"{t.table}={t.copied}" for t in tables if t.copied)
         log.error("damaged file %s (%s): set aside as %s; salvaged %s rows=%d lost=%s "
-                  "(all tables: %s)", path, problem, aside.name, main, copied,
+                  "(all tables: %s)", path, problem, aside.name, main or "all", copied,
                   "unknown" if lost is None else lost, counts or "none")
         self.disk.damaged(file=name.removesuffix(".sqlite3"), action="salvaged",
                           detail=problem, set_aside_as=aside.name, salvaged=copied, lost=lost)
