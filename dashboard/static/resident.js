@@ -16,6 +16,8 @@
       footer: 'Data dari sensor dan titik akses Wi-Fi di taman ini, diperbarui otomatis.',
       operator_link: 'Halaman petugas',
       wifi_normal: 'Normal', wifi_gangguan: 'Gangguan', wifi_mati: 'Mati', wifi_unknown: 'Belum ada data',
+      wifi_unmonitored: 'Tidak terpantau',
+      wifi_says_unmonitored: 'Gateway taman sedang tidak bisa melihat titik akses; Wi-Fi mungkin tetap menyala.',
       wifi_says_normal: 'Wi-Fi bisa dipakai.',
       wifi_says_gangguan: 'Sebagian titik akses mati; di beberapa tempat Wi-Fi mungkin tidak ada.',
       wifi_says_mati: 'Wi-Fi tidak bisa dipakai saat ini.',
@@ -46,6 +48,8 @@
       footer: "Data from this park's sensors and Wi-Fi access points, updated automatically.",
       operator_link: 'Staff page',
       wifi_normal: 'Working', wifi_gangguan: 'Disrupted', wifi_mati: 'Down', wifi_unknown: 'No data yet',
+      wifi_unmonitored: 'Not monitored',
+      wifi_says_unmonitored: "The park's gateway cannot see the access points right now; the Wi-Fi may well be working.",
       wifi_says_normal: 'You can use the Wi-Fi.',
       wifi_says_gangguan: 'Some access points are down; parts of the park may have no Wi-Fi.',
       wifi_says_mati: 'The Wi-Fi cannot be used right now.',
@@ -66,7 +70,7 @@
     }
   });
 
-  var ICON = { normal: '✓', gangguan: '!', mati: '✕', unknown: '?', waspada: '!', siaga: '!!', awas: '!!!',
+  var ICON = { normal: '✓', gangguan: '!', mati: '✕', unknown: '?', unmonitored: '⊘', waspada: '!', siaga: '!!', awas: '!!!',
     'not-measured': '⊘' };
   var $ = function (id) { return document.getElementById(id); };
   var data = null;

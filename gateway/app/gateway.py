@@ -53,6 +53,7 @@ from gateway.park.alerts import Alerter, Subject
 from gateway.park.health import health_point
 from gateway.park.history import History, Tier
 from gateway.park.liveness import (
+    BROKER_DOWN,
     DEFAULT_INTERVAL_S,
     PORT_GONE,
     ComponentTransition,
@@ -228,6 +229,7 @@ class Gateway:
             status_topic=(gateway_status_topic(config.gateway.site, config.gateway.id)
                           if publish_states else None),
             on_connected=self._connected if publish_states else None,
+            on_link=self._broker_link,
         )
         self.states = StatePublisher(liveness=self.liveness, publish=self.mqtt.publish)
         if publish_states:
@@ -267,6 +269,7 @@ class Gateway:
             for b in config.modbus
         ]
         self._watch_polled(config)
+        self.liveness.add_link("broker", self._fed_over_mqtt)
         self.liveness.component_listeners.append(self._component_alert)
         self.history: History | None = None
         if config.history.enabled:
@@ -398,6 +401,21 @@ class Gateway:
                     interval_s=src.interval_s or DEFAULT_INTERVAL_S, kind=opts.measurement,
                     source=f"serial {src.name}"))
             self.liveness.add_link(f"serial:{src.name}", _reads(source.devices))
+
+    def _fed_over_mqtt(self, d: Device) -> bool:
+        """Heard through the park's broker: every device but the gateway and those a serial or
+        Modbus source reads."""
+        if d.origin == "gateway" or self.liveness.is_polled(d.id):
+            return False
+        return not any(d.id in source.devices for source in self.serial)
+
+    def _broker_link(self, up: bool, reason: str | None) -> None:
+        """The gateway's own link to the broker: while it is down nobody can see the devices
+        behind it, so they are unmonitored (not offline) and the broker has the outage."""
+        if up:
+            self.liveness.link_up("broker", "connected")
+        else:
+            self.liveness.link_down("broker", BROKER_DOWN, reason)
 
     def _port_state(self, component: str) -> Callable[[PortState, str | None], None]:
         """What a serial port's changes mean for liveness: gone → its devices unmonitored."""
@@ -686,6 +704,9 @@ def _component_cause_id(cause: str | None, detail: str | None) -> str | None:
     """A component's outage cause in Bahasa Indonesia."""
     if cause == PORT_GONE:
         text = "adaptor USB dicabut atau hilang; perangkat di belakangnya tidak terpantau"
+        return f"{text} ({detail})" if detail else text
+    if cause == BROKER_DOWN:
+        text = "broker MQTT taman tidak terjangkau; perangkat MQTT tidak terpantau"
         return f"{text} ({detail})" if detail else text
     return cause
 

@@ -380,7 +380,7 @@ class QuarantineView(_Shape):
 
 
 class ResidentWifi(_Shape):
-    status: Literal["normal", "gangguan", "mati", "unknown"] = Field(
+    status: Literal["normal", "gangguan", "mati", "unmonitored", "unknown"] = Field(
         description="normal: every access point up; gangguan: some down; mati: none up")
     aps_up: int
     aps_total: int

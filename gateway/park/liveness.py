@@ -184,6 +184,10 @@ class Liveness:
         if self.discovery is not None:
             self.discovery.exempt(device)
 
+    def is_polled(self, device: str) -> bool:
+        """Whether a source asks ``device`` (a Modbus slave) or hears it at a set rate."""
+        return device in self._polled
+
     def add_link(self, component: str, members: Callable[[Device], bool] | Iterable[str]
                  ) -> None:
         """Devices read through ``component`` (a predicate, or their ids)."""

@@ -4,7 +4,8 @@ Words a resident understands, decided here and not in the browser, so the API, t
 the tests agree:
 
 - Wi-Fi ``normal`` (every access point up), ``gangguan`` (some down), ``mati`` (none up and at
-  least one known to be down), ``unknown`` (no access point heard yet);
+  least one known to be down), ``unmonitored`` (none up, none known down, and the gateway
+  cannot see some: its broker is down), ``unknown`` (no access point heard yet);
 - polder ``normal`` / ``waspada`` / ``siaga`` / ``awas`` from the configured thresholds
   (a level equal to a threshold is already that level), ``unknown`` without a value;
 - the polder *not measured* (``measured: false``, ``not_measured_since_ns``) while its sensor
@@ -24,7 +25,7 @@ from gateway.config import PagesConfig, Thresholds
 from gateway.park.registry import Device
 
 NS = 1_000_000_000
-WifiWord = Literal["normal", "gangguan", "mati", "unknown"]
+WifiWord = Literal["normal", "gangguan", "mati", "unmonitored", "unknown"]
 Level = Literal["normal", "waspada", "siaga", "awas", "unknown"]
 CLIENTS_FIELD = "wifi_clients"
 # The polder sensor's states in which the page shows no level at all.
@@ -34,7 +35,10 @@ NOT_MEASURED = frozenset({"offline", "unmonitored"})
 def wifi_word(states: Iterable[str]) -> WifiWord:
     states = list(states)
     up = states.count("online")
-    # An unmonitored access point is not known to be down: "mati" needs one that is.
+    # An unmonitored access point is not known to be down: "mati" needs one that is. None up,
+    # none known down and some the gateway cannot see (its broker is down): not monitored.
+    if states and up == 0 and "offline" not in states and "unmonitored" in states:
+        return "unmonitored"
     if not states or (up == 0 and "offline" not in states):
         return "unknown"
     if up == len(states):

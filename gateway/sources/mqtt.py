@@ -150,6 +150,7 @@ class MqttSource:
         clock: Clock = SYSTEM_CLOCK,
         on_connected: Callable[[], None] | None = None,
         status_topic: str | None = None,
+        on_link: Callable[[bool, str | None], None] | None = None,
     ) -> None:
         self._config = config
         self._client_id = client_id
@@ -159,6 +160,9 @@ class MqttSource:
         self._seen = seen
         self._clock = clock
         self._on_connected_hook = on_connected
+        # The gateway's own link to the broker: up after each CONNACK, down (with why) when a
+        # connection ends or cannot be made; a clean stop at shutdown is neither.
+        self._on_link = on_link
         # The gateway's own presence: last will "offline" registered with CONNECT, "online"
         # published after CONNACK, "offline" published by a clean shutdown; all retained.
         self._status_topic = status_topic
@@ -221,6 +225,8 @@ class MqttSource:
                 log.warning("mqtt broker=%s connection failed: %s", self.broker, self._last_error)
             finally:
                 self._teardown()
+            if self._on_link is not None and not self._paused:
+                self._on_link(False, self._last_error)
             if self._clock.monotonic() - started > 60:
                 self._backoff.reset()
             delay = self._backoff.next()
@@ -304,6 +310,8 @@ class MqttSource:
             self.publish(self._status_topic, b"online")
         log.info("mqtt connected broker=%s client_id=%s session_present=%s topics=%d",
                  self.broker, self._client_id, session_present, len(self._topics))
+        if self._on_link is not None:
+            self._on_link(True, None)
         if self._on_connected_hook is not None:
             self._on_connected_hook()
         misc = asyncio.create_task(self._misc_loop(client), name=f"mqtt[{self.broker}].misc")
