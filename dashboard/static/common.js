@@ -166,6 +166,6 @@
   window.GG = {
     add: add, t: t, setLang: setLang, lang: function () { return lang; }, locale: locale,
     applyStatic: applyStatic, onLang: onLang, num: num, ago: ago, when: when, duration: duration,
-    getJSON: getJSON, live: live, syncClock: syncClock, el: el
+    getJSON: getJSON, live: live, syncClock: syncClock, serverNowMs: serverNowMs, el: el
   };
 })();

@@ -34,7 +34,9 @@
       not_measured: 'Tidak terukur',
       not_measured_since: 'Tidak terukur sejak {when} ({ago}). Sensornya tidak terpantau; tinggi air lama tidak ditampilkan.',
       summary: 'terakhir {last}, terendah {lo}, tertinggi {hi}',
-      error: 'Data taman belum bisa diambil. Mencoba lagi…'
+      error: 'Data taman belum bisa diambil. Mencoba lagi…',
+      old_data: 'Data lama — terakhir {when}', old_data_none: 'Data lama',
+      unreachable: 'Gateway tidak terjangkau. Pembaruan terakhir {when}; semua angka di bawah adalah data lama.'
     },
     en: {
       title: 'Park Status', skip: 'Skip to content', updated: 'Updated',
@@ -66,11 +68,13 @@
       not_measured: 'Not measured',
       not_measured_since: 'Not measured since {when} ({ago}). Its sensor cannot be seen; no old level is shown.',
       summary: 'latest {last}, lowest {lo}, highest {hi}',
+      old_data: 'Old data — last {when}', old_data_none: 'Old data',
+      unreachable: 'The gateway cannot be reached. Last update {when}; every figure below is old.',
       error: 'Could not get the park data yet. Trying again…'
     }
   });
 
-  var ICON = { normal: '✓', gangguan: '!', mati: '✕', unknown: '?', unmonitored: '⊘', waspada: '!', siaga: '!!', awas: '!!!',
+  var ICON = { normal: '✓', gangguan: '!', mati: '✕', unknown: '?', unmonitored: '⊘', old: '…', waspada: '!', siaga: '!!', awas: '!!!',
     'not-measured': '⊘' };
   var $ = function (id) { return document.getElementById(id); };
   var data = null;
@@ -86,6 +90,34 @@
     if (w.textContent !== word) { w.textContent = word; }
   }
 
+  // When the live stream was lost (the page's clock, ms); null while it is on.
+  var lostSince = null;
+
+  function liveState() {
+    var node = $('live');
+    return node ? node.getAttribute('data-state') : 'on';
+  }
+
+  // Lost for longer than 2 x the keepalive: the gateway itself cannot be reached.
+  function unreachable() {
+    return lostSince !== null && data && Date.now() - lostSince > 1000 * (data.unreachable_after_s || 30);
+  }
+
+  // Older than pages.fresh_s by now, or the stream lost that long: old, whatever it said.
+  function isOld(ns) {
+    if (!data) { return true; }
+    var limitMs = 1000 * (data.fresh_s || 900);
+    if (lostSince !== null && Date.now() - lostSince > limitMs) { return true; }
+    return !ns || GG.serverNowMs() - ns / 1e6 > limitMs;
+  }
+
+  function hhmm(ns) {
+    return ns ? new Date(ns / 1e6).toLocaleTimeString(GG.lang() === 'id' ? 'id-ID' : 'en-GB',
+      { hour: '2-digit', minute: '2-digit' }) : '';
+  }
+
+  function oldWord(ns) { return ns ? t('old_data', { when: hhmm(ns) }) : t('old_data_none'); }
+
   function withUnit(v, unit) { return v === null || v === undefined ? t('no_data') : GG.num(v) + ' ' + unit; }
 
   function render() {
@@ -95,7 +127,11 @@
 
     var wifi = data.wifi || { status: 'unknown' };
     var ws = ICON[wifi.status] ? wifi.status : 'unknown';
-    status($('wifi-status'), ws, t('wifi_' + ws));
+    if (unreachable()) {
+      status($('wifi-status'), 'old', oldWord(data.updated_ns));
+    } else {
+      status($('wifi-status'), ws, t('wifi_' + ws));
+    }
     $('wifi-aps').textContent = t('wifi_says_' + ws) + (wifi.aps_total ? ' ' + t('aps', { up: wifi.aps_up, total: wifi.aps_total }) : '');
     $('clients').textContent = wifi.clients_now === null || wifi.clients_now === undefined ? '–' : GG.num(wifi.clients_now, 0);
 
@@ -106,6 +142,11 @@
       if (p.measured === false) {
         status($('polder-status'), 'not-measured', t('not_measured'));
         $('polder-value').textContent = '–';
+      } else if (p.value !== null && p.value !== undefined &&
+                 (p.stale || p.state !== 'online' || isOld(p.time_ns))) {
+        // Old: the last value stays readable, but no level colour is kept on it.
+        status($('polder-status'), 'old', oldWord(p.time_ns));
+        $('polder-value').textContent = withUnit(p.value, p.unit);
       } else {
         var lv = ICON[p.level] ? p.level : 'unknown';
         status($('polder-status'), lv, t('lvl_' + lv));
@@ -137,13 +178,31 @@
   // Relative times move on their own; only these texts are redrawn every few seconds.
   function tick() {
     if (!data) { return; }
+    var state = liveState();
+    if (state === 'on') { lostSince = null; }
+    else if (lostSince === null) { lostSince = Date.now(); }
+    var banner = $('unreachable');
+    var away = unreachable();
+    if (banner) {
+      banner.hidden = !away;
+      var text = away ? t('unreachable', { when: hhmm(data.updated_ns || data.time_ns) }) : '';
+      if (banner.textContent !== text) { banner.textContent = text; }
+    }
+    if (away !== wasAway || oldPolder() !== wasOld) { wasAway = away; wasOld = oldPolder(); render(); return; }
     $('updated').textContent = GG.ago(data.updated_ns);
     var p = data.polder;
     if (p && p.measured === false) {
       $('polder-time').textContent = p.not_measured_since_ns ? t('not_measured_since', { when: GG.when(p.not_measured_since_ns), ago: GG.ago(p.not_measured_since_ns) }) : t('not_measured');
     } else if (p) { $('polder-time').textContent = p.time_ns ? t('measured', { ago: GG.ago(p.time_ns) }) : ''; }
-    if (data.garden) { $('garden-time').textContent = data.garden.time_ns ? t('measured', { ago: GG.ago(data.garden.time_ns) }) : ''; }
+    if (data.garden) {
+      var gt = data.garden.time_ns;
+      $('garden-time').textContent = isOld(gt) || data.garden.stale ? oldWord(gt) + ' (' + GG.ago(gt) + ')'
+        : (gt ? t('measured', { ago: GG.ago(gt) }) : '');
+    }
   }
+
+  var wasAway = false, wasOld = false;
+  function oldPolder() { return !!(data && data.polder && isOld(data.polder.time_ns)); }
 
   function chartOpts(name) {
     var now = data.time_ns / 1e6;
@@ -205,7 +264,7 @@
     load();
     // Every (re)connection fetches the whole state once: events missed while away are not replayed.
     GG.live({ resident: accept }, function () { if (!first) { load(); loadCharts(); } first = false; });
-    setInterval(tick, 5000);
+    setInterval(tick, 1000);
     setInterval(loadCharts, 5 * 60e3);
   });
 })();

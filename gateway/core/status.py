@@ -419,6 +419,10 @@ class ResidentView(_Shape):
     name: str
     time_ns: int = Field(description="The gateway's clock, for '... minutes ago'")
     updated_ns: int | None = Field(description="When the park's devices were last heard")
+    fresh_s: float = Field(900.0, description="pages.fresh_s: older values are shown as old")
+    unreachable_after_s: float = Field(
+        30.0, description="The page says the gateway is unreachable once its live stream has "
+        "been lost this long (2 x api.sse_keepalive_s)")
     wifi: ResidentWifi
     polder: ResidentPolder | None
     garden: ResidentGarden | None

@@ -105,10 +105,12 @@ class ParkViews:
         site = self._config.gateway.site
         aps = [d for d in self._liveness.devices.values()
                if d.site == site and d.kind == self.ap_kind and d.origin != "removed"]
-        return ResidentView.model_validate(resident_view(
+        return ResidentView.model_validate({**resident_view(
             site=site, pages=self._config.pages, wifi_kind=self.ap_kind,
             devices=self._liveness.devices, clients_now=self.clients_now(aps),
-            now_ns=self._clock.now_ns()))
+            now_ns=self._clock.now_ns()),
+            "fresh_s": self._config.pages.fresh_s,
+            "unreachable_after_s": 2 * self._config.api.sse_keepalive_s})
 
     def clients_now(self, aps: Sequence[Device]) -> int | None:
         """Connected clients summed over the online access points that reported a count."""
