@@ -124,6 +124,9 @@ class HistoryView(BaseModel):
 def create_app(gateway: StatusProvider, *, config: ApiConfig, auth: OperatorAuth,
                events: EventHub, pages_dir: Path = PAGES) -> FastAPI:
     app = FastAPI(
+        # FastAPI's own /docs and /redoc load their files from a CDN and run an inline script:
+        # blank in a park (no internet) and under this CSP. /docs is the gateway's own page.
+        docs_url=None, redoc_url=None,
         title="Garden Gateway",
         summary="One park's gateway: residents' view, devices, uptime, spool and counts.",
         version="1",
@@ -390,6 +393,12 @@ def create_app(gateway: StatusProvider, *, config: ApiConfig, auth: OperatorAuth
         def operator_page() -> FileResponse:
             # The page itself holds nothing: it asks GET /api/v1/session before showing data.
             return FileResponse(pages_dir / "operator.html",
+                                headers={"Cache-Control": "no-cache"})
+
+        @app.get("/docs", include_in_schema=False)
+        def api_docs_page() -> FileResponse:
+            # The operations, laid out from /openapi.json by /static/apidocs.js: offline.
+            return FileResponse(pages_dir / "apidocs.html",
                                 headers={"Cache-Control": "no-cache"})
 
         app.mount("/static", StaticFiles(directory=pages_dir / "static"), name="static")
