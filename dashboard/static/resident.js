@@ -36,6 +36,7 @@
       summary: 'terakhir {last}, terendah {lo}, tertinggi {hi}',
       error: 'Data taman belum bisa diambil. Mencoba lagi…',
       old_data: 'Data lama — terakhir {when}', old_data_none: 'Data lama',
+      call: 'Darurat: telepon {n}',
       unreachable: 'Gateway tidak terjangkau. Pembaruan terakhir {when}; semua angka di bawah adalah data lama.'
     },
     en: {
@@ -69,6 +70,7 @@
       not_measured_since: 'Not measured since {when} ({ago}). Its sensor cannot be seen; no old level is shown.',
       summary: 'latest {last}, lowest {lo}, highest {hi}',
       old_data: 'Old data — last {when}', old_data_none: 'Old data',
+      call: 'Emergency: call {n}',
       unreachable: 'The gateway cannot be reached. Last update {when}; every figure below is old.',
       error: 'Could not get the park data yet. Trying again…'
     }
@@ -118,6 +120,25 @@
 
   function oldWord(ns) { return ns ? t('old_data', { when: hhmm(ns) }) : t('old_data_none'); }
 
+  // Siaga and Awas: the polder goes first, what to do is shown in full with the number to call,
+  // the levels' meaning is unfolded. Back to normal: the usual order again.
+  function loud(p, alarm) {
+    var section = $('polder'), grid = section.parentNode;
+    var box = $('polder-guidance');
+    box.hidden = !alarm;
+    var legend = section.querySelector('details.legend');
+    if (alarm) {
+      if (grid.firstElementChild !== section) { grid.insertBefore(section, grid.firstElementChild); }
+      $('polder-guidance-text').textContent = (p.guidance || {})[alarm] || '';
+      var n = p.emergency_number || '112', call = $('polder-call');
+      call.textContent = t('call', { n: n });
+      call.setAttribute('href', 'tel:' + n.replace(/[^0-9+]/g, ''));
+      if (legend) { legend.open = true; }
+    } else if (grid.firstElementChild === section) {
+      grid.insertBefore(section, $('garden'));
+    }
+  }
+
   function withUnit(v, unit) { return v === null || v === undefined ? t('no_data') : GG.num(v) + ' ' + unit; }
 
   function render() {
@@ -135,7 +156,7 @@
     $('wifi-aps').textContent = t('wifi_says_' + ws) + (wifi.aps_total ? ' ' + t('aps', { up: wifi.aps_up, total: wifi.aps_total }) : '');
     $('clients').textContent = wifi.clients_now === null || wifi.clients_now === undefined ? '–' : GG.num(wifi.clients_now, 0);
 
-    var p = data.polder;
+    var p = data.polder, alarm = null;
     $('polder').hidden = !p;
     if (p) {
       // Its sensor offline or unmonitored: "not measured", never an old level.
@@ -151,7 +172,9 @@
         var lv = ICON[p.level] ? p.level : 'unknown';
         status($('polder-status'), lv, t('lvl_' + lv));
         $('polder-value').textContent = withUnit(p.value, p.unit);
+        alarm = lv === 'siaga' || lv === 'awas' ? lv : null;
       }
+      loud(p, alarm);
       var th = p.thresholds || {};
       var vars = { w: GG.num(th.waspada), s: GG.num(th.siaga), a: GG.num(th.awas), u: p.unit };
       $('polder-thresholds').textContent = th.waspada === undefined ? '' : t('thresholds', vars);

@@ -470,6 +470,16 @@ class PolderPage(_Model):
     field: str = Field("level_cm", description="Its numeric field shown as the level")
     unit: str = Field("cm", description="The unit shown beside the value")
     thresholds: Thresholds = Field(description="Warning levels, in the field's unit; they rise")
+    # What residents must do at Siaga and Awas: the regency's own words (BPBD), shown in full.
+    siaga_guidance: str = Field(
+        "Bersiap. Jauhi tepi polder, amankan barang berharga dan dokumen, ikuti informasi "
+        "dari petugas.", description="What to do at Siaga, shown on the residents' page")
+    awas_guidance: str = Field(
+        "Bahaya banjir. Jauhi polder dan saluran air, pindah ke tempat yang lebih tinggi, "
+        "ikuti arahan petugas.", description="What to do at Awas, shown on the residents' page")
+    emergency_number: str = Field(
+        "112", pattern=r"^[0-9+][0-9 ()-]{1,19}$",
+        description="The number to call shown at Siaga and Awas (112, or the regency's BPBD)")
 
 
 class GardenPage(_Model):

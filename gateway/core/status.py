@@ -399,6 +399,9 @@ class ResidentPolder(_Shape):
                            "unmonitored: no level is shown (value and level are empty)")
     not_measured_since_ns: int | None = Field(
         None, description="Since when it is not measured (its sensor's state's start)")
+    guidance: dict[str, str] = Field(
+        default_factory=dict, description="siaga, awas: what to do (pages.polder.*_guidance)")
+    emergency_number: str | None = Field(None, description="The number to call at Siaga, Awas")
 
 
 class ResidentGarden(_Shape):

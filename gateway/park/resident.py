@@ -97,6 +97,8 @@ def resident_view(*, site: str, pages: PagesConfig, wifi_kind: str,
             "state": d.state if d is not None else "unknown",
             "measured": measured,
             "not_measured_since_ns": None if measured or d is None else d.since_ns,
+            "guidance": {"siaga": p.siaga_guidance, "awas": p.awas_guidance},
+            "emergency_number": p.emergency_number,
         }
         body["charts"]["polder"] = {"device": p.device, "field": p.field}
     if pages.garden is not None:
