@@ -46,6 +46,9 @@ SECRETS = (("mqtt", "password"), ("influx", "password"), ("influx", "token"),
 # Identifiers end up in MQTT topics and InfluxDB tags: keep them to a safe alphabet.
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
+# Where an installed gateway keeps its config (install.sh): every command's --config default.
+DEFAULT_CONFIG_PATH = Path("/etc/garden-gateway/config.yaml")
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")

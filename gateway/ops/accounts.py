@@ -53,7 +53,7 @@ from typing import Literal, get_args
 
 import yaml
 
-from gateway.config import BrokerConfig, Config, LoadedConfig
+from gateway.config import DEFAULT_CONFIG_PATH, BrokerConfig, Config, LoadedConfig
 from gateway.ops.run import EXIT_FAILED, EXIT_OK, EXIT_USAGE, load_config_or_report
 
 Kind = Literal["native", "tasmota", "esphome", "collectd", "topics", "gateway"]
@@ -63,7 +63,7 @@ DEVICE_KINDS: tuple[Kind, ...] = ("native", "tasmota", "esphome", "collectd", "t
 FORMAT_KIND: dict[str, Kind] = {"native": "native", "tasmota": "tasmota",
                                 "esphome": "esphome", "collectd": "collectd"}
 
-DEFAULT_CONFIG = Path("/etc/garden-gateway/config.yaml")
+DEFAULT_CONFIG = DEFAULT_CONFIG_PATH
 GATEWAY_ACCOUNT = "garden-gateway"
 
 # What the gateway (and the bridge, inside the broker) publish: no device may, whatever its

@@ -13,6 +13,8 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import errno
+import importlib.metadata
 import logging
 import math
 import signal
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from devices.simulators.garden import GardenSensor
 from devices.simulators.polder import REGISTERS, PolderSlave
+from gateway.config import DEFAULT_CONFIG_PATH
 from gateway.core import resources
 from gateway.core.errors import GatewayError
 from gateway.ops import accounts, doctor, simulate
@@ -59,9 +62,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(serve(loaded))
     except (OSError, GatewayError, ExceptionGroup) as exc:
+        taken = _port_in_use(exc)
+        if taken is not None:
+            api = loaded.config.api
+            print(f"garden-gateway: the API's port is in use by another program ({taken}); "
+                  f"stop that program (`sudo ss -ltnp` shows which) or set api.port (now "
+                  f"{api.port}) or api.tls.port in {args.config}", file=sys.stderr)
+            return EXIT_FAILED
         # A task that fails for good ends the process; systemd restarts it.
         log.exception("gateway failed: %s", exc)
         return EXIT_FAILED
+
+
+def _port_in_use(exc: BaseException) -> OSError | None:
+    """The "address already in use" inside ``exc`` (a TaskGroup's failure), if that is it."""
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _port_in_use(inner)
+            if found is not None:
+                return found
+    return None
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -204,8 +226,10 @@ def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     garden.add_argument("--interval", type=_positive, default=5.0,
                         help="seconds between lines (default 5)")
-    garden.add_argument("--format", choices=("kv", "json", "csv"), default="kv")
-    garden.add_argument("--checksum", choices=("none", "nmea"), default="none")
+    garden.add_argument("--format", choices=("kv", "json", "csv"), default="kv",
+                        help="how the simulated board prints its lines (default kv)")
+    garden.add_argument("--checksum", choices=("none", "nmea"), default="none",
+                        help="an NMEA-style *XX checksum after each line, or none (default)")
     garden.add_argument("--device", type=_device_id, default="kebun-1",
                         help="device id in the lines (default kebun-1)")
     garden.set_defaults(func=cmd_simulate)
@@ -218,17 +242,29 @@ def _example_config() -> Path | None:
         return None  # every command but the demo works without it; the demo says what is wrong
 
 
+def _version() -> str:
+    """The installed package's version (pyproject.toml), without importing the gateway."""
+    try:
+        return importlib.metadata.version("garden-gateway")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="garden-gateway",
         description="Park gateway: MQTT and serial sensors in, durable spool, InfluxDB out.",
     )
+    parser.add_argument("--version", action="version", version=f"garden-gateway {_version()}",
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the gateway")
-    run.add_argument("--config", type=Path, required=True, help="YAML config file")
+    run.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH,
+                     help=f"YAML config file (default {DEFAULT_CONFIG_PATH})")
     run.set_defaults(func=cmd_run)
     check = sub.add_parser("check-config", help="validate a config file (exit 2 when invalid)")
-    check.add_argument("--config", type=Path, required=True, help="YAML config file")
+    check.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH,
+                       help=f"YAML config file (default {DEFAULT_CONFIG_PATH})")
     check.set_defaults(func=cmd_check_config)
     demo = sub.add_parser(
         "demo", help="run the gateway and a simulated park against a private Mosquitto "
@@ -238,9 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
         "level station and a line-printing sensor) living through a day in --day-minutes; and "
         "the gateway with its pages. Ctrl-C stops everything.",
     )
-    demo.add_argument("--config", type=Path, default=_example_config())
+    demo.add_argument("--config", type=Path, default=_example_config(),
+                      help="the park's config to run (default: the shipped example)")
     demo.add_argument("--workdir", help="folder for the private servers (default: a new one)")
-    demo.add_argument("--api-port", type=int, default=8080)
+    demo.add_argument("--api-port", type=int, default=8080,
+                      help="port of the pages and the API (default 8080)")
     demo.add_argument("--day-minutes", type=_day_minutes, default=DEMO_DAY_MINUTES,
                       help="real minutes a simulated day takes (default "
                       f"{DEMO_DAY_MINUTES:g}; 1440: real time)")

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from gateway.config import LoadedConfig, load_config
 from gateway.core.errors import ConfigError
@@ -23,12 +25,39 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
+# The syslog priority of each level, for journald's "<N>" line prefix.
+_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6,
+             logging.DEBUG: 7}
+
+
+class JournalFormatter(logging.Formatter):
+    """Under systemd: no timestamp of our own (the journal stamps each line) and a ``<N>``
+    syslog priority prefix, so ``journalctl -p warning`` shows warnings and worse."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = next((p for level, p in sorted(_PRIORITY.items(), reverse=True)
+                         if record.levelno >= level), 7)
+        return f"<{priority}>{super().format(record)}"
+
+
+def to_journal(stream: Any = None) -> bool:
+    """Whether ``stream`` (stdout) is the journal: systemd sets JOURNAL_STREAM to its
+    device:inode (a pipe to a terminal or a file is not)."""
+    expected = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        st = os.fstat((stream or sys.stdout).fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return expected == f"{st.st_dev}:{st.st_ino}"
+
+
 def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        stream=sys.stdout,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler(sys.stdout)
+    if to_journal(sys.stdout):
+        handler.setFormatter(JournalFormatter("%(levelname)s %(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     # httpx logs every request at INFO; one line per batch is too chatty for an SD card.
     logging.getLogger("httpx").setLevel(logging.WARNING)
 

@@ -60,6 +60,8 @@ class QuietServer(uvicorn.Server):
         self.handshake_timeout_s = handshake_timeout_s
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        if sockets is None:
+            self._check_port()
         loop = asyncio.get_running_loop()
         if self.handshake_timeout_s is not None and self.config.ssl is not None:
             # uvicorn has no setting for it (asyncio's default is 60 s): a TLS client that
@@ -75,6 +77,19 @@ class QuietServer(uvicorn.Server):
             await super().startup(sockets)
         if self.started:
             self.listening.set()
+
+    def _check_port(self) -> None:
+        """Bind once ourselves first: uvicorn answers a taken port with sys.exit(1) and a line
+        on stderr; this raises the OSError (EADDRINUSE: `garden-gateway run` names api.port)."""
+        host, port = str(self.config.host), int(self.config.port)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}"
+                              ) from exc
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from gateway.config import DEFAULT_CONFIG_PATH
 from gateway.core.clock import SYSTEM_CLOCK, Clock
 from gateway.ops.doctor.accounts import check_accounts
 from gateway.ops.doctor.api import check_api
@@ -117,7 +118,8 @@ def _positive_seconds(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, required=True, help="YAML config file")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH,
+                        help=f"YAML config file (default {DEFAULT_CONFIG_PATH})")
     parser.add_argument("--timeout", type=_positive_seconds, default=5.0, metavar="S",
                         help="time limit of each network check, in seconds (default 5)")
     parser.add_argument("--line-wait", type=_seconds, default=3.0, metavar="S",
