@@ -33,7 +33,12 @@
       disk_full_text: 'Kartu SD penuh (sisa {free}). Bacaan baru tidak disimpan dan tidak dikonfirmasi; broker menyimpannya sampai ada ruang. Kosongkan ruang di kartu.',
       disk_io_text: 'Kartu SD menolak menulis ({error}). Periksa atau ganti kartu.',
       notice: '{file}: rusak saat mulai ({detail}); dipindah ke {aside}; {salvaged} baris diselamatkan, {lost} hilang.',
-      unknown_n: 'tidak diketahui', acknowledge: 'Sudah dibaca', ack_failed: 'Gagal: {why}'
+      unknown_n: 'tidak diketahui', acknowledge: 'Sudah dibaca', ack_failed: 'Gagal: {why}',
+      dev_summary: '{up} dari {total} perangkat menyala', dev_down: '{n} mati',
+      dev_unmonitored: '{n} tidak terpantau', dev_unknown: '{n} belum diketahui',
+      filter_label: 'Tampilkan', filter_all: 'Semua', filter_problem: 'Yang bermasalah',
+      gw_unreachable: 'Gateway tidak terjangkau. Data terakhir {when}; yang tampil di bawah adalah data lama.',
+      broker_down: 'Broker MQTT taman tidak terjangkau sejak {when}: perangkat MQTT tidak terpantau (bukan mati). Periksa Mosquitto: sudo systemctl status mosquitto.'
     },
     en: {
       skip: 'Skip to content', op_title: 'Operator page', logout: 'Log out',
@@ -64,7 +69,12 @@
       disk_full_text: 'The SD card is full ({free} free). New readings are neither stored nor acknowledged; the broker keeps them until there is room. Make room on the card.',
       disk_io_text: 'The SD card refuses writes ({error}). Check or replace the card.',
       notice: '{file}: damaged at start ({detail}); moved to {aside}; {salvaged} rows kept, {lost} lost.',
-      unknown_n: 'unknown', acknowledge: 'Acknowledge', ack_failed: 'Failed: {why}'
+      unknown_n: 'unknown', acknowledge: 'Acknowledge', ack_failed: 'Failed: {why}',
+      dev_summary: '{up} of {total} devices online', dev_down: '{n} offline',
+      dev_unmonitored: '{n} unmonitored', dev_unknown: '{n} unknown',
+      filter_label: 'Show', filter_all: 'All', filter_problem: 'With a problem',
+      gw_unreachable: 'The gateway cannot be reached. Last data {when}; what shows below is old.',
+      broker_down: "The park's MQTT broker cannot be reached since {when}: MQTT devices are unmonitored (not down). Check Mosquitto: sudo systemctl status mosquitto."
     }
   });
 
@@ -145,8 +155,11 @@
       if (!r[2].failed) { model.status = r[2]; }
       if (!r[3].failed) { model.dead = r[3]; }
       if (!r[4].failed) { model.quarantine = r[4]; }
-      $('app-error').hidden = !failed.length;
-      $('app-error').textContent = failed.length ? t('load_failed', { what: failed.join(', ') }) : '';
+      if (failed.length < r.length) { model.heardNs = Date.now() * 1e6; }
+      model.unreachable = failed.length === r.length;
+      var names = failed.map(sectionName).filter(function (v, i, a) { return a.indexOf(v) === i; });
+      $('app-error').hidden = !failed.length || model.unreachable;
+      $('app-error').textContent = failed.length ? t('load_failed', { what: names.join(', ') }) : '';
       render();
       fillChartSelects();
     }).catch(function (e) {
@@ -154,10 +167,49 @@
     });
   }
 
+  // What failed to load, in the page's words rather than API paths.
+  function sectionName(path) {
+    var p = String(path);
+    if (p.indexOf('origin=discovered') >= 0) { return t('discovered_title'); }
+    if (p.indexOf('/devices') >= 0) { return t('devices_title'); }
+    if (p.indexOf('/outages') >= 0) { return t('outages_title'); }
+    if (p.indexOf('/status') >= 0) { return t('summary_title'); }
+    if (p.indexOf('/dead-letters') >= 0) { return t('dead_title'); }
+    if (p.indexOf('/quarantine') >= 0) { return t('quarantine_title'); }
+    return p;
+  }
+
+  // Down first: what needs a technician is at the top.
+  var ORDER = { offline: 0, unmonitored: 1, unknown: 2, online: 3 };
+  function byTrouble(a, b) {
+    var d = (ORDER[a.state] === undefined ? 2 : ORDER[a.state]) - (ORDER[b.state] === undefined ? 2 : ORDER[b.state]);
+    return d || String(a.name || a.id).localeCompare(String(b.name || b.id));
+  }
+
+  function renderBanners() {
+    var banner = $('gw-banner'), s = model.status || {}, m = s.mqtt || {};
+    var text = '';
+    if (model.unreachable) {
+      text = t('gw_unreachable', { when: model.heardNs ? GG.when(model.heardNs) : '–' });
+    } else if (m.state && m.state !== 'connected' && m.state !== 'starting') {
+      var broker = model.devices.filter(function (d) { return d.cause === 'broker_down'; });
+      var since = broker.length ? Math.min.apply(null, broker.map(function (d) { return d.since_ns || Infinity; })) : null;
+      text = t('broker_down', { when: since && isFinite(since) ? GG.when(since) : '–' });
+    }
+    banner.hidden = !text;
+    if (banner.textContent !== text) { banner.textContent = text; }
+    // While something is wrong, look again every few seconds rather than every 30.
+    if (text && !bannerTimer) {
+      bannerTimer = setTimeout(function () { bannerTimer = null; refresh(); }, 5000);
+    }
+  }
+  var bannerTimer = null;
+
   function onState(ev) {
     var d = find(ev.device);
     if (!d) { refreshSoon(); return; } // a device we have not seen yet: take the whole list
     d.state = ev.state; d.since_ns = ev.since_ns; d.cause = ev.cause;
+    if (ev.cause === 'broker_down') { refreshSoon(); }
     queueRender();
     // The outage list changes with a state: ask for it again, once per burst of events.
     clearTimeout(outageTimer);
@@ -258,8 +310,19 @@
 
   function render() {
     if (!signedIn) { return; }
-    var listed = model.devices.filter(function (d) { return d.origin !== 'discovered'; });
+    var listed = model.devices.filter(function (d) { return d.origin !== 'discovered'; }).sort(byTrouble);
     var discovered = model.devices.filter(function (d) { return d.origin === 'discovered'; });
+    var tally = { online: 0, offline: 0, unmonitored: 0, unknown: 0 };
+    listed.forEach(function (d) { tally[d.state] = (tally[d.state] || 0) + 1; });
+    var parts = [t('dev_summary', { up: GG.num(tally.online, 0), total: GG.num(listed.length, 0) })];
+    if (tally.offline) { parts.push(t('dev_down', { n: GG.num(tally.offline, 0) })); }
+    if (tally.unmonitored) { parts.push(t('dev_unmonitored', { n: GG.num(tally.unmonitored, 0) })); }
+    if (tally.unknown) { parts.push(t('dev_unknown', { n: GG.num(tally.unknown, 0) })); }
+    $('devices-summary').textContent = parts.join(' · ');
+    var only = $('state-filter').value;
+    if (only === 'problem') { listed = listed.filter(function (d) { return d.state !== 'online'; }); }
+    else if (only !== 'all') { listed = listed.filter(function (d) { return d.state === only; }); }
+    renderBanners();
     fill($('devices').tBodies[0], listed.map(function (d) {
       var tr = el('tr', { 'data-device': d.id, 'data-state': d.state }, [
         cell([d.name || d.id, el('small', { text: d.id + ' · ' + d.kind + (d.zone ? ' · ' + d.zone : '') })]),
@@ -291,7 +354,9 @@
     fill($('outages').tBodies[0], model.outages.map(function (o) {
       return el('tr', { 'data-ongoing': String(!!o.ongoing) }, [
         cell(o.device), cell(GG.when(o.start_ns)), cell(o.ongoing ? t('ongoing') : GG.when(o.end_ns)),
-        cell(GG.duration(o.duration_s), 'num'), cell((o.cause || '–') + (o.end_cause ? ' → ' + o.end_cause : ''))
+        // An ongoing outage's length moves on with the page's clock (render runs every 5 s).
+        cell(GG.duration(o.ongoing ? Math.max(o.duration_s || 0, (GG.serverNowMs() - o.start_ns / 1e6) / 1000) : o.duration_s), 'num'),
+        cell((o.cause || '–') + (o.end_cause ? ' → ' + o.end_cause : ''))
       ]);
     }), 5);
 
@@ -462,6 +527,7 @@
     $('chart-device').addEventListener('change', function () { fillChartSelects(); drawChart(); });
     $('chart-field').addEventListener('change', drawChart);
     $('chart-range').addEventListener('change', drawChart);
+    $('state-filter').addEventListener('change', render);
     setInterval(function () { if (signedIn) { render(); } }, 5000); // the "… ago" texts move on
     GG.getJSON('/api/v1/session').then(showApp, function (e) {
       showLogin(e.status === 401 ? '' : t('unreachable'));

@@ -1,0 +1,66 @@
+"""Operators triage at a glance (issue 14, part 4, in part): a summary line, down first, a state
+filter, and a banner saying the park's broker is unreachable (its devices unmonitored, not down)
+instead of API paths. Debian's headless chromium against the real gateway process."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from playwright.sync_api import Browser, expect
+
+from gateway.testing.stack import PrivateInfluxDB, PrivateMosquitto
+from tests.conftest import GatewayProcess, Publisher, base_config
+from tests.test_browser import PHONE, SHOTS, WAIT_MS, browser
+
+__all__ = ["browser"]  # the module-scoped chromium fixture, shared with test_browser.py
+SITE = "taman-uji"
+
+
+def test_down_first_a_summary_a_filter_and_the_broker_banner(
+    tmp_path: Path, mosquitto: PrivateMosquitto, influx_server: PrivateInfluxDB, db_name: str,
+    gateway_factory: Callable[..., GatewayProcess],
+    publisher_factory: Callable[[int], Publisher], browser: Browser,
+) -> None:
+    cfg = base_config(
+        tmp_path, mosquitto, influx_server, db_name,
+        devices=[{"id": "polder-1", "kind": "polder", "interval_s": 60},
+                 {"id": "ap-1", "kind": "wifi_ap", "interval_s": 1},
+                 {"id": "ap-2", "kind": "wifi_ap", "interval_s": 60}],
+        liveness={"missed_intervals": 2, "hold_s": 0})
+    gw = gateway_factory(cfg)
+    pub = publisher_factory(mosquitto.port)
+    for device in ("polder-1", "ap-1", "ap-2"):
+        pub.publish(f"garden/{SITE}/{device}/telemetry", {"x": 1})
+    context = browser.new_context(viewport=PHONE, locale="id-ID")
+    page = context.new_page()
+    try:
+        page.goto(f"{gw.api}/operator")
+        page.get_by_label("Token operator").fill(cfg["api"]["operator_token"])
+        page.get_by_role("button", name="Masuk").click()
+        expect(page.locator("#app")).to_be_visible()
+        # ap-1 falls silent: offline, and first in the table.
+        rows = page.locator("#devices tbody tr")
+        expect(rows.first).to_have_attribute("data-device", "ap-1", timeout=WAIT_MS)
+        expect(rows.first).to_have_attribute("data-state", "offline")
+        summary = page.locator("#devices-summary")
+        expect(summary).to_have_text("3 dari 4 perangkat menyala · 1 mati", timeout=WAIT_MS)
+        page.locator("#state-filter").select_option("offline")
+        expect(rows).to_have_count(1)
+        page.locator("#state-filter").select_option("all")
+        expect(rows).to_have_count(4)
+
+        # The broker stops: one banner in words, the devices unmonitored, not "mati".
+        mosquitto.stop()
+        banner = page.locator("#gw-banner")
+        expect(banner).to_be_visible(timeout=WAIT_MS)
+        expect(banner).to_contain_text("Broker MQTT taman tidak terjangkau")
+        expect(summary).to_contain_text("tidak terpantau", timeout=WAIT_MS)
+        expect(page.locator('#devices tr[data-device="polder-1"]')).to_have_attribute(
+            "data-state", "unmonitored", timeout=WAIT_MS)
+        expect(page.locator("#app-error")).to_be_hidden()
+        page.screenshot(path=SHOTS / "operator-broker-down-phone.png", full_page=True)
+        mosquitto.start()
+        expect(banner).to_be_hidden(timeout=30_000)
+    finally:
+        context.close()
