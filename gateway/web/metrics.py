@@ -496,8 +496,22 @@ def _extra(out: _Exposition, extra: Mapping[str, Any]) -> None:
         for key, value in _entries(values):
             if _number(value) is None:
                 continue
+            key, value = _in_base_units(key, value)
             name = _NOT_IN_NAME.sub("_", f"{section}_{key}")
             if out.taken(name):
                 continue
             out.gauge(name, f"{section}: {key} (from the gateway's {section} statistics).").add(
                 value)
+
+
+def _in_base_units(key: str, value: Any) -> tuple[str, Any]:
+    """Prometheus names units in full and counts time in seconds: ``x_s`` -> ``x_seconds``,
+    ``x_ms`` -> ``x_seconds`` (/1000), ``x_at_ns``/``x_ns`` -> ``x_timestamp_seconds`` (/1e9)."""
+    number = _number(value)
+    if key.endswith("_ns") and number is not None:
+        return key.removesuffix("_ns").removesuffix("_at") + "_timestamp_seconds", number / 1e9
+    if key.endswith("_ms") and number is not None:
+        return key.removesuffix("_ms") + "_seconds", number / 1000
+    if key.endswith("_s"):
+        return key.removesuffix("_s") + "_seconds", value
+    return key, value

@@ -1,0 +1,64 @@
+"""/metrics as Prometheus's own linter sees it (issue 14, part 6): ``promtool check metrics``
+(from Debian's prometheus package; ./dev takes the binary out of the package) on a scrape of
+the real gateway process with devices in every state, the SD card, alerts and discovery."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.testing.stack import PrivateInfluxDB, PrivateMosquitto
+from tests.conftest import OPERATOR, GatewayProcess, Publisher, base_config, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+SITE = "taman-uji"
+
+
+def promtool() -> str:
+    found = shutil.which("promtool")
+    if found is not None:
+        return found
+    local = ROOT / ".venv" / "promtool" / "usr" / "bin" / "promtool"
+    if local.is_file():
+        return str(local)
+    if os.environ.get("CI"):
+        pytest.fail("promtool is missing in CI: ./dev test takes it out of Debian's prometheus")
+    pytest.skip("promtool not installed (./dev test fetches it from Debian's prometheus)")
+
+
+def test_the_metrics_pass_promtool(
+    tmp_path: Path, mosquitto: PrivateMosquitto, influx_server: PrivateInfluxDB, db_name: str,
+    gateway_factory: Callable[..., GatewayProcess],
+    publisher_factory: Callable[[int], Publisher],
+) -> None:
+    tool = promtool()
+    cfg = base_config(
+        tmp_path, mosquitto, influx_server, db_name,
+        devices=[{"id": "polder-1", "kind": "polder", "interval_s": 60},
+                 {"id": "ap-1", "kind": "wifi_ap", "interval_s": 1},
+                 {"id": "ap-2", "kind": "wifi_ap", "interval_s": 60}],
+        liveness={"missed_intervals": 2, "hold_s": 0},
+        alerts={"targets": [{"kind": "webhook", "name": "it", "url": "http://127.0.0.1:9/h"}]})
+    gw = gateway_factory(cfg)
+    pub = publisher_factory(mosquitto.port)
+    for device in ("polder-1", "ap-1", "stray-9"):
+        pub.publish(f"garden/{SITE}/{device}/telemetry", {"level_cm": 1.5, "clients": 2})
+    pub.publish(f"garden/{SITE}/polder-1/telemetry", b"{not json")
+
+    def scraped() -> str:
+        return httpx.get(f"{gw.api}/metrics", headers=OPERATOR, timeout=5).text
+
+    wait_for(lambda: 'state="offline"} 1' in scraped(), timeout=20, what="ap-1 offline")
+    text = scraped()
+    assert "garden_gateway_disk_state" in text
+    assert "garden_gateway_discovered_devices" in text
+    done = subprocess.run([tool, "check", "metrics"], input=text, capture_output=True,
+                          text=True, timeout=30, check=False)
+    assert (done.returncode, done.stdout) == (0, ""), done.stderr
+    assert done.stderr == ""
