@@ -4,6 +4,7 @@ usual order. Debian's headless chromium against the real gateway process."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -53,6 +54,13 @@ def test_awas_puts_the_polder_first_with_what_to_do_and_the_number_to_call(
         assert box["height"] >= 48
         assert box["width"] >= 48
         expect(page.locator("#polder details.legend")).to_have_attribute("open", "")
+        # The chart ends at the headline's value (the history's rollups come once a minute),
+        # and its time labels say the day as well as the hour.
+        chart = page.locator("#chart-polder svg")
+        expect(chart).to_have_attribute("aria-label", re.compile(r"terakhir 262"),
+                                        timeout=WAIT_MS)
+        first_tick = chart.locator("text.tick").filter(has_text=re.compile(r"\d[.:]\d\d"))
+        expect(first_tick.first).to_have_text(re.compile(r"^\d{1,2} \w{3}"))
         page.screenshot(path=SHOTS / "resident-awas-phone.png", full_page=True)
 
         pub.publish(f"garden/{SITE}/polder-1/telemetry", {"level_cm": 205.0})

@@ -20,10 +20,11 @@
     return (r <= 1 ? 1 : r <= 2 ? 2 : r <= 5 ? 5 : 10) * mag;
   }
 
+  // Day and hour: "00.47" alone on a 24-hour chart could be today's or yesterday's.
   function timeLabel(ms, spanMs, locale) {
     var d = new Date(ms);
     if (spanMs > 2 * 86400e3) { return d.toLocaleDateString(locale, { day: 'numeric', month: 'short' }); }
-    return d.toLocaleTimeString(locale, { hour: '2-digit', minute: '2-digit' });
+    return d.toLocaleString(locale, { day: 'numeric', month: 'short', hour: '2-digit', minute: '2-digit' });
   }
 
   /* opts: label, unit, digits, thresholds [{value, label, cls}], stepS, startMs, endMs,

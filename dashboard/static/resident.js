@@ -245,10 +245,30 @@
     return o;
   }
 
+  // The value in the headline, newer than the history's last bucket (rollups are written once
+  // a minute): the chart ends where the headline is.
+  function latest(name) {
+    if (!data) { return null; }
+    if (name === 'polder' && data.polder && data.polder.measured !== false) {
+      return [data.polder.time_ns, data.polder.value];
+    }
+    if (data.garden && (name === 'temperature' || name === 'humidity')) {
+      return [data.garden.time_ns, name === 'temperature' ? data.garden.temperature_c : data.garden.humidity_pct];
+    }
+    if (name === 'clients' && data.wifi) { return [data.time_ns, data.wifi.clients_now]; }
+    return null;
+  }
+
   function drawCharts() {
     Object.keys(history).forEach(function (name) {
       var box = $('chart-' + name);
-      if (box) { window.GGChart.draw(box, history[name].points, chartOpts(name)); }
+      if (!box) { return; }
+      var points = (history[name].points || []).slice();
+      var now = latest(name), end = points.length ? points[points.length - 1][0] : 0;
+      if (now && now[0] && now[1] !== null && now[1] !== undefined && now[0] > end) {
+        points.push([now[0], now[1], now[1], now[1]]);
+      }
+      window.GGChart.draw(box, points, chartOpts(name));
     });
   }
 
