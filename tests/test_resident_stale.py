@@ -12,7 +12,7 @@ from playwright.sync_api import Browser, expect
 
 from gateway.testing.stack import PrivateInfluxDB, PrivateMosquitto
 from tests.conftest import GatewayProcess, Publisher
-from tests.test_browser import PHONE, SHOTS, SITE, WAIT_MS, browser, park_config
+from tests.test_browser import PHONE, SHOTS, SITE, WAIT_MS, browser, park_config, start_park
 
 __all__ = ["browser"]  # the module-scoped chromium fixture, shared with test_browser.py
 
@@ -60,5 +60,30 @@ def test_an_old_level_turns_grey_and_a_lost_gateway_is_said(
         expect(banner).to_be_hidden(timeout=WAIT_MS)
         pub.publish(f"garden/{SITE}/polder-1/telemetry", {"level_cm": 255.0})
         expect(status).to_have_attribute("data-level", "awas", timeout=WAIT_MS)
+    finally:
+        context.close()
+
+
+def test_a_stopped_broker_reads_not_monitored_on_the_residents_page(
+    tmp_path: Path, mosquitto: PrivateMosquitto, influx_server: PrivateInfluxDB, db_name: str,
+    gateway_factory: Callable[..., GatewayProcess],
+    publisher_factory: Callable[[int], Publisher], browser: Browser,
+) -> None:
+    gw, _ = start_park(tmp_path, mosquitto, influx_server, db_name, gateway_factory,
+                       publisher_factory)
+    context = browser.new_context(viewport=PHONE, locale="id-ID")
+    page = context.new_page()
+    try:
+        page.goto(f"{gw.api}/")
+        wifi = page.locator("#wifi-status")
+        expect(wifi).to_have_attribute("data-level", "normal", timeout=WAIT_MS)
+        mosquitto.stop()
+        # Not "Mati": the access points may well be up; the gateway cannot see them.
+        expect(wifi).to_have_attribute("data-level", "unmonitored", timeout=WAIT_MS)
+        expect(wifi).to_contain_text("Tidak terpantau")
+        expect(page.locator("#polder-status")).to_have_attribute("data-level", "not-measured")
+        expect(page.locator("#garden-time")).to_contain_text("Data lama — terakhir",
+                                                            timeout=WAIT_MS)
+        page.screenshot(path=SHOTS / "resident-broker-down-phone.png", full_page=True)
     finally:
         context.close()

@@ -219,7 +219,8 @@
     } else if (p) { $('polder-time').textContent = p.time_ns ? t('measured', { ago: GG.ago(p.time_ns) }) : ''; }
     if (data.garden) {
       var gt = data.garden.time_ns;
-      $('garden-time').textContent = isOld(gt) || data.garden.stale ? oldWord(gt) + ' (' + GG.ago(gt) + ')'
+      var gardenOld = isOld(gt) || data.garden.stale || data.garden.state !== 'online';
+      $('garden-time').textContent = gardenOld ? oldWord(gt) + ' (' + GG.ago(gt) + ')'
         : (gt ? t('measured', { ago: GG.ago(gt) }) : '');
     }
   }
