@@ -4,6 +4,7 @@ the gateway's own store."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -166,6 +167,20 @@ def test_demo_lives_through_a_park_day_takes_a_reading_and_stops_everything(
         # Stored times are real (the simulated clock only drives the values).
         newest = stored("SELECT last(tx_bytes) FROM wifi_ap")[0][0]
         assert abs(_epoch(str(newest)) - time.time()) < 60
+        # The printed doctor line checks the config the demo really runs: its broker, its
+        # InfluxDB, its API; none of those fails.
+        doctor_line = next(ln.strip() for ln in text.splitlines()
+                           if ln.strip().startswith("doctor"))
+        argv = doctor_line.split()[1:]  # "garden-gateway doctor --config ..."
+        assert argv[0] == "garden-gateway"
+        checked = subprocess.run([sys.executable, "-m", "gateway", *argv[1:], "--json"],
+                                 capture_output=True, text=True, timeout=60, cwd=ROOT,
+                                 check=False)
+        report = json.loads(checked.stdout)
+        fails = [r for r in report["checks"] if r["verdict"] == "FAIL"
+                 and r["check"] in ("config", "broker", "influx", "api", "disk")]
+        assert fails == [], fails
+        assert {r["check"] for r in report["checks"]} >= {"config", "broker", "influx", "api"}
         status = _get(f"{api}/status", operator)
         assert status["serial"]["kebun-sim"]["open"] is True
         assert status["serial"]["kebun-sim"]["errors"] == {}

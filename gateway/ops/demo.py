@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -232,28 +233,37 @@ def _demo_with_stack(args: argparse.Namespace, config: Path, workdir: Path, stac
                        step_s=step_s, influx=stack.influx is not None)
     if raw is None:
         return EXIT_USAGE
-    config_path = workdir / "gateway.yaml"
-    config_path.write_text(simulate.to_yaml(raw), encoding="utf-8")
     api_port = args.api_port
-    env = {
-        "GARDEN_GATEWAY_DATA_DIR": str(workdir / "data"),
-        "GARDEN_GATEWAY_MQTT__HOST": "127.0.0.1",
-        "GARDEN_GATEWAY_MQTT__PORT": str(stack.mosquitto.port),
-        "GARDEN_GATEWAY_API__PORT": str(api_port),
+    # The config the demo runs is the file it writes: its broker, InfluxDB, data_dir and API
+    # are in it, so `doctor --config` on it checks what runs.
+    def section(key: str) -> dict[str, Any]:
+        value = raw.get(key)
+        return dict(value) if isinstance(value, dict) else {}
+
+    raw["data_dir"] = str(workdir / "data")
+    raw["mqtt"] = {**section("mqtt"), "host": "127.0.0.1", "port": stack.mosquitto.port}
+    if stack.influx is not None:
+        raw["influx"] = {**section("influx"), "url": stack.influx.url}
+    api_raw: dict[str, Any] = {
+        **section("api"),
         # The demo is for this machine only, whatever the example config says.
-        "GARDEN_GATEWAY_API__HOST": "127.0.0.1",
+        "host": "127.0.0.1", "port": api_port,
         # HTTPS as a park has it (self-signed); on 127.0.0.1 alone the operator side may also
         # stay on plain HTTP, so the curl lines below work without the certificate.
-        "GARDEN_GATEWAY_API__TLS__SELF_SIGNED": "true",
-        "GARDEN_GATEWAY_API__TLS__PORT": str(8443 if api_port == 8080 else free_port()),
-        "GARDEN_GATEWAY_API__OPERATOR_OVER_HTTP": "true",
+        "tls": {"self_signed": True, "port": 8443 if api_port == 8080 else free_port()},
+        "operator_over_http": True,
     }
-    if stack.influx is not None:
-        env["GARDEN_GATEWAY_INFLUX__URL"] = stack.influx.url
-    # A fresh operator token for this run, unless one is given.
+    api_raw.pop("operator_token", None)
+    raw["api"] = api_raw
+    config_path = workdir / "gateway.yaml"
+    config_path.write_text(simulate.to_yaml(raw), encoding="utf-8")
+    # A fresh operator token for this run, unless one is given; a secrets file beside the
+    # config, as install.sh keeps one, so doctor reads it the same way.
     token = os.environ.get("GARDEN_GATEWAY_API__OPERATOR_TOKEN") or secrets.token_hex(16)
-    env["GARDEN_GATEWAY_API__OPERATOR_TOKEN"] = token
-    os.environ.update(env)
+    env_file = workdir / "secrets.env"
+    env_file.write_text(f"GARDEN_GATEWAY_API__OPERATOR_TOKEN={token}\n", encoding="utf-8")
+    env_file.chmod(0o600)
+    os.environ["GARDEN_GATEWAY_API__OPERATOR_TOKEN"] = token
     loaded = load_config_or_report(config_path)
     if loaded is None:
         return EXIT_USAGE
@@ -304,6 +314,8 @@ def _demo_with_stack(args: argparse.Namespace, config: Path, workdir: Path, stac
         f"  broker       mqtt://127.0.0.1:{stack.mosquitto.port}  (private, in {workdir})",
         *influx_lines,
         f"  config       {config_path}  ({config} with the simulated park below)",
+        f"  doctor       garden-gateway doctor --config {config_path} --env-file {env_file} "
+        "--skip systemd",
         "  simulators   access points " + ", ".join(park.AP_HOSTS)
         + " (collectd over MQTT)",
         f"               Tasmota garden sensor {park.TASMOTA_TOPIC} (tele/{park.TASMOTA_TOPIC}/"
