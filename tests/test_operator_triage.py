@@ -43,6 +43,9 @@ def test_down_first_a_summary_a_filter_and_the_broker_banner(
         rows = page.locator("#devices tbody tr")
         expect(rows.first).to_have_attribute("data-device", "ap-1", timeout=WAIT_MS)
         expect(rows.first).to_have_attribute("data-state", "offline")
+        # Its cause in the page's language; uptime says how little of the window was seen.
+        expect(rows.first).to_contain_text("tidak ada data selama 2 kali interval 1 dtk")
+        expect(rows.first).to_contain_text("teramati")
         summary = page.locator("#devices-summary")
         expect(summary).to_have_text("3 dari 4 perangkat menyala · 1 mati", timeout=WAIT_MS)
         page.locator("#state-filter").select_option("offline")
@@ -59,6 +62,8 @@ def test_down_first_a_summary_a_filter_and_the_broker_banner(
         expect(page.locator('#devices tr[data-device="polder-1"]')).to_have_attribute(
             "data-state", "unmonitored", timeout=WAIT_MS)
         expect(page.locator("#app-error")).to_be_hidden()
+        expect(page.locator("#outages tbody")).to_contain_text("broker MQTT tidak terjangkau",
+                                                               timeout=WAIT_MS)
         page.screenshot(path=SHOTS / "operator-broker-down-phone.png", full_page=True)
         mosquitto.start()
         expect(banner).to_be_hidden(timeout=30_000)

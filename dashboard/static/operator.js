@@ -34,6 +34,11 @@
       disk_io_text: 'Kartu SD menolak menulis ({error}). Periksa atau ganti kartu.',
       notice: '{file}: rusak saat mulai ({detail}); dipindah ke {aside}; {salvaged} baris diselamatkan, {lost} hilang.',
       unknown_n: 'tidak diketahui', acknowledge: 'Sudah dibaca', ack_failed: 'Gagal: {why}',
+      observed: 'teramati {a} / {b} / {c}',
+      c_missed: 'tidak ada data selama {n} kali interval {s} dtk', c_reported: 'perangkat melaporkan dirinya offline',
+      c_reading: 'data masuk', c_port_gone: 'adaptor USB hilang', c_broker_down: 'broker MQTT tidak terjangkau',
+      c_gw_stopped: 'gateway dihentikan', c_gw_crashed: 'gateway mati listrik atau macet', c_gw_started: 'gateway menyala',
+      c_connected: 'tersambung lagi', c_port_open: 'adaptor kembali', c_forgotten: 'dilupakan', c_unmonitored: 'tidak terpantau',
       dev_summary: '{up} dari {total} perangkat menyala', dev_down: '{n} mati',
       dev_unmonitored: '{n} tidak terpantau', dev_unknown: '{n} belum diketahui',
       filter_label: 'Tampilkan', filter_all: 'Semua', filter_problem: 'Yang bermasalah',
@@ -70,6 +75,11 @@
       disk_io_text: 'The SD card refuses writes ({error}). Check or replace the card.',
       notice: '{file}: damaged at start ({detail}); moved to {aside}; {salvaged} rows kept, {lost} lost.',
       unknown_n: 'unknown', acknowledge: 'Acknowledge', ack_failed: 'Failed: {why}',
+      observed: 'observed {a} / {b} / {c}',
+      c_missed: 'no reading for {n} intervals of {s} s', c_reported: 'the device reported itself offline',
+      c_reading: 'a reading came', c_port_gone: 'USB adapter gone', c_broker_down: 'MQTT broker unreachable',
+      c_gw_stopped: 'gateway stopped', c_gw_crashed: 'gateway lost power or crashed', c_gw_started: 'gateway started',
+      c_connected: 'connected again', c_port_open: 'adapter back', c_forgotten: 'forgotten', c_unmonitored: 'unmonitored',
       dev_summary: '{up} of {total} devices online', dev_down: '{n} offline',
       dev_unmonitored: '{n} unmonitored', dev_unknown: '{n} unknown',
       filter_label: 'Show', filter_all: 'All', filter_problem: 'With a problem',
@@ -300,12 +310,34 @@
 
   function pct(v) { return v === null || v === undefined ? '–' : GG.num(v, 1) + ' %'; }
 
+  // The gateway's causes, in the page's language; one it does not know is shown as it is.
+  function causeText(cause) {
+    if (!cause) { return '–'; }
+    var m = /^no reading for ([\d.]+) intervals of ([\d.]+) s$/.exec(cause);
+    if (m) { return t('c_missed', { n: GG.num(Number(m[1])), s: GG.num(Number(m[2])) }); }
+    m = /^(forgotten|unmonitored) \((.*)\)$/.exec(cause);
+    if (m) { return t('c_' + m[1]) + ' (' + causeText(m[2]) + ')'; }
+    var known = { 'reading': 'c_reading', 'port_gone': 'c_port_gone', 'broker_down': 'c_broker_down',
+      'gateway stopped': 'c_gw_stopped', 'gateway started': 'c_gw_started', 'connected': 'c_connected',
+      'port_open': 'c_port_open', 'device reported offline': 'c_reported',
+      'gateway lost power or crashed (time of its last heartbeat)': 'c_gw_crashed' };
+    return known[cause] ? t(known[cause]) : cause;
+  }
+
   function values(latest) {
     if (!latest || !latest.fields) { return '–'; }
     return Object.keys(latest.fields).sort().map(function (k) {
       var v = latest.fields[k];
       return k + ' ' + (typeof v === 'number' ? GG.num(v, 2) : String(v));
     }).join(', ');
+  }
+
+  // Uptime over 24 h / 7 d / 30 d, and how much of each window the gateway could see.
+  function uptimeCell(d) {
+    var u = d.uptime_pct || {}, o = d.uptime_observed_pct || {};
+    var text = pct(u['24h']) + ' / ' + pct(u['7d']) + ' / ' + pct(u['30d']);
+    var partial = ['24h', '7d', '30d'].some(function (w) { return o[w] !== null && o[w] !== undefined && o[w] < 99.5; });
+    return partial ? [text, el('small', { text: t('observed', { a: pct(o['24h']), b: pct(o['7d']), c: pct(o['30d']) }) })] : [text];
   }
 
   function render() {
@@ -327,9 +359,9 @@
       var tr = el('tr', { 'data-device': d.id, 'data-state': d.state }, [
         cell([d.name || d.id, el('small', { text: d.id + ' · ' + d.kind + (d.zone ? ' · ' + d.zone : '') })]),
         cell(stateBadge(d.state)),
-        cell([GG.ago(d.since_ns), el('small', { text: GG.when(d.since_ns) + (d.cause ? ' · ' + d.cause : '') })]),
+        cell([GG.ago(d.since_ns), el('small', { text: GG.when(d.since_ns) + (d.cause ? ' · ' + causeText(d.cause) : '') })]),
         cell([GG.ago(d.last_seen_ns), el('small', { text: GG.when(d.last_seen_ns) })]),
-        cell([pct((d.uptime_pct || {})['24h']) + ' / ' + pct((d.uptime_pct || {})['7d']) + ' / ' + pct((d.uptime_pct || {})['30d'])], 'num'),
+        cell(uptimeCell(d), 'num'),
         cell(values(d.latest))
       ]);
       return tr;
@@ -356,7 +388,7 @@
         cell(o.device), cell(GG.when(o.start_ns)), cell(o.ongoing ? t('ongoing') : GG.when(o.end_ns)),
         // An ongoing outage's length moves on with the page's clock (render runs every 5 s).
         cell(GG.duration(o.ongoing ? Math.max(o.duration_s || 0, (GG.serverNowMs() - o.start_ns / 1e6) / 1000) : o.duration_s), 'num'),
-        cell((o.cause || '–') + (o.end_cause ? ' → ' + o.end_cause : ''))
+        cell(causeText(o.cause) + (o.end_cause ? ' → ' + causeText(o.end_cause) : ''))
       ]);
     }), 5);
 

@@ -233,12 +233,15 @@ class DeviceView(_Shape):
         description="unmonitored: a link to it (its bus's adapter) is gone, see cause")
     since_ns: int | None = Field(description="When the current state began")
     cause: str | None = Field(
-        description="Why it is offline, or unmonitored (port_gone; later broker_down)")
+        description="Why it is offline, or unmonitored (port_gone, broker_down)")
     last_seen_ns: int | None
     presence: Literal["online", "offline"] | None = Field(
         description="What the device last said itself (its last will), if it does")
     latest: Latest | None = Field(description="The latest value of each field")
     uptime_pct: UptimePct
+    uptime_observed_pct: UptimePct | None = Field(
+        None, description="How much of each window was observed (%): the uptime % is of that "
+        "share; the rest was before the device was known, the gateway down, or unmonitored")
     wifi: ApWifi | None = Field(description="For access points: traffic and clients")
 
 

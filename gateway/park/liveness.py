@@ -624,21 +624,30 @@ class Liveness:
     def uptime(self, now: int, devices: Sequence[Device] | None = None
                ) -> dict[str, dict[str, float | None]]:
         """Uptime % per device over each window (None where nothing was observed)."""
+        return self.uptime_observed(now, devices)[0]
+
+    def uptime_observed(self, now: int, devices: Sequence[Device] | None = None
+                        ) -> tuple[dict[str, dict[str, float | None]],
+                                   dict[str, dict[str, float | None]]]:
+        """Per device and window: uptime % of the observed time, and how much of the window
+        was observed (%; the rest: before it was known, the gateway down, unmonitored)."""
         chosen = list(self.devices.values()) if devices is None else list(devices)
         spans = self._registry.intervals(now - max(WINDOWS.values()))
         unobserved = self._registry.unobserved(now - max(WINDOWS.values()))
         blind = spans.get(self.gateway_id, [])
-        result: dict[str, dict[str, float | None]] = {}
+        pct: dict[str, dict[str, float | None]] = {}
+        seen: dict[str, dict[str, float | None]] = {}
         for d in chosen:
             own = spans.get(d.id, [])
-            result[d.id] = {
-                name: uptime_parts(window_start_ns=now - width, now_ns=now,
-                                   first_seen_ns=d.first_seen_ns, outages=own,
-                                   gateway_down=[] if d.id == self.gateway_id else blind,
-                                   unobserved=unobserved.get(d.id, ())).pct
-                for name, width in WINDOWS.items()
-            }
-        return result
+            pct[d.id], seen[d.id] = {}, {}
+            for name, width in WINDOWS.items():
+                parts = uptime_parts(window_start_ns=now - width, now_ns=now,
+                                     first_seen_ns=d.first_seen_ns, outages=own,
+                                     gateway_down=[] if d.id == self.gateway_id else blind,
+                                     unobserved=unobserved.get(d.id, ()))
+                pct[d.id][name] = parts.pct
+                seen[d.id][name] = round(100.0 * min(1.0, parts.observed_ns / width), 1)
+        return pct, seen
 
     def site_uptime(self, site: str, now: int) -> dict[str, float | None]:
         """Time-weighted over the site's devices (not the gateway): all up time over all

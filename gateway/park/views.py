@@ -58,8 +58,9 @@ class ParkViews:
                   and (state is None or d.state == state)]
         chosen.sort(key=lambda d: (d.site, d.kind or "", d.id))
         page = chosen[offset:] if limit is None else chosen[offset:offset + limit]
-        uptime = self._liveness.uptime(now, page)
+        uptime, observed = self._liveness.uptime_observed(now, page)
         return len(chosen), [DeviceView.model_validate({**self._liveness.view(d, uptime[d.id]),
+                                                        "uptime_observed_pct": observed[d.id],
                                                         "wifi": self._wifi.ap_view(d.id)})
                              for d in page]
 
