@@ -30,8 +30,9 @@ def test_down_first_a_summary_a_filter_and_the_broker_banner(
         liveness={"missed_intervals": 2, "hold_s": 0})
     gw = gateway_factory(cfg)
     pub = publisher_factory(mosquitto.port)
-    for device in ("polder-1", "ap-1", "ap-2"):
-        pub.publish(f"garden/{SITE}/{device}/telemetry", {"x": 1})
+    pub.publish(f"garden/{SITE}/polder-1/telemetry", {"level_cm": 182.5, "battery_v": 3.71})
+    pub.publish(f"garden/{SITE}/ap-1/telemetry", {"clients": 1})
+    pub.publish(f"garden/{SITE}/ap-2/telemetry", {"clients": 4})
     context = browser.new_context(viewport=PHONE, locale="id-ID")
     page = context.new_page()
     try:
@@ -46,6 +47,10 @@ def test_down_first_a_summary_a_filter_and_the_broker_banner(
         # Its cause in the page's language; uptime says how little of the window was seen.
         expect(rows.first).to_contain_text("tidak ada data selama 2 kali interval 1 dtk")
         expect(rows.first).to_contain_text("teramati")
+        # Values with their units; an access point as rates and clients, not raw counters.
+        expect(page.locator('#devices tr[data-device="polder-1"]')).to_contain_text(
+            "battery 3,7 V, level 182,5 cm")
+        expect(page.locator('#devices tr[data-device="ap-2"]')).to_contain_text("4 pengguna")
         summary = page.locator("#devices-summary")
         expect(summary).to_have_text("3 dari 4 perangkat menyala · 1 mati", timeout=WAIT_MS)
         page.locator("#state-filter").select_option("offline")

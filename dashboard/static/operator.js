@@ -35,6 +35,8 @@
       notice: '{file}: rusak saat mulai ({detail}); dipindah ke {aside}; {salvaged} baris diselamatkan, {lost} hilang.',
       unknown_n: 'tidak diketahui', acknowledge: 'Sudah dibaca', ack_failed: 'Gagal: {why}',
       observed: 'teramati {a} / {b} / {c}',
+      ap_now: '↓ {rx} ↑ {tx} · {n} pengguna', ap_today: 'hari ini ↓ {rx} ↑ {tx} · {n} pengguna berbeda',
+      ap_resets: '{n} kali penghitung diulang',
       c_missed: 'tidak ada data selama {n} kali interval {s} dtk', c_reported: 'perangkat melaporkan dirinya offline',
       c_reading: 'data masuk', c_port_gone: 'adaptor USB hilang', c_broker_down: 'broker MQTT tidak terjangkau',
       c_gw_stopped: 'gateway dihentikan', c_gw_crashed: 'gateway mati listrik atau macet', c_gw_started: 'gateway menyala',
@@ -76,6 +78,8 @@
       notice: '{file}: damaged at start ({detail}); moved to {aside}; {salvaged} rows kept, {lost} lost.',
       unknown_n: 'unknown', acknowledge: 'Acknowledge', ack_failed: 'Failed: {why}',
       observed: 'observed {a} / {b} / {c}',
+      ap_now: '↓ {rx} ↑ {tx} · {n} clients', ap_today: 'today ↓ {rx} ↑ {tx} · {n} distinct clients',
+      ap_resets: '{n} counter resets',
       c_missed: 'no reading for {n} intervals of {s} s', c_reported: 'the device reported itself offline',
       c_reading: 'a reading came', c_port_gone: 'USB adapter gone', c_broker_down: 'MQTT broker unreachable',
       c_gw_stopped: 'gateway stopped', c_gw_crashed: 'gateway lost power or crashed', c_gw_started: 'gateway started',
@@ -324,12 +328,47 @@
     return known[cause] ? t(known[cause]) : cause;
   }
 
-  function values(latest) {
+  // A field's unit from its name's suffix (the gateway's fields carry their unit).
+  var UNITS = [['_pct', ' %'], ['_cm', ' cm'], ['_mm', ' mm'], ['_m', ' m'], ['_c', ' °C'],
+    ['_v', ' V'], ['_a', ' A'], ['_w', ' W'], ['_hpa', ' hPa'], ['_lux', ' lx'], ['_ms', ' ms']];
+
+  function bytes(n) {
+    if (n === null || n === undefined) { return '–'; }
+    if (n >= 1073741824) { return GG.num(n / 1073741824, 1) + ' GiB'; }
+    if (n >= 1048576) { return GG.num(n / 1048576, 1) + ' MiB'; }
+    return GG.num(n / 1024, 0) + ' KiB';
+  }
+
+  function rate(bps) {
+    if (bps === null || bps === undefined) { return '–'; }
+    if (bps >= 1e6) { return GG.num(bps / 1e6, 1) + ' Mbit/s'; }
+    return GG.num(bps / 1e3, 0) + ' kbit/s';
+  }
+
+  function fieldText(k, v) {
+    if (typeof v !== 'number') { return k + ' ' + String(v); }
+    for (var i = 0; i < UNITS.length; i++) {
+      var suffix = UNITS[i][0];
+      if (k.length > suffix.length && k.slice(-suffix.length) === suffix) {
+        return k.slice(0, -suffix.length) + ' ' + GG.num(v, 1) + UNITS[i][1];
+      }
+    }
+    if (/_bytes$/.test(k)) { return k.slice(0, -6) + ' ' + bytes(v); }
+    return k + ' ' + GG.num(v, Math.abs(v) >= 100 ? 0 : 2);
+  }
+
+  // An access point: rates, clients, today's traffic and counter resets, not raw counters.
+  function values(latest, d) {
+    var w = d && d.wifi;
+    if (w) {
+      var ev = w.counter_events || {};
+      var resets = (ev.reset || 0) + (ev.gap || 0);
+      return [t('ap_now', { rx: rate(w.rx_bps), tx: rate(w.tx_bps), n: w.clients === null || w.clients === undefined ? '–' : GG.num(w.clients, 0) }),
+        el('small', { text: t('ap_today', { rx: bytes(w.rx_bytes_today), tx: bytes(w.tx_bytes_today), n: GG.num(w.distinct_clients_today, 0) })
+          + (resets ? ' · ' + t('ap_resets', { n: GG.num(resets, 0) }) : '') })];
+    }
     if (!latest || !latest.fields) { return '–'; }
-    return Object.keys(latest.fields).sort().map(function (k) {
-      var v = latest.fields[k];
-      return k + ' ' + (typeof v === 'number' ? GG.num(v, 2) : String(v));
-    }).join(', ');
+    return Object.keys(latest.fields).sort().map(function (k) { return fieldText(k, latest.fields[k]); }).join(', ');
   }
 
   // Uptime over 24 h / 7 d / 30 d, and how much of each window the gateway could see.
@@ -362,7 +401,7 @@
         cell([GG.ago(d.since_ns), el('small', { text: GG.when(d.since_ns) + (d.cause ? ' · ' + causeText(d.cause) : '') })]),
         cell([GG.ago(d.last_seen_ns), el('small', { text: GG.when(d.last_seen_ns) })]),
         cell(uptimeCell(d), 'num'),
-        cell(values(d.latest))
+        cell(values(d.latest, d))
       ]);
       return tr;
     }), 6);
@@ -435,13 +474,6 @@
       row(t('s_disk'), t('disk_' + dk.state) + ' · ' + bytes(dk.free_bytes) + ' ' + t('free'));
     }
     renderDisk(dk);
-  }
-
-  function bytes(n) {
-    if (n === null || n === undefined) { return '–'; }
-    if (n >= 1073741824) { return GG.num(n / 1073741824, 1) + ' GiB'; }
-    if (n >= 1048576) { return GG.num(n / 1048576, 1) + ' MiB'; }
-    return GG.num(n / 1024, 0) + ' KiB';
   }
 
   // The card's trouble, in words a technician acts on; each damaged file set aside at start
