@@ -300,7 +300,7 @@ def test_the_residents_page_says_not_measured_since_the_adapter_was_pulled(
             row = op.locator('#devices tr[data-device="polder-1"]')
             expect(row).to_have_attribute("data-state", "unmonitored")
             expect(row).to_contain_text("Tidak terpantau")
-            expect(row).to_contain_text("port_gone")
+            expect(row).to_contain_text("adaptor USB hilang")  # port_gone, in words
             op.close()
             page.get_by_role("button", name="English").click()
             expect(page.locator("#polder-status")).to_contain_text("Not measured")
