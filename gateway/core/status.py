@@ -11,14 +11,38 @@ Pure data: no I/O, nothing of the gateway imported, so every layer may use them.
 
 from __future__ import annotations
 
-from typing import Literal
+import datetime as dt
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+def iso(ns: int | None) -> str | None:
+    """A nanosecond timestamp as ISO 8601 UTC, to the millisecond ("...T01:02:03.456Z")."""
+    if ns is None:
+        return None
+    t = dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC)
+    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class _Shape(BaseModel):
     # By name or by alias (UptimePct's "24h"); what a part reports beyond the shape is left out.
     model_config = ConfigDict(populate_by_name=True)
+    # Times as ISO 8601 beside their nanoseconds: each twin field (``since``) filled from its
+    # ``_ns`` field (``since_ns``) when the part did not give it.
+    _iso_twins: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _iso_times(cls, data: Any) -> Any:
+        if cls._iso_twins and isinstance(data, dict):
+            missing = [name for name in cls._iso_twins if data.get(name) is None]
+            if missing:
+                data = dict(data)
+                for name in missing:
+                    value = data.get(f"{name}_ns")
+                    data[name] = iso(value) if isinstance(value, int) else None
+        return data
 
 
 class Health(_Shape):
@@ -195,7 +219,9 @@ class ModbusStatus(_Shape):
 
 
 class Latest(_Shape):
+    _iso_twins = ("time",)
     time_ns: int | None
+    time: str | None = Field(None, description="time_ns as ISO 8601 UTC")
     fields: dict[str, float | int | bool | str]
 
 
@@ -221,6 +247,7 @@ DeviceState = Literal["unknown", "online", "offline", "unmonitored"]
 
 
 class DeviceView(_Shape):
+    _iso_twins = ("since", "last_seen")
     id: str
     name: str
     kind: str | None
@@ -232,9 +259,11 @@ class DeviceView(_Shape):
     state: DeviceState = Field(
         description="unmonitored: a link to it (its bus's adapter) is gone, see cause")
     since_ns: int | None = Field(description="When the current state began")
+    since: str | None = Field(None, description="since_ns as ISO 8601 UTC")
     cause: str | None = Field(
         description="Why it is offline, or unmonitored (port_gone, broker_down)")
     last_seen_ns: int | None
+    last_seen: str | None = Field(None, description="last_seen_ns as ISO 8601 UTC")
     presence: Literal["online", "offline"] | None = Field(
         description="What the device last said itself (its last will), if it does")
     latest: Latest | None = Field(description="The latest value of each field")
@@ -365,8 +394,10 @@ class Status(_Shape):
 
 
 class DeadLetterView(_Shape):
+    _iso_twins = ("at",)
     id: int
     at_ns: int
+    at: str | None = Field(None, description="at_ns as ISO 8601 UTC")
     source: str
     topic: str
     kind: str
@@ -375,8 +406,10 @@ class DeadLetterView(_Shape):
 
 
 class QuarantineView(_Shape):
+    _iso_twins = ("at",)
     id: int
     at_ns: int
+    at: str | None = Field(None, description="at_ns as ISO 8601 UTC")
     status: int | None = Field(description="InfluxDB's HTTP status when it refused the line")
     reason: str
     line: str
@@ -391,11 +424,13 @@ class ResidentWifi(_Shape):
 
 
 class ResidentPolder(_Shape):
+    _iso_twins = ("time",)
     value: float | None
     unit: str
     level: Literal["normal", "waspada", "siaga", "awas", "unknown"]
     thresholds: dict[str, float] = Field(description="waspada, siaga, awas: from these up")
     time_ns: int | None
+    time: str | None = Field(None, description="time_ns as ISO 8601 UTC")
     stale: bool = Field(description="No value within pages.fresh_s")
     state: str
     measured: bool = Field(True, description="False while its sensor is offline or "
@@ -408,9 +443,11 @@ class ResidentPolder(_Shape):
 
 
 class ResidentGarden(_Shape):
+    _iso_twins = ("time",)
     temperature_c: float | None
     humidity_pct: float | None
     time_ns: int | None
+    time: str | None = Field(None, description="time_ns as ISO 8601 UTC")
     stale: bool
     state: str
 
@@ -421,10 +458,13 @@ class ChartRef(_Shape):
 
 
 class ResidentView(_Shape):
+    _iso_twins = ("time", "updated")
     site: str
     name: str
     time_ns: int = Field(description="The gateway's clock, for '... minutes ago'")
+    time: str | None = Field(None, description="time_ns as ISO 8601 UTC")
     updated_ns: int | None = Field(description="When the park's devices were last heard")
+    updated: str | None = Field(None, description="updated_ns as ISO 8601 UTC")
     fresh_s: float = Field(900.0, description="pages.fresh_s: older values are shown as old")
     unreachable_after_s: float = Field(
         30.0, description="The page says the gateway is unreachable once its live stream has "
