@@ -60,6 +60,8 @@ def test_a_stopped_broker_makes_its_devices_unmonitored_not_offline(
                          for d in ("polder-1", *APS)), timeout=20,
              what="the broker's devices unmonitored")
     assert states(gw)["gw-test"][0] == "online"  # the gateway itself is not behind the broker
+    ap1 = next(d for d in get(gw, "/api/v1/devices") if d["id"] == "ap-1")
+    assert ap1["since"].endswith("Z")  # ISO 8601 beside since_ns
     resident = get(gw, "/api/v1/resident")
     assert resident["wifi"]["status"] == "unmonitored"
     # Longer than their offline threshold, still unmonitored: silence is not taken for down.

@@ -97,3 +97,16 @@ def test_elsewhere_log_lines_keep_their_timestamp(tmp_path: Path) -> None:
     lines = out.read_text().splitlines()
     assert len(lines) == 3
     assert all(not line.startswith("<") and line[:4].isdigit() for line in lines)
+
+
+def test_api_times_carry_iso_8601_beside_their_nanoseconds() -> None:
+    from gateway.core.status import DeadLetterView, Latest, ResidentGarden
+
+    ns = 1_796_345_610_374_706_501
+    assert Latest.model_validate({"time_ns": ns, "fields": {}}).time == "2026-12-04T00:53:30.374Z"
+    dead = DeadLetterView.model_validate({"id": 1, "at_ns": ns, "source": "s", "topic": "t",
+                                          "kind": "k", "error": "e", "payload": "p"})
+    assert dead.model_dump()["at"] == "2026-12-04T00:53:30.374Z"
+    garden = ResidentGarden.model_validate({"temperature_c": None, "humidity_pct": None,
+                                            "time_ns": None, "stale": True, "state": "unknown"})
+    assert garden.time is None
