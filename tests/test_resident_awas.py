@@ -62,6 +62,13 @@ def test_awas_puts_the_polder_first_with_what_to_do_and_the_number_to_call(
         first_tick = chart.locator("text.tick").filter(has_text=re.compile(r"\d[.:]\d\d"))
         expect(first_tick.first).to_have_text(re.compile(r"^\d{1,2} \w{3}"))
         page.screenshot(path=SHOTS / "resident-awas-phone.png", full_page=True)
+        # Every visible tap target on the page is 48 px high at least (the skip link shows
+        # only on keyboard focus).
+        small = page.evaluate("""() => [...document.querySelectorAll('a, button, select, summary')]
+            .filter(n => n.offsetParent !== null && !n.classList.contains('skip'))
+            .map(n => [n.textContent.trim().slice(0, 30), n.getBoundingClientRect().height])
+            .filter(([, h]) => h < 48)""")
+        assert small == []
 
         pub.publish(f"garden/{SITE}/polder-1/telemetry", {"level_cm": 205.0})
         expect(page.locator("#polder-status")).to_have_attribute("data-level", "siaga",
