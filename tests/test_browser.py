@@ -207,7 +207,7 @@ def test_operator_page_shows_nothing_but_the_form_until_the_right_token(
         ap2 = page.locator('#devices tr[data-device="ap-2"]')
         expect(ap2).to_contain_text("Menyala")
         expect(page.locator('#devices tr[data-device="polder-1"]')).to_contain_text(
-            "level_cm 182,5")
+            "level 182,5 cm")
         expect(page.locator("#summary")).to_contain_text("InfluxDB")
         expect(page.locator("#chart-op svg")).to_have_count(1)
         expect(page.locator("#live")).to_have_attribute("data-state", "on")
