@@ -234,13 +234,24 @@ def test_a_device_without_kind_gets_an_empty_kind_label() -> None:
                  site="taman-suropati") == 1
 
 
+def test_every_device_family_carries_the_same_device_kind_and_site_labels(text: str) -> None:
+    families = ("garden_gateway_device_up", "garden_gateway_device_state",
+                "garden_gateway_device_last_seen_timestamp_seconds",
+                "garden_gateway_device_uptime_ratio")
+    for family in families:
+        keys = {tuple(k for k, _ in labels) for labels in labelled(text, family)}
+        assert keys, family
+        assert all({"device", "kind", "site"} <= set(k) for k in keys), family
+
+
 def test_uptime_is_a_ratio_per_window_and_absent_where_nothing_was_observed(text: str) -> None:
+    where = {"kind": "polder", "site": "taman-suropati"}
     assert value(text, "garden_gateway_device_uptime_ratio", device="polder-1",
-                 window="24h") == 0.5
+                 window="24h", **where) == 0.5
     assert value(text, "garden_gateway_device_uptime_ratio", device="polder-1",
-                 window="7d") == 0.75
+                 window="7d", **where) == 0.75
     assert value(text, "garden_gateway_device_uptime_ratio", device="polder-2",
-                 window="30d") == 0.9
+                 window="30d", **where) == 0.9
     windows = {(dict(k)["device"], dict(k)["window"])
                for k in labelled(text, "garden_gateway_device_uptime_ratio")}
     assert ("polder-1", "30d") not in windows
@@ -249,7 +260,7 @@ def test_uptime_is_a_ratio_per_window_and_absent_where_nothing_was_observed(text
 
 def test_last_seen_is_unix_seconds_and_absent_when_never_seen(text: str) -> None:
     assert value(text, "garden_gateway_device_last_seen_timestamp_seconds",
-                 device="polder-1") == 1_700_000_000.25
+                 device="polder-1", kind="polder", site="taman-suropati") == 1_700_000_000.25
     seen = {dict(k)["device"]
             for k in labelled(text, "garden_gateway_device_last_seen_timestamp_seconds")}
     assert seen == {"polder-1", "polder-2"}
@@ -357,7 +368,8 @@ def test_no_sample_is_nan_even_when_the_snapshot_holds_one() -> None:
     assert "NaN" not in text
     assert "garden_gateway_spool_oldest_unsent_age_seconds" not in text
     assert labelled(text, "garden_gateway_device_uptime_ratio") == {
-        (("device", "polder-1"), ("window", "7d")): 0.5}
+        (("device", "polder-1"), ("kind", "polder"), ("site", "taman-suropati"),
+         ("window", "7d")): 0.5}
 
 
 # -- the format ----------------------------------------------------------------------------------
@@ -489,8 +501,8 @@ def test_any_label_text_parses_back_to_the_same_value(
     snapshot = {**base, "gateway": {**base["gateway"], "id": gateway_id}}
     text = render(snapshot, [device(device_id, "offline", kind=kind, site=site)])
     assert value(text, "garden_gateway_device_up", device=device_id, kind=kind, site=site) == 0
-    assert value(text, "garden_gateway_device_uptime_ratio", device=device_id,
-                 window="24h") == 1
+    assert value(text, "garden_gateway_device_uptime_ratio", device=device_id, kind=kind,
+                 site=site, window="24h") == 1
     assert value(text, "garden_gateway_info", gateway=gateway_id, site="taman-suropati",
                  version="0.1.0") == 1
 

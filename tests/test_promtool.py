@@ -58,6 +58,9 @@ def test_the_metrics_pass_promtool(
     text = scraped()
     assert "garden_gateway_disk_state" in text
     assert "garden_gateway_discovered_devices" in text
+    # Every HELP line says what the number is (no fallback "from the ... statistics").
+    assert [ln for ln in text.splitlines() if ln.startswith("# HELP") and "statistics)." in ln
+            ] == []
     done = subprocess.run([tool, "check", "metrics"], input=text, capture_output=True,
                           text=True, timeout=30, check=False)
     assert (done.returncode, done.stdout) == (0, ""), done.stderr

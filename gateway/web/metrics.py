@@ -420,11 +420,16 @@ def _devices(out: _Exposition, devices: Sequence[DeviceView]) -> None:
                    "unknown or unmonitored.", "device", "kind", "site")
     state = out.gauge("device_state", "A device's state (1 for the current one).",
                       "device", "kind", "site", "state")
+    # The same device, kind and site labels on every device family, so they join.
     last_seen = out.gauge("device_last_seen_timestamp_seconds",
-                          "When a device was last heard from (Unix time).", "device")
+                          "When a device was last heard from (Unix time).",
+                          "device", "kind", "site")
     uptime = out.gauge("device_uptime_ratio",
                        "Share of the observed time a device was online, over a window.",
-                       "device", "window")
+                       "device", "kind", "site", "window")
+    observed = out.gauge("device_observed_ratio",
+                         "Share of a window the gateway could see the device (the uptime ratio "
+                         "is of this share).", "device", "kind", "site", "window")
     tally = out.gauge("devices", "Devices in each state.", "state")
     counted = dict.fromkeys(_DEVICE_STATES, 0)
     for d in devices:
@@ -432,12 +437,18 @@ def _devices(out: _Exposition, devices: Sequence[DeviceView]) -> None:
         counted[now] = counted.get(now, 0) + 1
         up.add(_UP.get(now), device, kind, site)
         state.add(1, device, kind, site, now)
-        last_seen.add(_seconds(d.last_seen_ns), device)
+        last_seen.add(_seconds(d.last_seen_ns), device, kind, site)
         pct = d.uptime_pct
         for window, ratio in (("24h", pct.h24), ("7d", pct.d7), ("30d", pct.d30)):
             value = _number(ratio)
             if value is not None:
-                uptime.add(value / 100, device, window)
+                uptime.add(value / 100, device, kind, site, window)
+        seen = d.uptime_observed_pct
+        if seen is not None:
+            for window, ratio in (("24h", seen.h24), ("7d", seen.d7), ("30d", seen.d30)):
+                value = _number(ratio)
+                if value is not None:
+                    observed.add(value / 100, device, kind, site, window)
     for name, count in counted.items():
         tally.add(count, name)
 
@@ -496,12 +507,54 @@ def _extra(out: _Exposition, extra: Mapping[str, Any]) -> None:
         for key, value in _entries(values):
             if _number(value) is None:
                 continue
+            said = _HELP.get((section, key))
             key, value = _in_base_units(key, value)
             name = _NOT_IN_NAME.sub("_", f"{section}_{key}")
             if out.taken(name):
                 continue
-            out.gauge(name, f"{section}: {key} (from the gateway's {section} statistics).").add(
-                value)
+            doc = said or f"{section}: {key} (from the gateway's {section} statistics)."
+            out.gauge(name, doc).add(value)
+
+
+# What the sections the gateway adds (``extra``) mean, for Prometheus's HELP lines.
+_HELP: dict[tuple[str, str], str] = {
+    ("clock", "synced"): "1 once the wall clock is believed (above clock.min_valid_time and "
+    "synchronised as clock.require_sync asks).",
+    ("clock", "kernel_synchronised"): "1 when the kernel (adjtimex) says the clock is "
+    "synchronised, 0 when it says not.",
+    ("clock", "since_boottime_s"): "Seconds since this boot (CLOCK_BOOTTIME).",
+    ("clock", "synced_at_ns"): "When the clock was believed in this run (Unix time).",
+    ("clock", "last_step_s"): "How far the clock jumped when it synchronised, seconds.",
+    ("clock", "held_rows"): "Readings stamped before the clock was believed, waiting on disk.",
+    ("clock", "unsynced_rows"): "Readings held in an earlier boot, kept apart, never sent.",
+    ("clock", "held"): "Readings held for the clock since the spool was made.",
+    ("clock", "released"): "Held readings released with corrected times.",
+    ("clock", "kept_apart"): "Held readings of an earlier boot kept apart.",
+    ("clock", "held_evicted"): "Held readings dropped over clock.held_max_rows.",
+    ("clock", "refused_time"): "Readings refused for their time (before the floor, far "
+    "ahead).",
+    ("events", "clients"): "Live event streams open now (the pages).",
+    ("events", "operator_clients"): "Of them, operators' streams.",
+    ("events", "connections"): "Live event streams opened since start.",
+    ("events", "published"): "Events published since start.",
+    ("events", "sent"): "Events sent to streams since start.",
+    ("events", "dropped"): "Events dropped for streams too slow to take them.",
+    ("events", "refused"): "Streams refused over api.sse_max_clients.",
+    ("history", "series"): "Chart series (device, field) kept in history.sqlite3.",
+    ("history", "pending_buckets"): "Chart buckets waiting for the next flush.",
+    ("history", "rows"): "Rows in history.sqlite3.",
+    ("history", "flushes"): "History flushes since start.",
+    ("history", "flush_failures"): "History flushes the disk refused (kept for the next).",
+    ("history", "last_flush_ns"): "When the history was last flushed (Unix time).",
+    ("history", "skipped_old"): "Readings older than the longest tier, not charted.",
+    ("history", "skipped_future"): "Readings too far ahead of the clock, not charted.",
+    ("history", "refused_series"): "Values refused: history.max_series reached.",
+    ("history", "refused_buckets"): "Values refused: too many buckets pending.",
+    ("history", "lost_buckets"): "Chart buckets dropped unwritten while the disk refused.",
+    ("history", "file_bytes"): "Size of history.sqlite3 with its WAL.",
+    ("watchdog", "alive"): "1 while systemd's watchdog is told the gateway is alive.",
+    ("watchdog", "skips"): "Watchdog pings withheld because something was stuck.",
+}
 
 
 def _in_base_units(key: str, value: Any) -> tuple[str, Any]:
