@@ -53,6 +53,10 @@ def test_down_first_a_summary_a_filter_and_the_broker_banner(
         expect(page.locator('#devices tr[data-device="ap-2"]')).to_contain_text("4 pengguna")
         summary = page.locator("#devices-summary")
         expect(summary).to_have_text("3 dari 4 perangkat menyala · 1 mati", timeout=WAIT_MS)
+        # On a phone the table fits the screen: cards, each value with its column's name.
+        wrap = page.locator("#devices").locator("xpath=..")
+        assert wrap.evaluate("w => w.scrollWidth <= w.clientWidth + 1")
+        expect(rows.first.locator("td").nth(1)).to_have_attribute("data-label", "Status")
         page.locator("#state-filter").select_option("offline")
         expect(rows).to_have_count(1)
         page.locator("#state-filter").select_option("all")

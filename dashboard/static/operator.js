@@ -302,7 +302,14 @@
       tbody.appendChild(el('tr', { 'class': 'empty' }, [el('td', { colspan: String(cols), text: t('none') })]));
       return;
     }
-    rows.forEach(function (r) { tbody.appendChild(r); });
+    // Each cell carries its column's name: on a phone the rows become cards that say it.
+    var heads = tbody.parentNode.tHead ? tbody.parentNode.tHead.rows[0].cells : [];
+    rows.forEach(function (r) {
+      for (var i = 0; i < r.cells.length && i < heads.length; i++) {
+        r.cells[i].setAttribute('data-label', heads[i].textContent);
+      }
+      tbody.appendChild(r);
+    });
   }
 
   function stateBadge(state) {
