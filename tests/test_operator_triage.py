@@ -47,6 +47,7 @@ def test_down_first_a_summary_a_filter_and_the_broker_banner(
         # Its cause in the page's language; uptime says how little of the window was seen.
         expect(rows.first).to_contain_text("tidak ada data selama 2 kali interval 1 dtk")
         expect(rows.first).to_contain_text("teramati")
+        expect(rows.first).to_contain_text("Data lama (")  # its last values: old, said so
         # Values with their units; an access point as rates and clients, not raw counters.
         expect(page.locator('#devices tr[data-device="polder-1"]')).to_contain_text(
             "battery 3,7 V, level 182,5 cm")

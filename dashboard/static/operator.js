@@ -35,6 +35,7 @@
       notice: '{file}: rusak saat mulai ({detail}); dipindah ke {aside}; {salvaged} baris diselamatkan, {lost} hilang.',
       unknown_n: 'tidak diketahui', acknowledge: 'Sudah dibaca', ack_failed: 'Gagal: {why}',
       observed: 'teramati {a} / {b} / {c}',
+      old_values: 'Data lama ({when}):',
       ap_now: '↓ {rx} ↑ {tx} · {n} pengguna', ap_today: 'hari ini ↓ {rx} ↑ {tx} · {n} pengguna berbeda',
       ap_resets: '{n} kali penghitung diulang',
       c_missed: 'tidak ada data selama {n} kali interval {s} dtk', c_reported: 'perangkat melaporkan dirinya offline',
@@ -78,6 +79,7 @@
       notice: '{file}: damaged at start ({detail}); moved to {aside}; {salvaged} rows kept, {lost} lost.',
       unknown_n: 'unknown', acknowledge: 'Acknowledge', ack_failed: 'Failed: {why}',
       observed: 'observed {a} / {b} / {c}',
+      old_values: 'Old data ({when}):',
       ap_now: '↓ {rx} ↑ {tx} · {n} clients', ap_today: 'today ↓ {rx} ↑ {tx} · {n} distinct clients',
       ap_resets: '{n} counter resets',
       c_missed: 'no reading for {n} intervals of {s} s', c_reported: 'the device reported itself offline',
@@ -408,7 +410,10 @@
         cell([GG.ago(d.since_ns), el('small', { text: GG.when(d.since_ns) + (d.cause ? ' · ' + causeText(d.cause) : '') })]),
         cell([GG.ago(d.last_seen_ns), el('small', { text: GG.when(d.last_seen_ns) })]),
         cell(uptimeCell(d), 'num'),
-        cell(values(d.latest, d))
+        // Not online: what it last said is old, and says so (never shown as current).
+        cell(d.state === 'online' || !d.latest ? values(d.latest, d)
+          : [el('span', { 'class': 'old', text: t('old_values', { when: GG.when(d.latest.time_ns) }) }), ' ']
+            .concat(values(d.latest, d)), d.state === 'online' ? '' : 'stale')
       ]);
       return tr;
     }), 6);
