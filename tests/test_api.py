@@ -294,7 +294,7 @@ async def test_a_full_house_of_live_pages_is_told_to_come_back_later(
         assert full.status_code == 503
         assert full.headers["retry-after"] == "30"
         async with asyncio.timeout(5):
-            while (await anext(lines)) != ": keepalive":
+            while (await anext(lines)) != "event: ping":
                 pass
         assert gw.events.statistics()["refused"] == 1
 

@@ -5,6 +5,7 @@ expect() waits for each condition. Saves docs/screenshots/resident-unreachable-p
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -85,5 +86,36 @@ def test_a_stopped_broker_reads_not_monitored_on_the_residents_page(
         expect(page.locator("#garden-time")).to_contain_text("Data lama — terakhir",
                                                             timeout=WAIT_MS)
         page.screenshot(path=SHOTS / "resident-broker-down-phone.png", full_page=True)
+    finally:
+        context.close()
+
+
+def test_a_silent_stream_is_taken_for_an_unreachable_gateway(
+    tmp_path: Path, mosquitto: PrivateMosquitto, influx_server: PrivateInfluxDB, db_name: str,
+    gateway_factory: Callable[..., GatewayProcess],
+    publisher_factory: Callable[[int], Publisher], browser: Browser,
+) -> None:
+    """The gateway frozen (SIGSTOP): its socket stays open, no error reaches the page, only
+    silence; as with a phone that walked out of the park's Wi-Fi."""
+    cfg = park_config(tmp_path, mosquitto, influx_server, db_name)
+    cfg["api"]["sse_keepalive_s"] = 1  # a ping a second when idle; silent after 2 s
+    gw = gateway_factory(cfg)
+    context = browser.new_context(viewport=PHONE, locale="id-ID")
+    page = context.new_page()
+    try:
+        page.goto(f"{gw.api}/")
+        expect(page.locator("#live")).to_have_attribute("data-state", "on", timeout=WAIT_MS)
+        banner = page.locator("#unreachable")
+        expect(banner).to_be_hidden()
+        assert gw.proc is not None
+        gw.proc.send_signal(signal.SIGSTOP)
+        try:
+            expect(banner).to_be_visible(timeout=WAIT_MS)
+            expect(banner).to_contain_text("Gateway tidak terjangkau")
+            # The stream itself never failed: the page knew from the silence alone.
+            expect(page.locator("#live")).to_have_attribute("data-state", "on")
+        finally:
+            gw.proc.send_signal(signal.SIGCONT)
+        expect(banner).to_be_hidden(timeout=WAIT_MS)
     finally:
         context.close()

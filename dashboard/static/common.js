@@ -115,10 +115,13 @@
     onLang(function () { if (el) { show(el.getAttribute('data-state')); } });
     if (!window.EventSource) { show('off'); return null; }
     var es = new EventSource('/api/v1/events');
-    es.onopen = function () { show('on'); if (onOpen) { onOpen(); } };
+    heardMs = Date.now();
+    es.addEventListener('ping', function () { heardMs = Date.now(); });
+    es.onopen = function () { heardMs = Date.now(); show('on'); if (onOpen) { onOpen(); } };
     es.onerror = function () { show(es.readyState === 2 ? 'off' : 'connecting'); };
     Object.keys(handlers).forEach(function (name) {
       es.addEventListener(name, function (ev) {
+        heardMs = Date.now();
         var data;
         try { data = JSON.parse(ev.data); } catch (e) { return; }
         handlers[name](data);
@@ -126,6 +129,10 @@
     });
     return es;
   }
+
+  // How long the live stream has been silent (no event, no ping), ms.
+  var heardMs = Date.now();
+  function liveSilentMs() { return Date.now() - heardMs; }
 
   function onLang(f) { listeners.push(f); }
 
@@ -166,6 +173,7 @@
   window.GG = {
     add: add, t: t, setLang: setLang, lang: function () { return lang; }, locale: locale,
     applyStatic: applyStatic, onLang: onLang, num: num, ago: ago, when: when, duration: duration,
-    getJSON: getJSON, live: live, syncClock: syncClock, serverNowMs: serverNowMs, el: el
+    getJSON: getJSON, live: live, liveSilentMs: liveSilentMs, syncClock: syncClock,
+    serverNowMs: serverNowMs, el: el
   };
 })();

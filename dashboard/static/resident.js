@@ -202,8 +202,10 @@
   function tick() {
     if (!data) { return; }
     var state = liveState();
-    if (state === 'on') { lostSince = null; }
-    else if (lostSince === null) { lostSince = Date.now(); }
+    // Silent for 2 x the keepalive: dead, even without an error (out of the park's Wi-Fi).
+    var silent = GG.liveSilentMs() > 1000 * (data.unreachable_after_s || 30);
+    if (state === 'on' && !silent) { lostSince = null; }
+    else if (lostSince === null) { lostSince = silent ? Date.now() - GG.liveSilentMs() : Date.now(); }
     var banner = $('unreachable');
     var away = unreachable();
     if (banner) {

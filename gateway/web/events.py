@@ -120,8 +120,11 @@ class EventHub:
                         async with asyncio.timeout(self._keepalive_s):
                             await sub.wake.wait()
                     except TimeoutError:
-                        # A comment line keeps proxies and phones from closing an idle stream.
-                        yield b": keepalive\n\n"
+                        # A small event keeps proxies and phones from closing an idle stream,
+                        # and tells the page the gateway is still there: a page that hears
+                        # nothing for 2 x keepalive knows the stream is dead even when no
+                        # error came (a phone that walked out of the Wi-Fi).
+                        yield b"event: ping\ndata: {}\n\n"
                         continue
                 if sub.lost:
                     lost, sub.lost = sub.lost, 0
