@@ -107,6 +107,17 @@ def test_api_times_carry_iso_8601_beside_their_nanoseconds() -> None:
     dead = DeadLetterView.model_validate({"id": 1, "at_ns": ns, "source": "s", "topic": "t",
                                           "kind": "k", "error": "e", "payload": "p"})
     assert dead.model_dump()["at"] == "2026-12-04T00:53:30.374Z"
+    from pydantic import BaseModel
+
+    import gateway.core.status as shapes
+
+    # Every *_ns time of every shape has its ISO twin (``since_ns`` and ``since``).
+    every = [m for m in (getattr(shapes, n) for n in dir(shapes))
+             if isinstance(m, type) and issubclass(m, BaseModel) and m is not BaseModel]
+    assert shapes.Status in every
+    missing = [f"{m.__name__}.{name}" for m in every for name in m.model_fields
+               if name.endswith("_ns") and name[:-3] not in m.model_fields]
+    assert missing == []
     garden = ResidentGarden.model_validate({"temperature_c": None, "humidity_pct": None,
                                             "time_ns": None, "stale": True, "state": "unknown"})
     assert garden.time is None

@@ -73,12 +73,14 @@ class MqttStatus(_Shape):
 
 
 class InfluxStatus(_Shape):
+    _iso_twins = ("last_success",)
     url: str
     api: str
     state: str
     connected: bool | None
     last_error: str | None
     last_success_ns: int | None
+    last_success: str | None = Field(None, description="last_success_ns as ISO 8601 UTC")
     batches: int
     retries: int
     next_attempt_in_s: float | None
@@ -101,14 +103,18 @@ class SpoolStatus(_Shape):
 
 
 class DiskFailing(_Shape):
+    _iso_twins = ("since",)
     failure: Literal["full", "io"]
     error: str
     since_ns: int
+    since: str | None = Field(None, description="since_ns as ISO 8601 UTC")
 
 
 class DiskNotice(_Shape):
+    _iso_twins = ("at",)
     id: int
     at_ns: int
+    at: str | None = Field(None, description="at_ns as ISO 8601 UTC")
     file: str = Field(description="spool, state or history")
     action: str = Field(description="set_aside (started fresh) or salvaged (readable rows "
                         "copied into a fresh file)")
@@ -120,12 +126,14 @@ class DiskNotice(_Shape):
 
 
 class DiskStatus(_Shape):
+    _iso_twins = ("since",)
     """The SD card (the filesystem holding data_dir) and what it refused."""
 
     state: Literal["ok", "low", "disk_full", "io_error"] = Field(
         description="low: under spool.min_free_bytes free, the spool evicts rather than grow; "
         "disk_full / io_error: a write was refused and none has succeeded since")
     since_ns: int
+    since: str | None = Field(None, description="since_ns as ISO 8601 UTC")
     free_bytes: int | None
     total_bytes: int | None
     min_free_bytes: int
@@ -155,14 +163,17 @@ class Counts(_Shape):
 
 
 class SourceStatus(_Shape):
+    _iso_twins = ("last_message",)
     messages: int
     readings: int
     errors: dict[str, int]
     last_message_ns: int | None
+    last_message: str | None = Field(None, description="last_message_ns as ISO 8601 UTC")
     last_error: str | None
 
 
 class SerialStatus(_Shape):
+    _iso_twins = ("last_reading",)
     port: str
     open: bool
     opens: int
@@ -172,9 +183,11 @@ class SerialStatus(_Shape):
     errors: dict[str, int]
     last_error: str | None
     last_reading_ns: int | None
+    last_reading: str | None = Field(None, description="last_reading_ns as ISO 8601 UTC")
 
 
 class ModbusBlockStatus(_Shape):
+    _iso_twins = ("last_ok",)
     function: str
     address: int
     count: int
@@ -185,9 +198,11 @@ class ModbusBlockStatus(_Shape):
     last_exception: int | None = Field(description="The slave's last exception code (2: "
                                        "illegal data address)")
     last_ok_ns: int | None
+    last_ok: str | None = Field(None, description="last_ok_ns as ISO 8601 UTC")
 
 
 class ModbusSlaveStatus(_Shape):
+    _iso_twins = ("last_reading",)
     unit: int
     state: Literal["unknown", "online", "offline", "unmonitored"] = Field(
         description="unknown: not asked yet; offline: no answer to offline_after polls in a "
@@ -200,11 +215,13 @@ class ModbusSlaveStatus(_Shape):
     next_poll_in_s: float | None
     last_error: str | None
     last_reading_ns: int | None
+    last_reading: str | None = Field(None, description="last_reading_ns as ISO 8601 UTC")
     errors: dict[str, int]
     blocks: dict[str, ModbusBlockStatus] = Field(description="Keyed function@address")
 
 
 class ModbusStatus(_Shape):
+    _iso_twins = ("last_reading",)
     port: str
     open: bool
     opens: int
@@ -215,6 +232,7 @@ class ModbusStatus(_Shape):
     errors: dict[str, int] = Field(description="open_failed, port_gone")
     last_error: str | None
     last_reading_ns: int | None
+    last_reading: str | None = Field(None, description="last_reading_ns as ISO 8601 UTC")
     slaves: dict[str, ModbusSlaveStatus] = Field(description="Keyed by device id")
 
 
@@ -298,9 +316,11 @@ class Tally(_Shape):
 
 
 class SiteGateway(_Shape):
+    _iso_twins = ("since",)
     id: str
     state: str
     since_ns: int | None
+    since: str | None = Field(None, description="since_ns as ISO 8601 UTC")
 
 
 class SiteWifi(_Shape):
@@ -315,8 +335,10 @@ class SiteWifi(_Shape):
 
 
 class SiteView(_Shape):
+    _iso_twins = ("time",)
     site: str
     time_ns: int
+    time: str | None = Field(None, description="time_ns as ISO 8601 UTC")
     gateways: list[SiteGateway]
     aps: Tally
     sensors: Tally
@@ -327,6 +349,7 @@ class SiteView(_Shape):
 
 
 class ClockStatus(_Shape):
+    _iso_twins = ("synced_at",)
     synced: bool = Field(description="The wall clock is believed: above clock.min_valid_time "
                          "and, per clock.require_sync, synchronised (NTP)")
     kernel_synchronised: bool | None = Field(description="adjtimex's verdict; None: unknown")
@@ -334,6 +357,7 @@ class ClockStatus(_Shape):
     boot_id: str
     since_boottime_s: float
     synced_at_ns: int | None
+    synced_at: str | None = Field(None, description="synced_at_ns as ISO 8601 UTC")
     last_step_s: float | None = Field(description="How far the clock jumped when it synced")
     held_rows: int = Field(description="Readings stamped before the sync, waiting on disk")
     unsynced_rows: int = Field(description="Held in an earlier boot: kept apart, never sent")
@@ -353,6 +377,7 @@ class WatchdogStatus(_Shape):
 
 
 class AlertTargetStatus(_Shape):
+    _iso_twins = ("last_sent", "next_attempt")
     name: str
     kind: str
     sent: int
@@ -362,7 +387,9 @@ class AlertTargetStatus(_Shape):
     pending: int
     last_error: str | None
     last_sent_ns: int | None
+    last_sent: str | None = Field(None, description="last_sent_ns as ISO 8601 UTC")
     next_attempt_ns: int | None
+    next_attempt: str | None = Field(None, description="next_attempt_ns as ISO 8601 UTC")
 
 
 class AlertsStatus(_Shape):
@@ -424,7 +451,7 @@ class ResidentWifi(_Shape):
 
 
 class ResidentPolder(_Shape):
-    _iso_twins = ("time",)
+    _iso_twins = ("time", "not_measured_since")
     value: float | None
     unit: str
     level: Literal["normal", "waspada", "siaga", "awas", "unknown"]
@@ -437,6 +464,8 @@ class ResidentPolder(_Shape):
                            "unmonitored: no level is shown (value and level are empty)")
     not_measured_since_ns: int | None = Field(
         None, description="Since when it is not measured (its sensor's state's start)")
+    not_measured_since: str | None = Field(
+        None, description="not_measured_since_ns as ISO 8601 UTC")
     guidance: dict[str, str] = Field(
         default_factory=dict, description="siaga, awas: what to do (pages.polder.*_guidance)")
     emergency_number: str | None = Field(None, description="The number to call at Siaga, Awas")
