@@ -18,7 +18,7 @@ THRESHOLDS = (150.0, 200.0, 250.0)  # cm: waspada, siaga, awas
 
 
 def quality() -> Quality:
-    return Quality(low=0, high=500, max_rate_per_h=120, flatline_s=1800)
+    return Quality(low=0, high=500, max_rate_per_h=120, flatline_s=1800, tolerance=5)
 
 
 # -- rate of rise ----------------------------------------------------------------------------

@@ -4,7 +4,8 @@ Pure and clock-free: each call is given the reading's time, so a storm replayed 
 the live gateway go through the same code. Three questions, in this order, for every reading:
 
 1. **Can the reading be trusted?** (:class:`Quality`) Out of the sensor's range; a spike faster
-   than the water can physically move (``max_rate_per_h``); a flatline (the very same value for
+   than the water can physically move (``max_rate_per_h``, plus the sensor's own noise,
+   ``tolerance``); a flatline (the very same value for
    ``flatline_s`` while readings keep arriving: a stuck float or a frozen converter). A reading
    that fails is kept out of everything below; the verdict and its reason are the caller's to
    say. Staleness (nothing for three intervals) is the caller's too: it has the clock.
@@ -77,11 +78,14 @@ class Quality:
     """Judges each reading of one sensor against its range, the water's speed and a flatline."""
 
     def __init__(self, *, low: float, high: float, max_rate_per_h: float,
-                 flatline_s: float) -> None:
+                 flatline_s: float, tolerance: float = 0.0) -> None:
         if not low < high:
             raise ValueError("the sensor's range needs low < high")
         self.low, self.high = low, high
         self.max_rate_per_h = max_rate_per_h
+        # The sensor's own noise, in the field's unit: two readings a minute apart may differ by
+        # this much more than the water can move (+-2 cm of noise: 4 cm).
+        self.tolerance = tolerance
         self.flatline_ns = int(flatline_s * NS)
         self._last: tuple[int, float] | None = None  # the last trusted reading
         self._same_since: tuple[int, float] | None = None  # the value repeated, since when
@@ -90,10 +94,8 @@ class Quality:
         self._jumped: list[tuple[int, float]] = []
 
     def _too_fast(self, ref: tuple[int, float], time_ns: int, value: float) -> bool:
-        if time_ns <= ref[0]:
-            return value != ref[1]
-        rate = abs(value - ref[1]) / ((time_ns - ref[0]) / NS) * HOUR_S
-        return rate > self.max_rate_per_h
+        hours = max(0, time_ns - ref[0]) / NS / HOUR_S
+        return abs(value - ref[1]) > self.max_rate_per_h * hours + self.tolerance
 
     def judge(self, time_ns: int, value: float) -> Verdict:
         if not math.isfinite(value) or not self.low <= value <= self.high:
