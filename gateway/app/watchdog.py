@@ -64,7 +64,8 @@ class Watchdog:
         c = self._committer.statistics()
         mark = (c["commits"], c["failures"])
         now = self._clock.monotonic()
-        if c["pending_lines"] == 0 or mark != self._commit_mark:
+        # A refused commit waits out its backoff (a full card): slow on purpose, not stuck.
+        if c["pending_lines"] == 0 or mark != self._commit_mark or c.get("backing_off"):
             self._commit_mark, self._commit_moved = mark, now
         elif now - self._commit_moved > self.commit_stall_s:
             return (f"spool.commit stuck: {c['pending_lines']} lines waiting and no commit "

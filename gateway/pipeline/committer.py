@@ -75,6 +75,7 @@ class Committer:
         # A refused commit (full card) is tried again after retry_min_s, doubling to
         # retry_max_s at most.
         self._backoff = Backoff(retry_min_s, retry_max_s)
+        self._backing_off = False
         self._ratelog = RateLimitedLog(log, 60.0)
         # Redelivery keys not yet committed: key -> receive time.
         self.uncommitted_seen: dict[int, int] = {}
@@ -164,7 +165,12 @@ class Committer:
             batch.refused.extend(later.refused)
             self._batch = batch
             self._has_items.set()
-            await asyncio.sleep(self._backoff.next())
+            # Waiting out the backoff is not being stuck: the watchdog asks (backing_off).
+            self._backing_off = True
+            try:
+                await asyncio.sleep(self._backoff.next())
+            finally:
+                self._backing_off = False
             return
         self._backoff.reset()
         for key, _ in batch.seen:
@@ -181,4 +187,4 @@ class Committer:
     def statistics(self) -> dict[str, int]:
         return {"commits": self.commits, "committed_lines": self.committed_lines,
                 "pending_lines": self.pending, "failures": self.failures,
-                "dropped": self.dropped}
+                "dropped": self.dropped, "backing_off": int(self._backing_off)}
