@@ -17,12 +17,13 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
-def iso(ns: int | None) -> str | None:
-    """A nanosecond timestamp as ISO 8601 UTC, to the millisecond ("...T01:02:03.456Z")."""
+def iso(ns: int | None, *, timespec: str = "milliseconds") -> str | None:
+    """A nanosecond timestamp as ISO 8601 UTC ("...T01:02:03.456Z"; ``timespec`` as
+    :meth:`datetime.isoformat` takes it: the state topics and outages say seconds)."""
     if ns is None:
         return None
     t = dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC)
-    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return t.isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 class _Shape(BaseModel):

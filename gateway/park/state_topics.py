@@ -18,11 +18,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 
 import orjson
 
+from gateway.core.status import iso
 from gateway.park.liveness import Liveness, Transition
 from gateway.park.registry import Device
 
@@ -37,18 +37,12 @@ def device_state_topic(site: str, device: str) -> str:
     return f"{TOPIC_PREFIX}/{site}/{device}/state"
 
 
-def iso(ns: int | None) -> str | None:
-    if ns is None:
-        return None
-    t = dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC)
-    return t.isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def state_payload(d: Device, gateway_id: str) -> bytes:
     return orjson.dumps({
         "device": d.id, "name": d.name, "kind": d.kind, "site": d.site, "zone": d.zone,
-        "gateway": gateway_id, "state": d.state, "since": iso(d.since_ns), "cause": d.cause,
-        "last_seen": iso(d.last_seen_ns),
+        "gateway": gateway_id, "state": d.state, "since": iso(d.since_ns, timespec="seconds"),
+        "cause": d.cause,
+        "last_seen": iso(d.last_seen_ns, timespec="seconds"),
     })
 
 

@@ -14,11 +14,10 @@ from collections.abc import Sequence
 
 from gateway.config import Config
 from gateway.core.clock import Clock
-from gateway.core.status import DeviceView, OutageView, ResidentView, SiteView, Tally
+from gateway.core.status import DeviceView, OutageView, ResidentView, SiteView, Tally, iso
 from gateway.park.liveness import Liveness
 from gateway.park.registry import Device, Registry
 from gateway.park.resident import resident_view
-from gateway.park.state_topics import iso
 from gateway.park.wifi_usage import WifiUsage
 
 GATEWAY_KIND = "gateway"
@@ -69,8 +68,10 @@ class ParkViews:
                 limit: int = 100) -> list[OutageView]:
         now = self._clock.now_ns()
         return [OutageView(id=o.id, device=o.device, site=o.site, kind=o.kind,
-                           start_ns=o.start_ns, end_ns=o.end_ns, start=iso(o.start_ns),
-                           end=iso(o.end_ns), duration_s=round(o.duration_s(now), 3),
+                           start_ns=o.start_ns, end_ns=o.end_ns,
+                           start=iso(o.start_ns, timespec="seconds"),
+                           end=iso(o.end_ns, timespec="seconds"),
+                           duration_s=round(o.duration_s(now), 3),
                            ongoing=o.end_ns is None, cause=o.cause, end_cause=o.end_cause)
                 for o in self._registry.outages(device=device, site=site, since_ns=since_ns,
                                                 ongoing=ongoing, limit=limit)]
