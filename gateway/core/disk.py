@@ -126,6 +126,14 @@ def statvfs_free(path: Path) -> tuple[int, int] | None:
     return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
 
 
+def card_full(exc: BaseException, folder: Path,
+              free: Callable[[Path], tuple[int, int] | None] = statvfs_free) -> bool:
+    """Whether a file in ``folder`` would not open because the card is full (then its owner
+    starts without it and opens it later), rather than for a reason to say at start."""
+    space = free(folder) if folder.exists() else None
+    return classify(exc, free_bytes=None if space is None else space[0]) == "full"
+
+
 class DiskHealth:
     """What the card refused, how much room is left, and which files were set aside."""
 

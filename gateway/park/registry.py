@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from devices.reading import FieldValue
-from gateway.core.disk import DiskHealth, classify, statvfs_free
+from gateway.core.disk import DiskHealth, card_full
 from gateway.core.salvage import TableSalvage, salvage
 from gateway.core.sqlite import SqliteFile, transaction
 
@@ -136,9 +136,7 @@ class Registry:
         self._file = SqliteFile(path, _setup)
         error = self._file.error
         if error is not None:
-            space = statvfs_free(path.parent) if path.parent.exists() else None
-            full = classify(error, free_bytes=None if space is None else space[0]) == "full"
-            if disk is None or not full:
+            if disk is None or not card_full(error, path.parent):
                 # Not the card being full (a folder in its place, its owner): say so at start.
                 raise error
             disk.failed("state", "open", error)

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from gateway.core.disk import DiskHealth, NotOpen, classify, statvfs_free
+from gateway.core.disk import DiskHealth, NotOpen, card_full, statvfs_free
 from gateway.core.errors import SpoolError
 from gateway.core.ratelog import RateLimitedLog
 from gateway.core.salvage import TableSalvage, salvage
@@ -183,8 +183,7 @@ class SpoolDB:
                                 on_open=self._load, retry_s=retry_s)
         error = self._file.error
         if error is not None:
-            space = free(path.parent) if path.parent.exists() else None
-            if classify(error, free_bytes=None if space is None else space[0]) != "full":
+            if not card_full(error, path.parent, free):
                 raise SpoolError(f"cannot open spool {path}: {error}") from error
             # A full card at start: the gateway runs, takes nothing it cannot commit, and the
             # spool opens at the first commit after space returns.
