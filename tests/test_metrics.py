@@ -455,7 +455,7 @@ def test_extra_sections_render_their_flat_numbers_as_gauges(text: str) -> None:
     }
     rendered = render(status(), devices(), extra)
     assert value(rendered, "garden_gateway_events_clients") == 2
-    assert value(rendered, "garden_gateway_events_dropped") == 0
+    assert value(rendered, "garden_gateway_events_dropped_total") == 0
     assert value(rendered, "garden_gateway_history_fill") == 0.25
     assert value(rendered, "garden_gateway_history_ok") == 1
     assert value(rendered, "garden_gateway_odd_section_a_b") == 7
@@ -463,8 +463,38 @@ def test_extra_sections_render_their_flat_numbers_as_gauges(text: str) -> None:
         "garden_gateway_history_rows", "garden_gateway_history_fill",
         "garden_gateway_history_ok"}
     types = {f.name: f.type for f in text_string_to_metric_families(rendered)}
-    assert types["garden_gateway_events_sent"] == "gauge"
+    assert types["garden_gateway_events_clients"] == "gauge"
+    assert types["garden_gateway_odd_section_a_b"] == "gauge"
     assert rendered.startswith(text.rstrip("\n"))
+
+
+def test_counts_since_start_in_extra_are_counters_named_total() -> None:
+    extra = {
+        "events": {"clients": 2, "connections": 4, "published": 9, "sent": 10, "dropped": 1,
+                   "refused": 0},
+        "history": {"rows": 5, "flushes": 3, "flush_failures": 1, "skipped_old": 0,
+                    "skipped_future": 0, "refused_series": 0, "refused_buckets": 0,
+                    "lost_buckets": 2},
+        "watchdog": {"alive": 1, "skips": 6},
+        "clock": {"held_rows": 7, "held": 8, "released": 5, "kept_apart": 0,
+                  "held_evicted": 0, "refused_time": 1},
+    }
+    rendered = render(status(), devices(), extra)
+    samples = {s.name: (f.type, s.value) for f in text_string_to_metric_families(rendered)
+               for s in f.samples}
+    for section, values in extra.items():
+        for key, number in values.items():
+            counter = f"garden_gateway_{section}_{key}_total"
+            if counter in samples:
+                assert samples[counter] == ("counter", number), counter
+                assert f"garden_gateway_{section}_{key}" not in samples
+            else:
+                assert samples[f"garden_gateway_{section}_{key}"] == ("gauge", number)
+    gauges = {n for n, (kind, _) in samples.items() if kind == "gauge" and n.startswith(
+        ("garden_gateway_events_", "garden_gateway_history_", "garden_gateway_watchdog_",
+         "garden_gateway_clock_"))}
+    assert gauges == {"garden_gateway_events_clients", "garden_gateway_history_rows",
+                      "garden_gateway_watchdog_alive", "garden_gateway_clock_held_rows"}
 
 
 def test_extra_never_redefines_a_family_already_rendered(text: str) -> None:

@@ -58,6 +58,10 @@ def test_the_metrics_pass_promtool(
     text = scraped()
     assert "garden_gateway_disk_state" in text
     assert "garden_gateway_discovered_devices" in text
+    # Counts since start are counters, also in the sections the parts add themselves.
+    for family in ("events_sent", "events_published", "history_flushes", "clock_held"):
+        assert f"# TYPE garden_gateway_{family}_total counter\n" in text, family
+        assert f"# TYPE garden_gateway_{family} gauge" not in text, family
     # Every HELP line says what the number is (no fallback "from the ... statistics").
     assert [ln for ln in text.splitlines() if ln.startswith("# HELP") and "statistics)." in ln
             ] == []

@@ -18,8 +18,9 @@ Conventions kept here:
 
 ``extra`` carries sections the gateway adds later (``{"events": {"clients": 2, ...}}``): each
 flat number in a section becomes the gauge ``garden_gateway_<section>_<key>``, so a new
-section needs no code here. A name that would collide with a family already rendered is left
-out rather than make the exposition invalid.
+section needs no code here; the keys :data:`_COUNTERS` names are counts since start and
+become the counter ``garden_gateway_<section>_<key>_total``. A name that would collide with a
+family already rendered is left out rather than make the exposition invalid.
 """
 
 from __future__ import annotations
@@ -508,12 +509,16 @@ def _extra(out: _Exposition, extra: Mapping[str, Any]) -> None:
             if _number(value) is None:
                 continue
             said = _HELP.get((section, key))
+            raw = key
             key, value = _in_base_units(key, value)
             name = _NOT_IN_NAME.sub("_", f"{section}_{key}")
             if out.taken(name):
                 continue
             doc = said or f"{section}: {key} (from the gateway's {section} statistics)."
-            out.gauge(name, doc).add(value)
+            if (section, raw) in _COUNTERS:
+                out.counter(f"{name}_total", doc).add(value)
+            else:
+                out.gauge(name, doc).add(value)
 
 
 # What the sections the gateway adds (``extra``) mean, for Prometheus's HELP lines.
@@ -555,6 +560,19 @@ _HELP: dict[tuple[str, str], str] = {
     ("watchdog", "alive"): "1 while systemd's watchdog is told the gateway is alive.",
     ("watchdog", "skips"): "Watchdog pings withheld because something was stuck.",
 }
+
+
+# Of them, the counts since start: typed ``counter``, named ``..._total``.
+_COUNTERS: frozenset[tuple[str, str]] = frozenset({
+    ("clock", "held"), ("clock", "released"), ("clock", "kept_apart"),
+    ("clock", "held_evicted"), ("clock", "refused_time"),
+    ("events", "connections"), ("events", "published"), ("events", "sent"),
+    ("events", "dropped"), ("events", "refused"),
+    ("history", "flushes"), ("history", "flush_failures"), ("history", "skipped_old"),
+    ("history", "skipped_future"), ("history", "refused_series"),
+    ("history", "refused_buckets"), ("history", "lost_buckets"),
+    ("watchdog", "skips"),
+})
 
 
 def _in_base_units(key: str, value: Any) -> tuple[str, Any]:
