@@ -226,7 +226,40 @@ def test_pages_thresholds_must_rise_and_history_tiers_go_coarser(tmp_path: Path)
     with pytest.raises(ConfigError) as caught:
         load_config(write(tmp_path, yaml.safe_dump(raw)), env={})
     problems = caught.value.problems
+    # The old key (read as polder.0) is named as the technician wrote it.
     assert any(p.startswith("pages.polder.thresholds:") and "waspada < siaga < awas" in p
                for p in problems), problems
     assert any(p.startswith("history.tiers:") or p.startswith("history:") for p in problems), \
         problems
+
+
+def test_the_old_pages_polder_still_loads_as_the_one_polder_with_a_warning(
+        tmp_path: Path) -> None:
+    raw = {**yaml.safe_load(MINIMAL),
+           "pages": {"name": "Taman", "polder": {
+               "device": "polder-1", "field": "level_m", "unit": "m",
+               "thresholds": {"waspada": 0.9, "siaga": 1.1, "awas": 1.3}}}}
+    loaded = load_config(write(tmp_path, yaml.safe_dump(raw)), env={})
+    (polder,) = loaded.config.polder
+    assert (polder.device, polder.field, polder.thresholds.siaga) == ("polder-1", "level_m", 1.1)
+    assert polder.amount("hysteresis") == pytest.approx(0.03)  # 3 cm, in metres
+    assert [w for w in loaded.warnings if w.startswith("pages.polder is deprecated")]
+    both = {**raw, "polder": [{"device": "polder-2", "thresholds": {
+        "waspada": 100, "siaga": 150, "awas": 200}}]}
+    loaded = load_config(write(tmp_path, yaml.safe_dump(both)), env={})
+    assert [p.device for p in loaded.config.polder] == ["polder-2"]
+    assert any("ignored" in w for w in loaded.warnings)
+
+
+def test_a_polder_in_an_unknown_unit_must_give_its_amounts(tmp_path: Path) -> None:
+    raw = {**yaml.safe_load(MINIMAL), "polder": [
+        {"device": "polder-1", "field": "level_ft", "unit": "ft",
+         "thresholds": {"waspada": 3, "siaga": 4, "awas": 5}}]}
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, yaml.safe_dump(raw)), env={})
+    (problem,) = caught.value.problems
+    assert problem.startswith("polder.0:")
+    assert "hysteresis" in problem
+    assert "noise" in problem
+    raw["polder"][0].update(hysteresis=0.1, noise=0.1, max_rate_per_h=3, rise_alert_per_h=0.6)
+    assert load_config(write(tmp_path, yaml.safe_dump(raw)), env={}).config.polder

@@ -37,6 +37,9 @@ from devices import serial_lines
 from devices.formats import FORMATS
 from devices.modbus import Block
 from gateway.config.alerts import AlertsConfig
+from gateway.config.polder import PolderConfig, migrate_pages_polder
+from gateway.config.polder import SecondSensor as SecondSensor
+from gateway.config.polder import Thresholds as Thresholds
 from gateway.core.errors import ConfigError
 
 ENV_PREFIX = "GARDEN_GATEWAY_"
@@ -456,35 +459,6 @@ class HistoryConfig(_Model):
         return self
 
 
-class Thresholds(_Model):
-    waspada: float = Field(description="Level from which the polder is Waspada (alert)")
-    siaga: float = Field(description="Level from which it is Siaga (standby); above waspada")
-    awas: float = Field(description="Level from which it is Awas (danger); above siaga")
-
-    @model_validator(mode="after")
-    def _rising(self) -> Thresholds:
-        if not self.waspada < self.siaga < self.awas:
-            raise ValueError("thresholds must rise: waspada < siaga < awas")
-        return self
-
-
-class PolderPage(_Model):
-    device: str = Field(pattern=_ID, description="The device that measures the water level")
-    field: str = Field("level_cm", description="Its numeric field shown as the level")
-    unit: str = Field("cm", description="The unit shown beside the value")
-    thresholds: Thresholds = Field(description="Warning levels, in the field's unit; they rise")
-    # What residents must do at Siaga and Awas: the regency's own words (BPBD), shown in full.
-    siaga_guidance: str = Field(
-        "Bersiap. Jauhi tepi polder, amankan barang berharga dan dokumen, ikuti informasi "
-        "dari petugas.", description="What to do at Siaga, shown on the residents' page")
-    awas_guidance: str = Field(
-        "Bahaya banjir. Jauhi polder dan saluran air, pindah ke tempat yang lebih tinggi, "
-        "ikuti arahan petugas.", description="What to do at Awas, shown on the residents' page")
-    emergency_number: str = Field(
-        "112", pattern=r"^[0-9+][0-9 ()-]{1,19}$",
-        description="The number to call shown at Siaga and Awas (112, or the regency's BPBD)")
-
-
 class GardenPage(_Model):
     device: str = Field(pattern=_ID, description="The garden sensor shown")
     temperature_field: str = Field("temperature_c", description="Its temperature field (°C)")
@@ -495,7 +469,6 @@ class PagesConfig(_Model):
     """What the residents' page shows for this park."""
 
     name: str = Field("", description="The park's name; the site id when empty")
-    polder: PolderPage | None = Field(None, description="The polder's level; none: not shown")
     garden: GardenPage | None = Field(
         None, description="Garden temperature and humidity; none: not shown")
     # Older than this, a value is shown as stale (no level, no Wi-Fi verdict).
@@ -577,7 +550,8 @@ class ModbusBusConfig(_Model):
     reopen_max_s: float = Field(
         30.0, gt=0, description="Longest wait between reopen attempts (exponential)")
     slaves: tuple[ModbusSlaveConfig, ...] = Field(
-        min_length=1, description="The slaves polled on this bus, in turn")
+        description="The slaves polled on this bus, in turn (none: a bus that only carries an "
+        "output, such as a siren's relay board, polder.siren)")
 
     @model_validator(mode="after")
     def _unique_slaves(self) -> ModbusBusConfig:
@@ -634,6 +608,9 @@ class Config(_Model):
     api: ApiConfig = Field(ApiConfig(), description="The status API and the pages")
     history: HistoryConfig = Field(HistoryConfig(), description="The charts' own rollups")
     pages: PagesConfig = Field(PagesConfig(), description="What the residents' page shows")
+    polder: tuple[PolderConfig, ...] = Field(
+        (), description="The polders watched for flood warnings (the first is on the "
+        "residents' page); pages.polder of older configs is read as the one entry")
     subscriptions: tuple[SubscriptionConfig, ...] = Field(
         (), description="MQTT topics read, each with its format")
     devices: tuple[DeviceConfig, ...] = Field(
@@ -655,6 +632,35 @@ class Config(_Model):
             if d.id in seen:
                 raise ValueError(f"device id {d.id!r} appears twice in devices")
             seen.add(d.id)
+        return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_pages_polder(cls, data: Any) -> Any:
+        """``pages.polder`` of older configs, also when validated without load_config (which
+        moves it first, with the warning)."""
+        if isinstance(data, dict) and isinstance(data.get("pages"), dict) and (
+                "polder" in data["pages"]):
+            data = {**data, "pages": dict(data["pages"])}
+            migrate_pages_polder(data)
+        return data
+
+    @model_validator(mode="after")
+    def _polders_apart(self) -> Config:
+        seen: set[tuple[str, str]] = set()
+        buses = {b.name for b in self.modbus}
+        for i, p in enumerate(self.polder):
+            if p.siren is not None and p.siren.kind == "modbus_coil" and (
+                    p.siren.bus not in buses):
+                raise ValueError(f"polder.{i}.siren.bus: no modbus bus named {p.siren.bus!r} "
+                                 f"(buses: {', '.join(sorted(buses)) or 'none'})")
+            sensors = [(p.device, p.field)] + ([(p.second.device, p.second.field)]
+                                               if p.second else [])
+            for sensor in sensors:
+                if sensor in seen:
+                    raise ValueError(f"polder.{i}: {sensor[0]}.{sensor[1]} already measures "
+                                     "another polder")
+                seen.add(sensor)
         return self
 
     @model_validator(mode="after")
@@ -863,6 +869,9 @@ def validate_raw(
             )
     applied = apply_env(raw, env)
     env_paths = {p: v for v, p in applied.items()}
+    moved = migrate_pages_polder(raw)
+    if moved is not None:
+        warnings.append(moved)
     problems: list[str] = []
     _read_secret_files(raw, base, problems)
     if isinstance(raw.get("data_dir"), str) and not Path(raw["data_dir"]).is_absolute():
@@ -900,6 +909,10 @@ def validate_raw(
                     e2["loc"] = (section, i, "options", *e["loc"])
                     problems.append(_describe(e2, env_paths, known if len(e["loc"]) == 1
                                               else None))
+    if moved is not None and raw.get("polder") and "pages.polder" in moved.split(":")[0]:
+        # Name the key the technician wrote, not the one it was moved to.
+        problems = [f"pages.polder{p[len('polder.0'):]}" if p.startswith("polder.0") else p
+                    for p in problems]
     if problems or config is None:
         raise ConfigError(problems)
     if config.mqtt.password is not None and not config.mqtt.username:
