@@ -38,10 +38,11 @@ def park(tmp_path: Path, mosquitto: PrivateMosquitto, influx: PrivateInfluxDB, d
                  {"id": "ap-2", "kind": "wifi_ap", "site": SITE, "interval_s": 60},
                  {"id": "polder-1", "kind": "polder", "site": SITE, "interval_s": 60},
                  {"id": "kebun-1", "kind": "garden_env", "site": SITE, "interval_s": 60}],
-        pages={"name": "Taman Uji",
-               "polder": {"device": "polder-1", "field": "level_cm",
-                          "thresholds": {"waspada": 150, "siaga": 200, "awas": 250}},
-               "garden": {"device": "kebun-1"}},
+        pages={"name": "Taman Uji", "garden": {"device": "kebun-1"}},
+        # These tests set levels at will: no spike check, no hold (tests/test_flood_watch.py).
+        polder=[{"device": "polder-1", "field": "level_cm", "name": "Bukit Pelangi",
+                 "thresholds": {"waspada": 150, "siaga": 200, "awas": 250},
+                 "max_rate_per_h": 1e9, "min_hold_s": 0}],
         **overrides)
 
 

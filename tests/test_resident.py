@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.config import PagesConfig, Thresholds
+from gateway.config.polder import PolderConfig
 from gateway.park.registry import Device
 from gateway.park.resident import polder_level, public_series, resident_view, wifi_word
 
@@ -48,9 +49,8 @@ def device(id: str, kind: str, state: str = "online", **latest: float | str | bo
 
 def test_the_view_reads_the_configured_devices_and_marks_old_values_stale() -> None:
     pages = PagesConfig.model_validate({
-        "name": "Taman Uji", "fresh_s": 30,
-        "polder": {"device": "polder-1", "thresholds": TH.model_dump()},
-        "garden": {"device": "kebun-1"}})
+        "name": "Taman Uji", "fresh_s": 30, "garden": {"device": "kebun-1"}})
+    polder = PolderConfig(device="polder-1", thresholds=TH)
     devices = {d.id: d for d in (
         device("ap-1", "wifi_ap", clients=3), device("ap-2", "wifi_ap", "offline"),
         device("polder-1", "polder", level_cm=210.0),
@@ -58,7 +58,7 @@ def test_the_view_reads_the_configured_devices_and_marks_old_values_stale() -> N
         device("elsewhere", "wifi_ap", "offline"))}
     devices["elsewhere"].site = "taman-lain"
     view = resident_view(site="taman", pages=pages, wifi_kind="wifi_ap", devices=devices,
-                         clients_now=3, now_ns=NOW)
+                         clients_now=3, now_ns=NOW, polder=polder)
     assert view["wifi"] == {"status": "gangguan", "aps_up": 1, "aps_total": 2,
                             "clients_now": 3}
     assert view["polder"]["level"] == "siaga"
@@ -66,7 +66,7 @@ def test_the_view_reads_the_configured_devices_and_marks_old_values_stale() -> N
     assert view["garden"]["temperature_c"] is None  # a boolean is not a temperature
     assert view["garden"]["humidity_pct"] == 80.0
     assert view["updated_ns"] == NOW - 60 * 10**9
-    assert public_series(pages, "taman") == {
+    assert public_series(pages, "taman", polder) == {
         ("taman", "wifi_clients"), ("polder-1", "level_cm"), ("kebun-1", "temperature_c"),
         ("kebun-1", "humidity_pct")}
 
@@ -75,12 +75,12 @@ def test_the_view_reads_the_configured_devices_and_marks_old_values_stale() -> N
     ("online", True), ("unknown", True), ("offline", False), ("unmonitored", False)])
 def test_the_polder_is_not_measured_while_its_sensor_cannot_be_seen(state: str,
                                                                     measured: bool) -> None:
-    pages = PagesConfig.model_validate({
-        "fresh_s": 900, "polder": {"device": "polder-1", "thresholds": TH.model_dump()}})
+    pages = PagesConfig.model_validate({"fresh_s": 900})
     polder = device("polder-1", "polder", state, level_cm=260.0)
     polder.since_ns = NOW - 30 * 10**9
     view = resident_view(site="taman", pages=pages, wifi_kind="wifi_ap",
-                         devices={"polder-1": polder}, clients_now=None, now_ns=NOW)["polder"]
+                         devices={"polder-1": polder}, clients_now=None, now_ns=NOW,
+                         polder=PolderConfig(device="polder-1", thresholds=TH))["polder"]
     assert view["measured"] is measured
     assert view["state"] == state
     if measured:

@@ -400,6 +400,10 @@ class AlertsStatus(_Shape):
     suppressed: int = Field(description="Back up before the delay ran out: nothing sent")
     targets: list[AlertTargetStatus] = Field(description="Per target: sent, failed, dropped, "
                                              "pending")
+    outbox_rows: int | None = Field(None, description="Messages waiting in data_dir/"
+                                    "outbox.sqlite3 (one per target); none without the file")
+    not_durable: int = Field(0, description="Messages the card would not take into the "
+                             "outbox: kept in memory only (lost on a restart)")
 
 
 class Status(_Shape):
@@ -468,8 +472,65 @@ class ResidentPolder(_Shape):
     not_measured_since: str | None = Field(
         None, description="not_measured_since_ns as ISO 8601 UTC")
     guidance: dict[str, str] = Field(
-        default_factory=dict, description="siaga, awas: what to do (pages.polder.*_guidance)")
+        default_factory=dict, description="siaga, awas: what to do (polder.*_guidance)")
     emergency_number: str | None = Field(None, description="The number to call at Siaga, Awas")
+    name: str | None = Field(None, description="The polder's name")
+    sensor_fault: bool = Field(False, description="The sensor is judged untrustworthy: no "
+                               "level is shown (sensor sedang bermasalah)")
+    quality: str = Field("ok", description="ok, or why the reading is not believed: range, "
+                         "spike, flatline, stale, disagree, not_measured")
+    trend_per_h: float | None = Field(None, description="The rise in the unit per hour")
+    eta_next_s: float | None = Field(None, description="Seconds to the next level while it "
+                                     "rises; absent when flat, falling or untrusted")
+    eta_low_s: float | None = Field(None, description="The early end of that estimate")
+    eta_high_s: float | None = Field(None, description="The late end; absent when unbounded")
+    next_level: Literal["waspada", "siaga", "awas"] | None = Field(
+        None, description="The level the estimate is for")
+    rain_mm_1h: float | None = Field(None, description="Rain in the last hour (mm), with a "
+                                     "rain gauge configured (polder.rain)")
+
+
+class PolderView(_Shape):
+    """One polder as GET /api/v1/polder gives it (issue 16)."""
+
+    _iso_twins = ("since", "level_time", "fault_since")
+    id: str = Field(description="The polder's id (its sensor's device id)")
+    name: str
+    unit: str
+    level: float | None = Field(description="The last trusted reading; none while the "
+                                "sensor is not believed")
+    level_time_ns: int | None
+    level_time: str | None = Field(None, description="level_time_ns as ISO 8601 UTC")
+    alert_level: Literal["normal", "waspada", "siaga", "awas", "unknown"]
+    since_ns: int | None = Field(description="Since when at alert_level")
+    since: str | None = Field(None, description="since_ns as ISO 8601 UTC")
+    trend_per_h: float | None
+    eta_next_s: float | None
+    eta_low_s: float | None
+    eta_high_s: float | None
+    next_level: Literal["waspada", "siaga", "awas"] | None
+    quality: str = Field(description="ok, or range, spike, flatline, stale, disagree")
+    siren: str | None = Field(None, description="off, on, silenced, test; none without a "
+                              "siren")
+    rain_mm_1h: float | None = Field(None, description="Rain in the last hour (mm)")
+    # The operator's part (left out of the public answer):
+    device: str | None = None
+    field: str | None = None
+    sensor_fault: bool | None = None
+    fault_since_ns: int | None = None
+    fault_since: str | None = Field(None, description="fault_since_ns as ISO 8601 UTC")
+    rising: bool | None = None
+    thresholds: dict[str, float] | None = None
+    siren_detail: dict[str, Any] | None = Field(
+        None, description="The siren: state, wanted (the level asks), output (confirmed), "
+        "until_ns (silence or test), last_error, kind, on_level, switches, failures")
+
+
+class PolderList(_Shape):
+    _iso_twins = ("time",)
+    time_ns: int = Field(description="The gateway's clock")
+    time: str | None = Field(None, description="time_ns as ISO 8601 UTC")
+    polders: list[PolderView]
 
 
 class ResidentGarden(_Shape):

@@ -168,6 +168,11 @@ class LevelState:
     def name(self) -> str:
         return LEVELS[self.level]
 
+    @property
+    def window_start_ns(self) -> int | None:
+        """The time of the oldest reading in the window."""
+        return self._window[0][0] if self._window else None
+
     def _reached(self, value: float) -> int:
         return sum(value >= t for t in self.thresholds)
 

@@ -22,6 +22,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from gateway.config import PagesConfig, Thresholds
+from gateway.config.polder import PolderConfig
+from gateway.park.flood import PolderState
 from gateway.park.registry import Device
 
 NS = 1_000_000_000
@@ -30,6 +32,7 @@ Level = Literal["normal", "waspada", "siaga", "awas", "unknown"]
 CLIENTS_FIELD = "wifi_clients"
 # The polder sensor's states in which the page shows no level at all.
 NOT_MEASURED = frozenset({"offline", "unmonitored"})
+LEVEL_WORDS = ("normal", "waspada", "siaga", "awas")
 
 
 def wifi_word(states: Iterable[str]) -> WifiWord:
@@ -66,7 +69,9 @@ def _number(value: Any) -> float | None:
 
 def resident_view(*, site: str, pages: PagesConfig, wifi_kind: str,
                   devices: Mapping[str, Device], clients_now: int | None,
-                  now_ns: int) -> dict[str, Any]:
+                  now_ns: int, polder: PolderConfig | None = None,
+                  flood: PolderState | None = None, rain_mm_1h: float | None = None
+                  ) -> dict[str, Any]:
     members = [d for d in devices.values() if d.site == site and d.origin != "removed"]
     aps = [d for d in members if d.kind == wifi_kind]
     seen = [d.latest_ns for d in members if d.latest_ns is not None and d.kind != "gateway"]
@@ -83,24 +88,10 @@ def resident_view(*, site: str, pages: PagesConfig, wifi_kind: str,
         "charts": {"clients": {"device": site, "field": CLIENTS_FIELD}} if aps else {},
     }
     fresh_ns = int(pages.fresh_s * NS)
-    if pages.polder is not None:
-        p = pages.polder
-        d = devices.get(p.device)
-        value = _number(d.latest.get(p.field)) if d is not None else None
-        at = d.latest_ns if d is not None and value is not None else None
-        measured = d is None or d.state not in NOT_MEASURED
-        body["polder"] = {
-            "value": value if measured else None, "unit": p.unit,
-            "level": polder_level(value if measured else None, p.thresholds),
-            "thresholds": p.thresholds.model_dump(), "time_ns": at,
-            "stale": not measured or at is None or now_ns - at > fresh_ns,
-            "state": d.state if d is not None else "unknown",
-            "measured": measured,
-            "not_measured_since_ns": None if measured or d is None else d.since_ns,
-            "guidance": {"siaga": p.siaga_guidance, "awas": p.awas_guidance},
-            "emergency_number": p.emergency_number,
-        }
-        body["charts"]["polder"] = {"device": p.device, "field": p.field}
+    if polder is not None:
+        body["polder"] = _polder(polder, flood, devices.get(polder.device), now_ns, fresh_ns)
+        body["polder"]["rain_mm_1h"] = rain_mm_1h
+        body["charts"]["polder"] = {"device": polder.device, "field": polder.field}
     if pages.garden is not None:
         g = pages.garden
         d = devices.get(g.device)
@@ -115,11 +106,49 @@ def resident_view(*, site: str, pages: PagesConfig, wifi_kind: str,
     return body
 
 
-def public_series(pages: PagesConfig, site: str) -> set[tuple[str, str]]:
+def _polder(p: PolderConfig, flood: PolderState | None, d: Device | None, now_ns: int,
+            fresh_ns: int) -> dict[str, Any]:
+    """The polder as residents see it. With the flood watch's verdict (the gateway runs one):
+    the level is its last trusted reading and its warning level (with hysteresis); a sensor it
+    judged faulty shows no number at all (``fault``), never an old one as if current."""
+    measured = d is None or d.state not in NOT_MEASURED
+    if flood is not None:
+        fault = flood.fault or not measured
+        value = None if fault else flood.level
+        at = None if fault else flood.level_time_ns
+        level = "unknown" if fault or flood.alert_level not in LEVEL_WORDS else flood.alert_level
+        estimate = {k: None if fault else getattr(flood, k)
+                    for k in ("trend_per_h", "eta_next_s", "eta_low_s", "eta_high_s",
+                              "next_level")}
+        quality = flood.quality if measured else "not_measured"
+    else:
+        last = _number(d.latest.get(p.field)) if d is not None else None
+        at = d.latest_ns if d is not None and last is not None else None
+        value = last if measured else None
+        level, fault, quality = polder_level(value, p.thresholds), False, "ok"
+        estimate = dict.fromkeys(("trend_per_h", "eta_next_s", "eta_low_s", "eta_high_s",
+                                  "next_level"))
+    return {
+        "name": p.title, "value": value, "unit": p.unit, "level": level,
+        "thresholds": p.thresholds.model_dump(), "time_ns": at,
+        "stale": not measured or at is None or now_ns - at > fresh_ns,
+        "state": d.state if d is not None else "unknown",
+        "measured": measured,
+        "not_measured_since_ns": None if measured or d is None else d.since_ns,
+        "sensor_fault": bool(fault) and measured,
+        "quality": quality,
+        **estimate,
+        "guidance": {"siaga": p.siaga_guidance, "awas": p.awas_guidance},
+        "emergency_number": p.emergency_number,
+    }
+
+
+def public_series(pages: PagesConfig, site: str, polder: PolderConfig | None = None
+                  ) -> set[tuple[str, str]]:
     """The (device, field) histories anyone may read: those the residents' charts draw."""
     series = {(site, CLIENTS_FIELD)}
-    if pages.polder is not None:
-        series.add((pages.polder.device, pages.polder.field))
+    if polder is not None:
+        series.add((polder.device, polder.field))
     if pages.garden is not None:
         series.add((pages.garden.device, pages.garden.temperature_field))
         series.add((pages.garden.device, pages.garden.humidity_field))

@@ -11,13 +11,25 @@ the same for the site's tally, its clients and the residents' Wi-Fi word.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from gateway.config import Config
 from gateway.core.clock import Clock
-from gateway.core.status import DeviceView, OutageView, ResidentView, SiteView, Tally, iso
+from gateway.core.status import (
+    DeviceView,
+    OutageView,
+    PolderList,
+    PolderView,
+    ResidentView,
+    SiteView,
+    Tally,
+    iso,
+)
+from gateway.park.flood import FloodWatch
 from gateway.park.liveness import Liveness
 from gateway.park.registry import Device, Registry
 from gateway.park.resident import resident_view
+from gateway.park.siren import Siren
 from gateway.park.wifi_usage import WifiUsage
 
 GATEWAY_KIND = "gateway"
@@ -33,8 +45,11 @@ def tally(devices: Sequence[Device]) -> Tally:
 
 class ParkViews:
     def __init__(self, *, config: Config, liveness: Liveness, registry: Registry,
-                 wifi: WifiUsage, clock: Clock) -> None:
+                 wifi: WifiUsage, clock: Clock, flood: FloodWatch | None = None,
+                 sirens: dict[str, Siren] | None = None) -> None:
         self._config = config
+        self._flood = flood
+        self._sirens = sirens if sirens is not None else {}
         self._liveness = liveness
         self._registry = registry
         self._wifi = wifi
@@ -107,12 +122,47 @@ class ParkViews:
         site = self._config.gateway.site
         aps = [d for d in self._liveness.devices.values()
                if d.site == site and d.kind == self.ap_kind and d.origin != "removed"]
+        polder = self._config.polder[0] if self._config.polder else None
+        flood = (self._flood.state_of(polder.device)
+                 if polder is not None and self._flood is not None else None)
         return ResidentView.model_validate({**resident_view(
             site=site, pages=self._config.pages, wifi_kind=self.ap_kind,
             devices=self._liveness.devices, clients_now=self.clients_now(aps),
-            now_ns=self._clock.now_ns()),
+            now_ns=self._clock.now_ns(), polder=polder, flood=flood,
+            rain_mm_1h=flood.rain_mm_1h if flood is not None else None),
             "fresh_s": self._config.pages.fresh_s,
             "unreachable_after_s": 2 * self._config.api.sse_keepalive_s})
+
+    def polders(self, *, operator: bool) -> PolderList:
+        """Each polder's level, warning level, trend and time to the next level; the sensor's
+        device and field, the fault's start and the thresholds only for operators."""
+        states = self._flood.states() if self._flood is not None else []
+        views = []
+        for st in states:
+            d = self._liveness.devices.get(st.device)
+            measured = d is None or d.state not in ("offline", "unmonitored")
+            quality = st.quality if measured else "not_measured"
+            trusted = measured and not st.fault
+            public: dict[str, Any] = {
+                "id": st.id, "name": st.name, "unit": st.unit,
+                "level": st.level if trusted else None,
+                "level_time_ns": st.level_time_ns if trusted else None,
+                "alert_level": st.alert_level, "since_ns": st.since_ns,
+                "trend_per_h": st.trend_per_h if trusted else None,
+                "eta_next_s": st.eta_next_s if trusted else None,
+                "eta_low_s": st.eta_low_s if trusted else None,
+                "eta_high_s": st.eta_high_s if trusted else None,
+                "next_level": st.next_level if trusted else None,
+                "quality": quality, "rain_mm_1h": st.rain_mm_1h}
+            siren = self._sirens.get(st.id)
+            public["siren"] = siren.state if siren is not None else None
+            if operator:
+                public.update(device=st.device, field=st.field, sensor_fault=not trusted,
+                              fault_since_ns=st.fault_since_ns, rising=st.rising,
+                              thresholds=st.thresholds,
+                              siren_detail=siren.view() if siren is not None else None)
+            views.append(PolderView.model_validate(public))
+        return PolderList.model_validate({"time_ns": self._clock.now_ns(), "polders": views})
 
     def clients_now(self, aps: Sequence[Device]) -> int | None:
         """Connected clients summed over the online access points that reported a count."""

@@ -32,6 +32,8 @@ from gateway.core.status import (
     DeviceView,
     Health,
     OutageView,
+    PolderList,
+    PolderView,
     QuarantineView,
     ResidentView,
     SiteView,
@@ -73,6 +75,10 @@ class StatusProvider(Protocol):
 
     def resident_view(self) -> ResidentView: ...
 
+    def polder_view(self, *, operator: bool) -> PolderList: ...
+
+    def siren_command(self, polder: str, action: str, for_s: float) -> PolderView | None: ...
+
     def history_view(self, device: str, field: str, start_ns: int, end_ns: int
                      ) -> tuple[int, list[tuple[int, float, float, float]]]: ...
 
@@ -98,6 +104,13 @@ class Session(BaseModel):
 
 class SessionRequest(BaseModel):
     token: str = Field(min_length=1, max_length=4096)
+
+
+class SirenCommand(BaseModel):
+    action: Literal["silence", "resume", "test"] = Field(
+        description="silence: off for for_s even if the level asks; resume: follow the level "
+        "again; test: on for the siren's test_s")
+    for_s: float = Field(3600.0, ge=60, le=86400, description="How long silence lasts")
 
 
 class Acknowledged(BaseModel):
@@ -213,6 +226,26 @@ def create_app(gateway: StatusProvider, *, config: ApiConfig, auth: OperatorAuth
     async def resident() -> ResidentView:
         """The park for its residents: Wi-Fi in words, polder level, garden, chart series."""
         return gateway.resident_view()
+
+    @app.get("/api/v1/polder", response_model=PolderList, response_model_exclude_unset=True,
+             tags=["public"])
+    async def polder(allowed: bool = Depends(caller)) -> PolderList:
+        """Each polder: level, warning level and since when, the rise per hour, the time to
+        the next level with its band (absent when flat, falling or untrusted), the sensor's
+        quality. With the operator token also its device, field, thresholds and fault."""
+        return gateway.polder_view(operator=allowed)
+
+    @app.post("/api/v1/polder/{polder}/siren", response_model=PolderView,
+              response_model_exclude_unset=True, tags=["operator"], dependencies=[Operator],
+              responses={**unauthorized,
+                         400: {"model": Problem, "description": "The body is not JSON"},
+                         404: {"model": Problem, "description": "No siren at that polder"}})
+    async def siren(polder: str, command: SirenCommand) -> PolderView:
+        """Silence a polder's siren for a time, let it follow the level again, or test it."""
+        view = gateway.siren_command(polder, command.action, command.for_s)
+        if view is None:
+            raise HTTPException(status_code=404, detail=f"no siren at polder {polder!r}")
+        return view
 
     @app.get("/api/v1/sites", response_model=list[str], tags=["public"])
     async def sites() -> list[str]:

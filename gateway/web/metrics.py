@@ -40,6 +40,7 @@ from gateway.core.status import (
     InfluxStatus,
     ModbusStatus,
     MqttStatus,
+    PolderView,
     SerialStatus,
     SourceStatus,
     SpoolStatus,
@@ -86,7 +87,9 @@ def render(status: Status, devices: Sequence[DeviceView],
     _components(out, components or {})
     _auth(out, (extra or {}).get("auth"))
     _discovery(out, (extra or {}).get("discovery"))
-    _extra(out, {k: v for k, v in (extra or {}).items() if k not in ("auth", "discovery")})
+    _polder(out, (extra or {}).get("polder"))
+    _extra(out, {k: v for k, v in (extra or {}).items()
+                 if k not in ("auth", "discovery", "polder")})
     return out.text()
 
 
@@ -501,6 +504,45 @@ def _discovery(out: _Exposition, discovery: Mapping[str, Any] | None) -> None:
     out.counter("discovery_refused_not_kept_total", "Messages of refused ids counted but not "
                 "kept as dead letters (beyond a sample a minute).").add(
         discovery.get("not_kept"))
+
+
+def _polder(out: _Exposition, polder: Mapping[str, Any] | None) -> None:
+    """The flood watch (issue 16): each polder's level, warning level, rise and time to the
+    next level, and how its readings were judged."""
+    if not polder:
+        return
+    views: Sequence[PolderView] = polder.get("views") or ()
+    level = out.gauge("polder_level", "The polder's last trusted reading, in its unit (none "
+                      "while the sensor is not believed).", "polder", "unit")
+    state = out.gauge("polder_alert_level", "1 for the polder's warning level (normal, "
+                      "waspada, siaga, awas, unknown).", "polder", "level")
+    trusted = out.gauge("polder_sensor_trusted", "1 while the polder's level sensor is "
+                        "believed, 0 while judged faulty.", "polder")
+    trend = out.gauge("polder_trend_per_hour", "The rise of the level per hour, in its unit "
+                      "(Theil-Sen over polder.window_s).", "polder", "unit")
+    eta = out.gauge("polder_eta_next_seconds", "Seconds until the next warning level while "
+                    "the level rises (none when flat, falling or untrusted).", "polder",
+                    "next_level")
+    eta_low = out.gauge("polder_eta_low_seconds", "The early end of that estimate.", "polder",
+                        "next_level")
+    eta_high = out.gauge("polder_eta_high_seconds", "The late end of that estimate.",
+                         "polder", "next_level")
+    for v in views:
+        level.add(v.level, v.id, v.unit)
+        for name in ("normal", "waspada", "siaga", "awas", "unknown"):
+            state.add(1 if v.alert_level == name else 0, v.id, name)
+        trusted.add(0 if v.sensor_fault else 1, v.id)
+        trend.add(v.trend_per_h, v.id, v.unit)
+        if v.next_level is not None:
+            eta.add(v.eta_next_s, v.id, v.next_level)
+            eta_low.add(v.eta_low_s, v.id, v.next_level)
+            eta_high.add(v.eta_high_s, v.id, v.next_level)
+    judged = out.counter("polder_readings_total", "Polder readings judged, by verdict (ok, "
+                         "range, spike, flatline, disagree; stale: silences found).", "polder",
+                         "verdict")
+    for polder_id, verdicts in _entries(polder.get("judged") or {}):
+        for verdict, n in _entries(verdicts):
+            judged.add(n, polder_id, verdict)
 
 
 def _extra(out: _Exposition, extra: Mapping[str, Any]) -> None:
