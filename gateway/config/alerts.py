@@ -126,8 +126,9 @@ class AlertsConfig(BaseModel):
     backoff_max_s: float = Field(
         600, gt=0, description="Longest wait between retries (never sooner than Retry-After)")
     give_up_after_s: float = Field(
-        86400, gt=0, description="A message not delivered this long after it was queued is "
-        "dropped and counted")
+        259200, gt=0, description="A message not delivered this long after it was queued is "
+        "dropped and counted (72 hours: it waits in data_dir/outbox.sqlite3 meanwhile, "
+        "across restarts)")
     max_pending: int = Field(1000, ge=1, description="Per target; the oldest is dropped")
     utc_offset_minutes: int = Field(
         480, ge=-720, le=840, description="Local time in the messages (480: WITA)")

@@ -50,6 +50,8 @@ import asyncio
 import logging
 import random
 import re
+import sqlite3
+import uuid
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -65,10 +67,19 @@ from gateway.core.clock import Clock
 # The statistics are the status's own shapes: one type from here to the API and /metrics.
 from gateway.core.status import AlertsStatus as AlertStats
 from gateway.core.status import AlertTargetStatus as TargetStats
+from gateway.park.flood import PolderEvent, PolderState
+from gateway.park.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
-AlertEvent = Literal["down", "recovered", "reminder", "gateway_restarted"]
+AlertEvent = Literal["down", "recovered", "reminder", "gateway_restarted", "polder_level",
+                     "polder_rising", "polder_sensor_fault", "polder_sensor_ok"]
+POLDER_EVENTS = frozenset({"polder_level", "polder_rising", "polder_sensor_fault",
+                           "polder_sensor_ok"})
+# Sending order within a target: flood warnings and sensor faults first, then down and
+# recovered, then reminders of what is already known.
+PRIORITY: dict[str, int] = {"reminder": 2, **dict.fromkeys(POLDER_EVENTS, 0)}
+DEFAULT_PRIORITY = 1
 
 _NS = 1_000_000_000
 _ERROR_TEXT_LIMIT = 300
@@ -101,6 +112,31 @@ class Alert:
     cause: str | None
     text: str
     queued_ns: int
+    id: str = ""
+    # A flood alert's fields for the webhook (level, alert_level, eta_next_s, ...).
+    fields: dict[str, Any] | None = None
+
+    @property
+    def priority(self) -> int:
+        return PRIORITY.get(self.event, DEFAULT_PRIORITY)
+
+    def to_json(self) -> dict[str, Any]:
+        s = self.subject
+        return {"event": self.event, "id": self.id, "since_ns": self.since_ns,
+                "at_ns": self.at_ns, "cause": self.cause, "text": self.text,
+                "queued_ns": self.queued_ns, "fields": self.fields,
+                "subject": {"id": s.id, "name": s.name, "kind": s.kind, "site": s.site,
+                            "zone": s.zone}}
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Alert:
+        s = body["subject"]
+        return cls(event=body["event"], subject=Subject(s["id"], s["name"], s["kind"],
+                                                        s["site"], s["zone"]),
+                   since_ns=int(body["since_ns"]), at_ns=int(body["at_ns"]),
+                   cause=body.get("cause"), text=str(body["text"]),
+                   queued_ns=int(body["queued_ns"]), id=str(body.get("id") or ""),
+                   fields=body.get("fields"))
 
 
 # -- texts (pure) -----------------------------------------------------------------------------
@@ -186,15 +222,123 @@ def message_text(
     return f"{text} Penyebab: {reason}." if reason else text
 
 
+_LEVEL_MARK = {"normal": "🟢", "waspada": "🟡", "siaga": "🟠", "awas": "🔴"}
+_FAULT_WORDS = {
+    "range": "pembacaan di luar jangkauan sensor",
+    "spike": "lonjakan yang tidak mungkin terjadi pada air",
+    "flatline": "nilai tidak berubah sama sekali (sensor macet)",
+    "stale": "tidak ada data dari sensor selama tiga interval",
+    "disagree": "dua sensor di polder ini tidak sepakat",
+}
+
+
+def number_id(value: float, decimals: int) -> str:
+    """A number the Indonesian way: decimal comma, no thousands mark (``1,12``)."""
+    text = f"{value:.{decimals}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text.replace(".", ",")
+
+
+def level_text(value: float, unit: str) -> str:
+    return f"{number_id(value, 2 if unit == 'm' else 1)} {unit}"
+
+
+def trend_text(per_h: float, unit: str) -> str:
+    """A rise per hour; a level in metres rises in centimetres (``6 cm/jam``)."""
+    if unit == "m":
+        return f"{number_id(per_h * 100, 0)} cm/jam"
+    return f"{number_id(per_h, 1)} {unit}/jam"
+
+
+def eta_text(seconds: float) -> str:
+    """``40 menit``, ``3 jam``, ``1,5 jam``: minutes to the nearest 5 under an hour."""
+    if seconds < 3600:
+        return f"{max(5, round(seconds / 300) * 5)} menit"
+    hours = seconds / 3600
+    return f"{number_id(hours, 0 if hours >= 3 else 1)} jam"
+
+
+def _band(low: float | None, high: float | None) -> str:
+    if low is None:
+        return ""
+    if high is None:
+        return f" (paling cepat {eta_text(low)})"
+    lo, hi = eta_text(low), eta_text(high)
+    same_unit = lo.split()[-1] == hi.split()[-1]
+    dash = "\N{EN DASH}"
+    return f" ({lo.split()[0]}{dash}{hi})" if same_unit else f" ({lo}{dash}{hi})"
+
+
+def _estimate_text(st: PolderState) -> str:
+    if st.eta_next_s is None or st.next_level is None:
+        return ""
+    return (f", perkiraan {st.next_level.upper()} dalam ± {eta_text(st.eta_next_s)}"
+            f"{_band(st.eta_low_s, st.eta_high_s)}")
+
+
+def polder_text(event: PolderEvent, *, wifi_clients: int | None, utc_offset_minutes: int = 480,
+                zone_name: str = "WITA") -> str:
+    """The flood messages, in Bahasa Indonesia: the level, how fast, when the next level,
+    and how many phones are in the park now (people to warn)."""
+    st = event.state
+    at = _clock_text(event.at_ns, event.at_ns, utc_offset_minutes)
+    name = st.name if st.name.lower().startswith("polder") else f"Polder {st.name}"
+    level = level_text(st.level, st.unit) if st.level is not None else "level tidak diketahui"
+    trend = ""
+    if st.trend_per_h is not None and st.trend_per_h > 0:
+        trend = f", naik {trend_text(st.trend_per_h, st.unit)}"
+    people = (f"; {wifi_clients} ponsel terhubung di taman" if wifi_clients is not None
+              else "")
+    when = f" (pukul {at} {zone_name})"
+    if event.kind == "polder_level":
+        mark = _LEVEL_MARK.get(st.alert_level, "⚠️")
+        before = event.previous_alert_level or "normal"
+        rank = ("normal", "waspada", "siaga", "awas")
+        if before in rank and st.alert_level in rank and rank.index(
+                st.alert_level) < rank.index(before):
+            return (f"{mark} {st.alert_level.upper()}: {name} turun dari {before.upper()}, "
+                    f"{level}{when}.")
+        return (f"{mark} {st.alert_level.upper()}: {name} {level}{trend}"
+                f"{_estimate_text(st)}{people}.{when}")
+    if event.kind == "polder_rising":
+        return (f"⚠️ NAIK CEPAT: {name} {level}{trend} ({st.alert_level.upper()})"
+                f"{_estimate_text(st)}{people}.{when}")
+    reason = _FAULT_WORDS.get(event.reason or "", event.reason or "tidak diketahui")
+    if event.kind == "polder_sensor_fault":
+        return (f"⚠️ Sensor {name} tidak dapat dipercaya: {reason}. Levelnya tidak dipakai "
+                f"untuk peringatan sampai sensor pulih; periksa sensor.{when}")
+    return (f"✅ Sensor {name} kembali dapat dipercaya (sebelumnya: {reason}): {level} "
+            f"({st.alert_level.upper()}).{when}")
+
+
+def polder_fields(event: PolderEvent, *, wifi_clients: int | None) -> dict[str, Any]:
+    """What a webhook gets besides the text: GET /api/v1/polder's fields and the event's."""
+    st = event.state
+    return {"level": st.level, "unit": st.unit, "alert_level": st.alert_level,
+            "previous_alert_level": event.previous_alert_level,
+            "since": _iso(st.since_ns) if st.since_ns is not None else None,
+            "trend_per_h": st.trend_per_h, "eta_next_s": st.eta_next_s,
+            "eta_low_s": st.eta_low_s, "eta_high_s": st.eta_high_s,
+            "next_level": st.next_level, "quality": st.quality, "reason": event.reason,
+            "siren": None, "wifi_clients": wifi_clients}
+
+
 def _iso(ns: int) -> str:
     return datetime.fromtimestamp(ns // _NS, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
 def webhook_body(alert: Alert, *, gateway_id: str) -> dict[str, Any]:
-    """The JSON object a webhook receives (times in UTC, ISO 8601)."""
+    """The JSON object a webhook receives (times in UTC, ISO 8601). ``id`` is the message's
+    own: the same on every retry and after a restart, so a receiver can drop a repeat."""
     s = alert.subject
+    if alert.event in POLDER_EVENTS:
+        return {"event": alert.event, "id": alert.id, "subject": "polder", "polder": s.id,
+                "name": s.name, "site": s.site, "gateway": gateway_id,
+                "at": _iso(alert.at_ns), **(alert.fields or {}), "text": alert.text}
     return {
         "event": alert.event,
+        "id": alert.id,
         "subject": "component" if s.kind in COMPONENT_KINDS else "device",
         "device": s.id,
         "name": s.name,
@@ -253,15 +397,21 @@ class _Watch:
     alerted: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    alert: Alert
+    seq: int | None  # its row in the outbox; None: in memory only
+
+
 class _Target:
     def __init__(self, config: WebhookTarget | TelegramTarget, *, max_pending: int,
                  backoff: Backoff) -> None:
         self.config = config
         self.name = config.name
         self.kind = config.kind
-        self.queue: deque[Alert] = deque()
+        self.queue: deque[_Queued] = deque()
         self.max_pending = max_pending
-        self.inflight: Alert | None = None
+        self.inflight: _Queued | None = None
         self.wakeup = asyncio.Event()
         self.backoff = backoff
         self.not_before_ns = 0
@@ -274,6 +424,14 @@ class _Target:
         self.last_drop_log_ns: int | None = None
         self._secret = (config.bot_token.get_secret_value()
                         if isinstance(config, TelegramTarget) else None)
+
+    def put(self, item: _Queued) -> None:
+        """In sending order: after every message of the same or a more urgent priority."""
+        priority = item.alert.priority
+        at = len(self.queue)
+        while at > 0 and self.queue[at - 1].alert.priority > priority:
+            at -= 1
+        self.queue.insert(at, item)
 
     def redact(self, text: str) -> str:
         if self._secret:
@@ -327,8 +485,11 @@ class Alerter:
         site: str,
         transport: httpx.AsyncBaseTransport | None = None,
         rng: random.Random | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self._config = config
+        self._outbox = outbox
+        self._not_durable = 0
         self._clock = clock
         self._gateway_id = gateway_id
         self._site = site
@@ -348,6 +509,31 @@ class Alerter:
         self._client: httpx.AsyncClient | None = None
         if any(t.kind == "telegram" for t in self._targets):
             _install_httpx_filter()
+        self._reload()
+
+    def _reload(self) -> None:
+        """Messages a previous run committed and did not settle: back in their queues."""
+        if self._outbox is None:
+            return
+        by_name = {t.name: t for t in self._targets}
+        kept = 0
+        for seq, target_name, _, _, body in self._outbox.pending():
+            target = by_name.get(target_name)
+            try:
+                alert = Alert.from_json(body)
+            except (KeyError, TypeError, ValueError):
+                alert = None
+            if target is None or alert is None or not self._config.enabled:
+                log.warning("outbox row seq=%d for target=%s dropped (%s)", seq, target_name,
+                            "target no longer configured" if alert is not None
+                            else "unreadable")
+                self._outbox.settle(seq)
+                continue
+            target.put(_Queued(alert, seq))
+            kept += 1
+        if kept:
+            log.info("alerts: %d message(s) from the outbox queued again after the restart",
+                     kept)
 
     # -- what the liveness tracker calls (never waits) ---------------------------------------
 
@@ -391,6 +577,21 @@ class Alerter:
             return
         self._queue("gateway_restarted", subject, since_ns=start_ns, at_ns=end_ns, cause=None)
 
+    def polder(self, event: PolderEvent, *, wifi_clients: int | None) -> None:
+        """A flood warning, a fast rise, a sensor fault or its recovery: sent at once, ahead
+        of device reminders."""
+        if not self._config.enabled:
+            return
+        cfg = self._config
+        st = event.state
+        subject = Subject(st.id, st.name, "polder", self._site, None)
+        text = polder_text(event, wifi_clients=wifi_clients,
+                           utc_offset_minutes=cfg.utc_offset_minutes, zone_name=cfg.zone_name)
+        fields = polder_fields(event, wifi_clients=wifi_clients)
+        self._enqueue(Alert(event.kind, subject, st.since_ns or event.at_ns, event.at_ns,
+                            event.reason, text, queued_ns=self._clock.now_ns(),
+                            id=uuid.uuid4().hex, fields=fields))
+
     def statistics(self) -> AlertStats:
         alerted = sum(1 for w in self._watches.values() if w.alerted)
         return AlertStats(
@@ -399,6 +600,8 @@ class Alerter:
             down=alerted,
             suppressed=self._suppressed,
             targets=tuple(t.stats() for t in self._targets),
+            outbox_rows=self._outbox.count() if self._outbox is not None else None,
+            not_durable=self._not_durable,
         )
 
     # -- the task ----------------------------------------------------------------------------
@@ -480,15 +683,36 @@ class Alerter:
         text = message_text(event, subject, since_ns=since_ns, at_ns=at_ns, cause=cause,
                             utc_offset_minutes=cfg.utc_offset_minutes, zone_name=cfg.zone_name)
         now = self._clock.now_ns()
-        alert = Alert(event, subject, since_ns, at_ns, cause, text, queued_ns=now)
-        log.debug("alert queued event=%s device=%s site=%s targets=%d", event, subject.id,
-                 subject.site, len(self._targets))
-        for target in self._targets:
+        self._enqueue(Alert(event, subject, since_ns, at_ns, cause, text, queued_ns=now,
+                            id=uuid.uuid4().hex))
+
+    def _enqueue(self, alert: Alert) -> None:
+        """On the card first (one row per target, one transaction), then in the queues."""
+        now = self._clock.now_ns()
+        log.debug("alert queued event=%s device=%s site=%s targets=%d id=%s", alert.event,
+                  alert.subject.id, alert.subject.site, len(self._targets), alert.id)
+        seqs: list[int | None] = [None] * len(self._targets)
+        if self._outbox is not None and self._targets:
+            body = alert.to_json()
+            try:
+                seqs = list(self._outbox.add(
+                    (t.name, alert.id, alert.priority, alert.queued_ns, body)
+                    for t in self._targets))
+            except sqlite3.Error:
+                self._not_durable += 1  # the card refused: sent from memory all the same
+        for target, seq in zip(self._targets, seqs, strict=True):
             if len(target.queue) >= target.max_pending:
-                oldest = target.queue.popleft()
-                self._drop(target, oldest, "queue_full", now)
-            target.queue.append(alert)
+                # The least urgent, oldest message makes room.
+                victim = max(target.queue, key=lambda q: q.alert.priority)
+                target.queue.remove(victim)
+                self._settle(victim)
+                self._drop(target, victim.alert, "queue_full", now)
+            target.put(_Queued(alert, seq))
             target.wakeup.set()
+
+    def _settle(self, item: _Queued) -> None:
+        if item.seq is not None and self._outbox is not None:
+            self._outbox.settle(item.seq)
 
     def _drop(self, target: _Target, alert: Alert, reason: str, now: int) -> None:
         target.dropped += 1
@@ -507,20 +731,20 @@ class Alerter:
             while not target.queue:
                 target.wakeup.clear()
                 await target.wakeup.wait()
-            alert = target.queue.popleft()
-            target.inflight = alert
+            item = target.queue.popleft()
+            target.inflight = item
             settled = False
             try:
-                await self._deliver(target, client, alert)
+                await self._deliver(target, client, item.alert)
                 settled = True
             finally:
                 target.inflight = None
-                if not settled:
-                    # Cancelled mid-delivery: keep it for the next run() when there is room.
-                    if len(target.queue) < target.max_pending:
-                        target.queue.appendleft(alert)
-                    else:
-                        target.dropped += 1
+                if settled:
+                    self._settle(item)
+                else:
+                    # Cancelled mid-delivery: first again in the next run(); its outbox row
+                    # stays for the next start either way.
+                    target.queue.appendleft(item)
 
     async def _deliver(self, target: _Target, client: httpx.AsyncClient, alert: Alert) -> None:
         attempts = 0
