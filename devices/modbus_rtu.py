@@ -26,6 +26,10 @@ values or a :class:`RtuError` of kind ``"crc"`` (the frame arrived damaged), ``"
 of the wrong length). Many USB-RS485 adapters hear their own transmission; with ``echo=True``
 the exchange first expects the request to come back and skips it.
 
+One write: function 5, *write single coil* (the common RS485 relay boards: a siren),
+:class:`CoilWrite`. Its request is the unit, 5, the coil's address and 0xFF00 (on) or 0x0000
+(off); a slave that did it answers with the very same eight bytes.
+
 The slave side (:class:`RequestFramer`, :func:`read_response`, :func:`exception_response`) is
 here for the simulators and tests.
 """
@@ -205,6 +209,83 @@ class ReadExchange:
 
     def _fail(self, kind: ErrorKind, reason: str, frame: bytes, code: int | None = None) -> bool:
         self.error = RtuError(kind, reason, frame, code)
+        return True
+
+
+WRITE_COIL = 5
+
+
+def write_coil_request(unit: int, address: int, on: bool) -> bytes:
+    """Function 5: switch coil ``address`` of slave ``unit`` on or off."""
+    _check_unit(unit)
+    if not 0 <= address <= 0xFFFF:
+        raise ValueError(f"coil address {address} out of range")
+    value = b"\xff\x00" if on else b"\x00\x00"
+    return with_crc(bytes((unit, WRITE_COIL)) + address.to_bytes(2, "big") + value)
+
+
+@dataclass(slots=True)
+class CoilWrite:
+    """One write-single-coil request and its answer: the echo of the request, or an exception.
+    The same interface as :class:`ReadExchange` for the poller (``request``, ``feed``,
+    ``done``, ``error``, ``received``, ``leftover``, ``answer``)."""
+
+    unit: int
+    address: int
+    on: bool
+    echo: bool = False
+    request: bytes = field(init=False)
+    written: bool = field(init=False, default=False)
+    error: RtuError | None = field(init=False, default=None)
+    answer: bytes = field(init=False, default=b"")
+    leftover: bytes = field(init=False, default=b"")
+    _buffer: bytearray = field(init=False, default_factory=bytearray)
+    _skip: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        self.request = write_coil_request(self.unit, self.address, self.on)
+        self._skip = len(self.request) if self.echo else 0
+
+    @property
+    def done(self) -> bool:
+        return self.written or self.error is not None
+
+    @property
+    def received(self) -> int:
+        return max(0, len(self._buffer) - self._skip)
+
+    def feed(self, data: bytes) -> bool:
+        if self.done:
+            self.leftover += data
+            return True
+        buf = self._buffer
+        buf += data
+        if len(buf) < self._skip + 2:
+            return False
+        frame = bytes(buf[self._skip:])
+        size = 5 if frame[1] == WRITE_COIL | 0x80 else 8
+        if frame[1] not in (WRITE_COIL, WRITE_COIL | 0x80):
+            self.error = RtuError("mismatch", f"answer has function code {frame[1]}, expected "
+                                  f"{WRITE_COIL}", frame)
+            return True
+        if len(frame) < size:
+            return False
+        answer = self.answer = frame[:size]
+        self.leftover = frame[size:]
+        if not crc_ok(answer):
+            self.error = RtuError("crc", f"CRC error in the answer {answer.hex(' ')}", answer)
+        elif answer[0] != self.unit:
+            self.error = RtuError("mismatch", f"answer from unit {answer[0]}, asked unit "
+                                  f"{self.unit}", answer)
+        elif size == 5:
+            name = EXCEPTION_NAMES.get(answer[2], "unknown exception")
+            self.error = RtuError("exception", f"exception {answer[2]} ({name})", answer,
+                                  answer[2])
+        elif answer != self.request:
+            self.error = RtuError("mismatch", f"the slave answered {answer.hex(' ')}, not the "
+                                  "request's echo", answer)
+        else:
+            self.written = True
         return True
 
 

@@ -52,6 +52,7 @@ class ModbusPeer:
         self.corrupt_answers = 0
         self.echo = False
         self.requests: list[bytes] = []
+        self.coil_writes: list[tuple[int, int, list[bool]]] = []
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="modbus-peer",
@@ -68,6 +69,10 @@ class ModbusPeer:
         words = encode_value(register, value)
         with self._lock:
             self.memory[unit][table][register.address:register.address + len(words)] = words
+
+    def coil(self, unit: int, address: int) -> bool:
+        with self._lock:
+            return bool(self.memory[unit]["coils"][address])
 
     def unplug(self) -> None:
         self._call(self._unplug)
@@ -129,6 +134,13 @@ class ModbusPeer:
 
     async def _action(self, unit: int, function_code: int, start: int, address: int,
                       count: int, current: list[int], set_values: Any) -> None:
+        if function_code in (5, 15) and set_values is not None:
+            # A write of coils (a relay board's siren): kept, so the test reads it back.
+            with self._lock:
+                for i, value in enumerate(set_values):
+                    self.memory[unit]["coils"][address + i] = int(bool(value))
+                self.coil_writes.append((unit, address, [bool(v) for v in set_values]))
+            return
         table = _FC_TABLE.get(function_code)
         if table is None:
             return

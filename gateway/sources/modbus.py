@@ -37,10 +37,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from devices.modbus import Block, decode_block
-from devices.modbus_rtu import ReadExchange, RtuError
+from devices.modbus_rtu import CoilWrite, ReadExchange, RtuError
 from gateway.core.clock import SYSTEM_CLOCK, Clock
 from gateway.pipeline import Committer, Pipeline
-from gateway.sources.port import PortState, PortStats, SerialPort, SerialSettings
+from gateway.sources.port import PortGone, PortState, PortStats, SerialPort, SerialSettings
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,11 @@ class ModbusBus:
             on_data=self._data, on_open=self._opened, on_error=self._port_error,
             on_state=on_port_state, discard_input=True, reopen_min_s=reopen_min_s,
             reopen_max_s=reopen_max_s)
-        self._exchange: ReadExchange | None = None
+        self._exchange: ReadExchange | CoilWrite | None = None
+        # One exchange on the wire at a time: the poll loop's reads and an output's writes.
+        self._wire = asyncio.Lock()
+        self.coil_writes = 0
+        self.coil_write_failures = 0
         self._waiter: asyncio.Future[int] | None = None
         self._quiet_until = 0.0
         self._bytes_in = 0
@@ -247,7 +251,41 @@ class ModbusBus:
                         slave.spec.unit, slave.failures_in_row, slave.last_error,
                         max(slave.spec.interval_s, self._offline_retry))
 
+    async def write_coil(self, unit: int, address: int, on: bool) -> str | None:
+        """Function 5 between two polls: switch coil ``address`` of slave ``unit``. None when
+        the slave confirmed it, else what went wrong (port not open, timeout, exception)."""
+        try:
+            async with self._wire:
+                await self._port.sleep(self._quiet_until - self._clock.monotonic())
+                exchange = CoilWrite(unit, address, on, echo=self._echo)
+                waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+                self._exchange, self._waiter = exchange, waiter
+                try:
+                    self._port.write(exchange.request)
+                    self._bytes_out += len(exchange.request)
+                    await self._port.wait(waiter, self._timeout)
+                except TimeoutError:
+                    error: str | None = f"timeout after {self._timeout:g} s"
+                else:
+                    error = exchange.error.reason if exchange.error is not None else None
+                finally:
+                    self._exchange = self._waiter = None
+                    self._quiet_until = self._clock.monotonic() + self._turnaround
+        except PortGone as exc:
+            error = str(exc)
+        if error is None:
+            self.coil_writes += 1
+            return None
+        self.coil_write_failures += 1
+        log.warning("modbus bus=%s unit=%d coil %d %s not written: %s", self.name, unit,
+                    address, "on" if on else "off", error)
+        return error
+
     async def _read_block(self, slave: _SlaveState, state: _BlockState) -> bool:
+        async with self._wire:
+            return await self._read_block_now(slave, state)
+
+    async def _read_block_now(self, slave: _SlaveState, state: _BlockState) -> bool:
         """One request and its answer; True when the slave answered (values or exception)."""
         spec, block = slave.spec, state.block
         await self._port.sleep(self._quiet_until - self._clock.monotonic())
