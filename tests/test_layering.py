@@ -53,6 +53,7 @@ COMMANDS: dict[str, set[str]] = {
     "gateway.ops.cli": {"gateway.__main__", "gateway.ops.docgen"},
     "gateway.ops.demo": {"gateway.ops.cli"},
     "gateway.ops.doctor": {"gateway.ops.cli"},
+    "gateway.ops.polder_replay": {"gateway.ops.cli"},
 }
 
 

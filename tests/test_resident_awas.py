@@ -25,7 +25,7 @@ def test_awas_puts_the_polder_first_with_what_to_do_and_the_number_to_call(
     publisher_factory: Callable[[int], Publisher], browser: Browser,
 ) -> None:
     cfg = park_config(tmp_path, mosquitto, influx_server, db_name)
-    cfg["pages"]["polder"]["emergency_number"] = "0549 21112"  # the regency's BPBD, say
+    cfg["polder"][0]["emergency_number"] = "0549 21112"  # the regency's BPBD, say
     gw = gateway_factory(cfg)
     pub = publisher_factory(mosquitto.port)
     context = browser.new_context(viewport=PHONE, locale="id-ID")

@@ -28,6 +28,14 @@
       forget_label: 'Lupakan {id}', forget_confirm: 'Lupakan perangkat {id}? Ia ditemukan lagi bila mengirim lagi.',
       forget_failed: 'Gagal melupakan {id}: {why}',
       disk_title: 'Kartu SD', s_disk: 'Kartu SD', free: 'kosong',
+      polder_title: 'Polder', lv_normal: 'Normal', lv_waspada: 'Waspada', lv_siaga: 'Siaga', lv_awas: 'Awas',
+      lv_unknown: 'Belum diketahui', q_ok: 'sensor dapat dipercaya', q_range: 'di luar jangkauan sensor',
+      q_spike: 'lonjakan ditolak', q_flatline: 'sensor macet (nilai tidak berubah)', q_stale: 'tidak ada data',
+      q_disagree: 'dua sensor tidak sepakat', q_not_measured: 'sensor tidak terpantau',
+      p_trend: 'naik {r} {u}/jam', p_eta: '{lv} dalam ± {m} menit ({lo}–{hi})',
+      siren: 'Sirene', sr_off: 'mati', sr_on: 'MENYALA', sr_silenced: 'disenyapkan sampai {when}',
+      sr_test: 'uji', sr_error: 'gagal: {e}', silence: 'Senyapkan 1 jam', resume: 'Lanjutkan', test: 'Uji 5 detik',
+      siren_failed: 'Perintah sirene gagal: {why}',
       disk_ok: 'baik', disk_low: 'hampir penuh', disk_disk_full: 'PENUH', disk_io_error: 'RUSAK (I/O error)',
       disk_low_text: 'Sisa {free}, di bawah cadangan {reserve}: spool membuang bacaan tertua agar kartu tidak penuh.',
       disk_full_text: 'Kartu SD penuh (sisa {free}). Bacaan baru tidak disimpan dan tidak dikonfirmasi; broker menyimpannya sampai ada ruang. Kosongkan ruang di kartu.',
@@ -72,6 +80,14 @@
       forget_label: 'Forget {id}', forget_confirm: 'Forget device {id}? It is discovered again if it sends again.',
       forget_failed: 'Could not forget {id}: {why}',
       disk_title: 'SD card', s_disk: 'SD card', free: 'free',
+      polder_title: 'Polder', lv_normal: 'Normal', lv_waspada: 'Caution (Waspada)', lv_siaga: 'Warning (Siaga)',
+      lv_awas: 'Danger (Awas)', lv_unknown: 'Not known yet', q_ok: 'sensor trusted', q_range: 'out of the sensor\'s range',
+      q_spike: 'spike rejected', q_flatline: 'sensor stuck (value unchanged)', q_stale: 'no data',
+      q_disagree: 'the two sensors disagree', q_not_measured: 'sensor not monitored',
+      p_trend: 'rising {r} {u}/h', p_eta: '{lv} in about {m} min ({lo}–{hi})',
+      siren: 'Siren', sr_off: 'off', sr_on: 'SOUNDING', sr_silenced: 'silenced until {when}',
+      sr_test: 'test', sr_error: 'failed: {e}', silence: 'Silence 1 h', resume: 'Resume', test: 'Test 5 s',
+      siren_failed: 'Siren command failed: {why}',
       disk_ok: 'ok', disk_low: 'low', disk_disk_full: 'FULL', disk_io_error: 'FAILING (I/O error)',
       disk_low_text: '{free} free, under the {reserve} reserve: the spool evicts its oldest readings so the card does not fill.',
       disk_full_text: 'The SD card is full ({free} free). New readings are neither stored nor acknowledged; the broker keeps them until there is room. Make room on the card.',
@@ -99,7 +115,7 @@
   var $ = function (id) { return document.getElementById(id); };
   // devices: the listed ones (config, the gateway) and the discovered page, for lookups;
   // discoveredTotal: how many discovered devices there are (X-Total-Count).
-  var model = { devices: [], outages: [], status: null, dead: [], quarantine: [], discoveredTotal: 0 };
+  var model = { devices: [], outages: [], status: null, dead: [], quarantine: [], discoveredTotal: 0, polders: [] };
   var DISCOVERED_PAGE = 100;
   var es = null, timer = null, signedIn = false, renderQueued = false, outageTimer = null;
   var refreshTimer = null;
@@ -114,7 +130,7 @@
     $('login-error').textContent = message || '';
     if (es) { es.close(); es = null; }
     if (timer) { clearInterval(timer); timer = null; }
-    model = { devices: [], outages: [], status: null, dead: [], quarantine: [], discoveredTotal: 0 };
+    model = { devices: [], outages: [], status: null, dead: [], quarantine: [], discoveredTotal: 0, polders: [] };
     $('token').focus();
   }
 
@@ -159,7 +175,7 @@
     return Promise.all([
       authed(LISTED), authed('/api/v1/outages?limit=50'), authed('/api/v1/status'),
       authed('/api/v1/dead-letters?limit=20'), authed('/api/v1/quarantine?limit=20'),
-      authedPage(DISCOVERED)
+      authedPage(DISCOVERED), authed('/api/v1/polder')
     ]).then(function (r) {
       if (!signedIn) { return; }
       var failed = r.filter(function (x) { return x && x.failed; }).map(function (x) { return x.failed; });
@@ -171,6 +187,7 @@
       if (!r[2].failed) { model.status = r[2]; }
       if (!r[3].failed) { model.dead = r[3]; }
       if (!r[4].failed) { model.quarantine = r[4]; }
+      if (!r[6].failed) { model.polders = r[6].polders || []; }
       if (failed.length < r.length) { model.heardNs = Date.now() * 1e6; }
       model.unreachable = failed.length === r.length;
       var names = failed.map(sectionName).filter(function (v, i, a) { return a.indexOf(v) === i; });
@@ -192,6 +209,7 @@
     if (p.indexOf('/status') >= 0) { return t('summary_title'); }
     if (p.indexOf('/dead-letters') >= 0) { return t('dead_title'); }
     if (p.indexOf('/quarantine') >= 0) { return t('quarantine_title'); }
+    if (p.indexOf('/polder') >= 0) { return t('polder_title'); }
     return p;
   }
 
@@ -486,6 +504,7 @@
       row(t('s_disk'), t('disk_' + dk.state) + ' · ' + bytes(dk.free_bytes) + ' ' + t('free'));
     }
     renderDisk(dk);
+    renderPolders();
   }
 
   // The card's trouble, in words a technician acts on; each damaged file set aside at start
@@ -514,6 +533,57 @@
         file: n.file, detail: n.detail, aside: n.set_aside_as || '–', salvaged: GG.num(n.salvaged, 0),
         lost: n.lost === null || n.lost === undefined ? t('unknown_n') : GG.num(n.lost, 0)
       }), button]));
+    });
+  }
+
+  // Each polder: its warning level, the level and how it moves, whether the sensor is
+  // believed, and its siren with what an operator may do with it.
+  function renderPolders() {
+    var list = $('polders');
+    $('polder-section').hidden = !model.polders.length;
+    list.textContent = '';
+    model.polders.forEach(function (p) {
+      var parts = [el('strong', { text: p.name + ': ' }),
+        el('span', { 'class': 'badge', 'data-level': p.alert_level, text: t('lv_' + p.alert_level) }), ' '];
+      if (p.level !== null && p.level !== undefined) { parts.push(GG.num(p.level) + ' ' + p.unit + ' · '); }
+      parts.push(t('q_' + p.quality) === 'q_' + p.quality ? p.quality : t('q_' + p.quality));
+      if (p.trend_per_h > 0) { parts.push(' · ' + t('p_trend', { r: GG.num(p.trend_per_h), u: p.unit })); }
+      if (p.eta_next_s) {
+        parts.push(' · ' + t('p_eta', { lv: t('lv_' + p.next_level), m: GG.num(p.eta_next_s / 60, 0),
+          lo: GG.num((p.eta_low_s || p.eta_next_s) / 60, 0), hi: p.eta_high_s ? GG.num(p.eta_high_s / 60, 0) : '?' }));
+      }
+      var item = el('li', { 'data-polder': p.id }, parts);
+      var sd = p.siren_detail;
+      if (sd) {
+        var word = sd.state === 'silenced' ? t('sr_silenced', { when: GG.when(sd.until_ns) }) : t('sr_' + sd.state);
+        if (sd.last_error) { word += ' · ' + t('sr_error', { e: sd.last_error }); }
+        var row = el('p', { 'class': 'siren' }, [t('siren') + ': ', el('strong', { 'class': 'siren-state', text: word })]);
+        [['silence', { action: 'silence', for_s: 3600 }], ['resume', { action: 'resume' }], ['test', { action: 'test' }]]
+          .forEach(function (c) {
+            var b = el('button', { type: 'button', 'class': 'btn', 'data-action': c[1].action, text: t(c[0]) });
+            b.addEventListener('click', function () { sirenCommand(p.id, c[1], b); });
+            row.appendChild(b);
+          });
+        item.appendChild(row);
+      }
+      list.appendChild(item);
+    });
+  }
+
+  function sirenCommand(id, body, button) {
+    button.disabled = true;
+    $('polder-error').textContent = '';
+    fetch('/api/v1/polder/' + encodeURIComponent(id) + '/siren', {
+      method: 'POST', credentials: 'same-origin',
+      headers: { Accept: 'application/json', 'Content-Type': 'application/json' }, body: JSON.stringify(body)
+    }).then(function (r) {
+      button.disabled = false;
+      if (r.status === 401) { showLogin(); return; }
+      if (!r.ok) { $('polder-error').textContent = t('siren_failed', { why: 'HTTP ' + r.status }); return; }
+      refresh();
+    }, function () {
+      button.disabled = false;
+      $('polder-error').textContent = t('siren_failed', { why: t('unreachable') });
     });
   }
 

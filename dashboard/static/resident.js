@@ -37,6 +37,10 @@
       error: 'Data taman belum bisa diambil. Mencoba lagi…',
       old_data: 'Data lama — terakhir {when}', old_data_none: 'Data lama',
       call: 'Darurat: telepon {n}',
+      sensor_fault: 'Sensor sedang bermasalah',
+      sensor_fault_says: 'Tinggi air tidak ditampilkan sampai sensornya pulih; petugas sudah diberi tahu.',
+      eta: 'Perkiraan {lv} dalam ± {eta} ({lo}–{hi})', eta_exact: 'Perkiraan {lv} dalam ± {eta}', eta_open: 'Perkiraan {lv} dalam ± {eta} (paling cepat {lo})',
+      rising: 'Naik {r} per jam', rain: 'Hujan 1 jam terakhir', min: '{n} menit', hour: '{n} jam',
       unreachable: 'Gateway tidak terjangkau. Pembaruan terakhir {when}; semua angka di bawah adalah data lama.'
     },
     en: {
@@ -71,13 +75,17 @@
       summary: 'latest {last}, lowest {lo}, highest {hi}',
       old_data: 'Old data — last {when}', old_data_none: 'Old data',
       call: 'Emergency: call {n}',
+      sensor_fault: 'The sensor has a problem',
+      sensor_fault_says: 'No water level is shown until the sensor is fixed; the staff have been told.',
+      eta: '{lv} expected in about {eta} ({lo}–{hi})', eta_exact: '{lv} expected in about {eta}', eta_open: '{lv} expected in about {eta} (at the earliest {lo})',
+      rising: 'Rising {r} per hour', rain: 'Rain in the last hour', min: '{n} min', hour: '{n} h',
       unreachable: 'The gateway cannot be reached. Last update {when}; every figure below is old.',
       error: 'Could not get the park data yet. Trying again…'
     }
   });
 
   var ICON = { normal: '✓', gangguan: '!', mati: '✕', unknown: '?', unmonitored: '⊘', old: '…', waspada: '!', siaga: '!!', awas: '!!!',
-    'not-measured': '⊘' };
+    'not-measured': '⊘', fault: '⚠' };
   var $ = function (id) { return document.getElementById(id); };
   var data = null;
   var history = {};
@@ -139,6 +147,29 @@
     }
   }
 
+  function duration(s) {
+    return s < 3600 ? t('min', { n: Math.max(5, Math.round(s / 300) * 5) })
+      : t('hour', { n: GG.num(s / 3600, s >= 3 * 3600 ? 0 : 1) });
+  }
+
+  // While the water rises (and only while the reading is current and trusted): how fast, and
+  // when the next level, with its band. Absent when flat, falling or untrusted.
+  function estimate(p, current) {
+    var eta = $('polder-eta'), trend = $('polder-trend');
+    var rising = current && p.trend_per_h > 0 && p.eta_next_s !== null && p.eta_next_s !== undefined;
+    eta.hidden = trend.hidden = !rising;
+    if (!rising) { return; }
+    var per = p.unit === 'm' ? GG.num(p.trend_per_h * 100, 0) + ' cm' : GG.num(p.trend_per_h) + ' ' + p.unit;
+    trend.textContent = t('rising', { r: per });
+    var lo = duration(p.eta_low_s || p.eta_next_s), hi = p.eta_high_s ? duration(p.eta_high_s) : '';
+    var exact = lo === hi;
+    var unit = function (x) { return x.replace(/^[\d.,]+ ?/, ''); };
+    // "25–40 menit", "40 menit–2 jam"; no band when both ends read the same.
+    var vars = { lv: t('lvl_' + p.next_level), eta: duration(p.eta_next_s),
+      lo: hi && unit(lo) === unit(hi) ? lo.replace(/ ?[^\d.,\s].*$/, '') : lo, hi: hi };
+    eta.textContent = t(!hi ? 'eta_open' : exact ? 'eta_exact' : 'eta', vars);
+  }
+
   function withUnit(v, unit) { return v === null || v === undefined ? t('no_data') : GG.num(v) + ' ' + unit; }
 
   function render() {
@@ -163,6 +194,10 @@
       if (p.measured === false) {
         status($('polder-status'), 'not-measured', t('not_measured'));
         $('polder-value').textContent = '–';
+      } else if (p.sensor_fault) {
+        // Judged untrustworthy (stuck, out of range, silent): no number, never an old one.
+        status($('polder-status'), 'fault', t('sensor_fault'));
+        $('polder-value').textContent = '–';
       } else if (p.value !== null && p.value !== undefined &&
                  (p.stale || p.state !== 'online' || isOld(p.time_ns))) {
         // Old: the last value stays readable, but no level colour is kept on it.
@@ -175,6 +210,10 @@
         alarm = lv === 'siaga' || lv === 'awas' ? lv : null;
       }
       loud(p, alarm);
+      estimate(p, alarm !== null || (p.level === 'waspada' || p.level === 'normal') && !p.stale && !isOld(p.time_ns) && !p.sensor_fault);
+      var rain = $('polder-rain');
+      rain.hidden = p.rain_mm_1h === null || p.rain_mm_1h === undefined;
+      if (!rain.hidden) { $('polder-rain-value').textContent = GG.num(p.rain_mm_1h) + ' mm'; }
       var th = p.thresholds || {};
       var vars = { w: GG.num(th.waspada), s: GG.num(th.siaga), a: GG.num(th.awas), u: p.unit };
       $('polder-thresholds').textContent = th.waspada === undefined ? '' : t('thresholds', vars);
@@ -216,7 +255,9 @@
     if (away !== wasAway || oldPolder() !== wasOld) { wasAway = away; wasOld = oldPolder(); render(); return; }
     $('updated').textContent = GG.ago(data.updated_ns);
     var p = data.polder;
-    if (p && p.measured === false) {
+    if (p && p.sensor_fault && p.measured !== false) {
+      $('polder-time').textContent = t('sensor_fault_says');
+    } else if (p && p.measured === false) {
       $('polder-time').textContent = p.not_measured_since_ns ? t('not_measured_since', { when: GG.when(p.not_measured_since_ns), ago: GG.ago(p.not_measured_since_ns) }) : t('not_measured');
     } else if (p) { $('polder-time').textContent = p.time_ns ? t('measured', { ago: GG.ago(p.time_ns) }) : ''; }
     if (data.garden) {

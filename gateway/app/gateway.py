@@ -12,7 +12,9 @@ the readings held meanwhile with corrected times;
 ``modbus[<name>].poll`` polls the Modbus RTU slaves on one RS485 bus;
 ``liveness.watch`` turns silence into offline devices, writes ``device_status`` points and
 the gateway's heartbeat;
-``alerts.deliver`` sends the down/recovered notifications (webhooks, Telegram);
+``alerts.deliver`` sends the notifications (webhooks, Telegram) from the durable outbox;
+``flood.watch`` says when a polder's sensor has gone quiet (the flood watch judges every
+polder reading on the ingest path, :mod:`gateway.park.flood`);
 ``history.flush`` writes the charts' rollups to ``history.sqlite3``;
 ``events.pump`` turns new readings and the park's summary into the pages' live events;
 ``api.serve`` is the status API and the pages on plain HTTP, ``api.serve_https`` on HTTPS
@@ -48,8 +50,17 @@ from gateway.core.disk import Transition as DiskTransition
 from gateway.core.errors import SpoolError
 from gateway.core.salvage import TableSalvage, set_aside
 from gateway.core.salvage import check as check_file
-from gateway.core.status import DeviceView, OutageView, ResidentView, SiteView, Status
+from gateway.core.status import (
+    DeviceView,
+    OutageView,
+    PolderList,
+    PolderView,
+    ResidentView,
+    SiteView,
+    Status,
+)
 from gateway.park.alerts import Alerter, Subject
+from gateway.park.flood import FloodWatch, PolderEvent, PolderState
 from gateway.park.health import health_point
 from gateway.park.history import History, Tier
 from gateway.park.liveness import (
@@ -61,8 +72,11 @@ from gateway.park.liveness import (
     Polled,
     Transition,
 )
+from gateway.park.outbox import FILE_NAME as OUTBOX_FILE
+from gateway.park.outbox import Outbox
 from gateway.park.registry import Device, Registry
 from gateway.park.resident import public_series
+from gateway.park.siren import GpioLine, Siren, Switch
 from gateway.park.state_topics import StatePublisher, gateway_status_topic
 from gateway.park.views import ParkViews
 from gateway.park.wifi_usage import WifiUsage
@@ -235,9 +249,15 @@ class Gateway:
         if publish_states:
             self.liveness.listeners.append(self.states.transition)
             self.liveness.forget_listeners.append(self.states.forgotten)
+        self.outbox = Outbox(config.data_dir / OUTBOX_FILE, disk=self.disk)
+        exit.callback(self.outbox.close)
         self.alerter = Alerter(config.alerts, clock=clock, gateway_id=config.gateway.id,
-                               site=config.gateway.site)
+                               site=config.gateway.site, outbox=self.outbox)
         exit.push_async_callback(self.alerter.aclose)
+        self.flood = FloodWatch(config.polder, clock=clock, site=config.gateway.site,
+                                gateway_id=config.gateway.id, notify=self._polder_alert,
+                                emit=self._emit)
+        self.pipeline.on_readings.append(self.flood.readings)
         self.disk.listeners.append(self._disk_alert)
         if self.disk.state != "ok":  # already full while the files were opened
             self._disk_alert(DiskTransition(old="ok", new=self.disk.state,
@@ -269,6 +289,7 @@ class Gateway:
             for b in config.modbus
         ]
         self._watch_polled(config)
+        self.sirens = self._sirens(config, exit)
         self.liveness.add_link("broker", self._fed_over_mqtt)
         self.liveness.component_listeners.append(self._component_alert)
         self.history: History | None = None
@@ -282,8 +303,10 @@ class Gateway:
             history = self.history
             self.liveness.forget_listeners.append(lambda d, why: history.forget(d.id))
         self.views = ParkViews(config=config, liveness=self.liveness, registry=self.registry,
-                               wifi=self.wifi, clock=clock)
-        self._public_series = public_series(config.pages, config.gateway.site)
+                               wifi=self.wifi, clock=clock, flood=self.flood,
+                               sirens=self.sirens)
+        self._public_series = public_series(config.pages, config.gateway.site,
+                                            config.polder[0] if config.polder else None)
         self.events = EventHub(max_clients=config.api.sse_max_clients,
                                keepalive_s=config.api.sse_keepalive_s)
         self.live = LiveFeed(events=self.events, liveness=self.liveness, history=self.history,
@@ -319,13 +342,18 @@ class Gateway:
         name, where it went, what SQLite said). The history is derived: it starts fresh here.
         The spool and the state are salvaged into their fresh files once those are open."""
         damaged: dict[str, tuple[Path, str]] = {}
-        for name in (SPOOL_FILE, STATE_FILE, HISTORY_FILE):
+        for name in (SPOOL_FILE, STATE_FILE, HISTORY_FILE, OUTBOX_FILE):
             path = self.config.data_dir / name
             problem = check_file(path)
             if problem is None:
                 continue
             aside = set_aside(path, now=datetime.now(UTC))
             damaged[name] = (aside, problem)
+            if name == OUTBOX_FILE:
+                log.error("damaged file %s (%s): set aside as %s; alerts not yet sent in it are "
+                          "lost, new ones are kept", path, problem, aside.name)
+                self.disk.damaged(file="outbox", action="set_aside", detail=problem,
+                                  set_aside_as=aside.name)
             if name == HISTORY_FILE:
                 log.error("damaged file %s (%s): set aside as %s; the charts start fresh (the "
                           "readings themselves are in InfluxDB)", path, problem, aside.name)
@@ -378,6 +406,51 @@ class Gateway:
         elif t.new == "unmonitored" and t.old == "offline":
             # Nobody knows any more whether it recovered: its component's alert speaks now.
             self.alerter.forget(t.device)
+
+    def _sirens(self, config: Config, exit: contextlib.AsyncExitStack) -> dict[str, Siren]:
+        """Each polder's siren, switched through its Modbus bus or a GPIO line, following the
+        flood watch's trusted levels."""
+        buses = {b.name: b for b in self.modbus}
+        sirens: dict[str, Siren] = {}
+        for p in config.polder:
+            cfg = p.siren
+            if cfg is None:
+                continue
+            if cfg.kind == "modbus_coil":
+                assert cfg.bus is not None
+                assert cfg.unit is not None
+                switch = _coil_switch(buses[cfg.bus], cfg.unit, cfg.coil)
+            else:
+                assert cfg.line is not None
+                line = GpioLine(cfg.chip, cfg.line, active_low=cfg.active_low)
+                exit.callback(line.close)
+                switch = line.switch
+            sirens[p.device] = Siren(p.device, cfg, switch=switch, clock=self.clock)
+        if sirens:
+            def levels(state: PolderState, trusted: bool) -> None:
+                siren = sirens.get(state.id)
+                if siren is not None:
+                    siren.level(state.alert_level, trusted=trusted and not state.fault)
+            self.flood.listeners.append(levels)
+        return sirens
+
+    def siren_command(self, polder: str, action: str, for_s: float) -> PolderView | None:
+        """An operator's word to a polder's siren: silence (for ``for_s``), resume, test."""
+        siren = self.sirens.get(polder)
+        if siren is None:
+            return None
+        if action == "silence":
+            siren.silence(for_s)
+        elif action == "test":
+            siren.test()
+        else:
+            siren.resume()
+        return next(v for v in self.views.polders(operator=True).polders if v.id == polder)
+
+    def _polder_alert(self, event: PolderEvent) -> None:
+        """A polder's level, rise or sensor changed: to the alerts, with the people in the park
+        now (the connected Wi-Fi clients)."""
+        self.alerter.polder(event, wifi_clients=self.views.resident().wifi.clients_now)
 
     def _watch_polled(self, config: Config) -> None:
         """Polled devices' expected intervals, and the links (ports) they are read through.
@@ -454,6 +527,9 @@ class Gateway:
     def resident_view(self) -> ResidentView:
         return self.views.resident()
 
+    def polder_view(self, *, operator: bool) -> PolderList:
+        return self.views.polders(operator=operator)
+
     def devices_view(self, *, site: str | None = None, kind: str | None = None,
                      state: str | None = None, origin: Sequence[str] | None = None,
                      include_removed: bool = False, limit: int | None = None,
@@ -513,6 +589,9 @@ class Gateway:
             "watchdog": {"alive": status.watchdog.alive, "skips": status.watchdog.skips}}
         if self.history is not None:
             extra["history"] = self.history.statistics()
+        if self.flood.enabled:
+            extra["polder"] = {"views": self.views.polders(operator=True).polders,
+                               "judged": self.flood.statistics()}
         components = {link.component: not link.down for link in self.liveness.components()
                       if link.known}
         return render_metrics(status, self.devices_view()[1], extra, components)
@@ -586,6 +665,9 @@ class Gateway:
             clock_watch = start(self.timesync.run(), "clock.watch")
             watch = start(self.liveness.run(), "liveness.watch")
             alerts = start(self.alerter.run(), "alerts.deliver")
+            flood = start(self.flood.run(), "flood.watch")
+            sirens = [start(siren.run(), f"siren[{polder}]")
+                      for polder, siren in self.sirens.items()]
             wifi = start(self.wifi.run(), "wifi.report")
             pump = start(self.live.run(), "events.pump")
             health = start(self._health_report(), "health.report")
@@ -614,6 +696,9 @@ class Gateway:
             for task in serial:
                 await _cancel(task)
             await _cancel(watch)
+            await _cancel(flood)
+            for task in sirens:  # a siren that sounds keeps sounding: nobody can stop it now
+                await _cancel(task)
             await _cancel(wifi)
             await _cancel(health)
             self.wifi.save()
@@ -679,6 +764,12 @@ class Gateway:
                 s.counts.spooled, s.counts.written, s.spool.rows, s.mqtt.state, s.influx.state,
                 s.disk.state, s.disk.free_bytes,
             )
+
+
+def _coil_switch(bus: ModbusBus, unit: int, coil: int) -> Switch:
+    async def switch(on: bool) -> str | None:
+        return await bus.write_coil(unit, coil, on)
+    return switch
 
 
 def _cause_id(cause: str | None, cfg: Any) -> str | None:

@@ -48,10 +48,11 @@ from gateway.web.tls import certificate_for
 DEMO_GARDEN_DEVICE = "kebun-2"
 DEMO_PAGES = {
     "name": "Taman Bukit Pelangi",
-    "polder": {"device": polder.DEVICE, "field": "level_m", "unit": "m",
-               "thresholds": {"waspada": 0.9, "siaga": 1.1, "awas": 1.3}},
     "garden": {"device": DEMO_GARDEN_DEVICE},
 }
+DEMO_POLDER = {"device": polder.DEVICE, "field": "level_m", "unit": "m",
+               "name": "Polder Bukit Pelangi", "sensor_min": 0.0, "sensor_max": 3.0,
+               "thresholds": {"waspada": 0.9, "siaga": 1.1, "awas": 1.3}}
 # What the simulated park publishes, by topic: added when the config does not subscribe to it.
 # The APs' collectd sends counters (StoreRates false), so the gateway sees an AP reboot as a
 # counter reset.
@@ -111,8 +112,21 @@ def _section(raw: dict[str, object], key: str) -> dict[str, object]:
     return section
 
 
+def _demo_polder(step_s: float, speed: float) -> dict[str, object]:
+    """The flood watch at the demo's pace: its windows and holds are simulated time, and a
+    reading every ``step_s`` real seconds is one every ``step_s * speed`` simulated ones."""
+    real = 1.0 / speed
+    raw = dict(DEMO_POLDER)
+    raw.update(interval_s=step_s, window_s=max(120.0, round(1800 * real, 3)),
+               min_hold_s=round(1800 * real, 3), flatline_s=max(step_s * 3, 1800 * real),
+               # the water's speed per real hour: the simulated rate times the pace
+               max_rate_per_h=1.0 * speed, rise_alert_per_h=0.2 * speed, noise=0.04)
+    return raw
+
+
 def _demo_config(path: Path, garden_port: str, polder_port: str, garden: GardenSensor,
-                 *, step_s: float, influx: bool) -> dict[str, object] | None:
+                 *, step_s: float, influx: bool, speed: float = 1.0
+                 ) -> dict[str, object] | None:
     """``path``'s config with its sources pointed at the simulated park.
 
     The demo's pace (``step_s`` real seconds per sample) sets the devices' intervals and the
@@ -132,6 +146,7 @@ def _demo_config(path: Path, garden_port: str, polder_port: str, garden: GardenS
     raw["devices"] = _demo_devices(raw.get("devices"), step_s)
     pages = _section(raw, "pages")
     raw["pages"] = {**DEMO_PAGES, "name": pages.get("name") or DEMO_PAGES["name"]}
+    raw["polder"] = [_demo_polder(step_s, speed)]
     liveness = _section(raw, "liveness")
     # A Tasmota saying "Offline" for a simulated hour is an outage, not flapping.
     liveness["hold_s"] = round(2 * step_s, 3)
@@ -230,7 +245,7 @@ def _demo_with_stack(args: argparse.Namespace, config: Path, workdir: Path, stac
     garden = GardenSensor(DEMO_GARDEN_DEVICE, "kv", "nmea", boot_s=day.sim_start_s)
     garden.weather = weather
     raw = _demo_config(config, garden_port.path, polder_port.path, garden,
-                       step_s=step_s, influx=stack.influx is not None)
+                       step_s=step_s, influx=stack.influx is not None, speed=day.speed)
     if raw is None:
         return EXIT_USAGE
     api_port = args.api_port
