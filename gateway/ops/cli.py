@@ -94,6 +94,41 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo.cmd_demo(args)
 
 
+def cmd_polder_replay(args: argparse.Namespace) -> int:
+    # Imported here: the replay runs on the tests' FakeClock, which a park's `run` never loads.
+    from gateway.config.polder import PolderConfig
+    from gateway.ops import polder_replay
+
+    if args.thresholds is not None:
+        try:
+            waspada, siaga, awas = (float(x) for x in args.thresholds.split(","))
+            polder = PolderConfig.model_validate({
+                "device": "replay", "field": "level", "unit": args.unit,
+                "thresholds": {"waspada": waspada, "siaga": siaga, "awas": awas}})
+        except ValueError as exc:
+            print(f"garden-gateway polder-replay: --thresholds: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    else:
+        loaded = load_config_or_report(args.config)
+        if loaded is None:
+            return EXIT_USAGE
+        polders = {p.device: p for p in loaded.config.polder}
+        if not polders or (args.polder is not None and args.polder not in polders):
+            print(f"garden-gateway polder-replay: {args.config} has no polder "
+                  f"{args.polder or ''} (polders: {', '.join(polders) or 'none'}); or give "
+                  "--thresholds", file=sys.stderr)
+            return EXIT_USAGE
+        polder = polders[args.polder] if args.polder else next(iter(polders.values()))
+    try:
+        _, score, rows = polder_replay.run(args.file, polder, quiet=args.quiet)
+    except (OSError, ValueError) as exc:
+        print(f"garden-gateway polder-replay: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"\n{len(rows)} readings of {polder.title} replayed")
+    print("\n".join(score.lines()))
+    return EXIT_OK
+
+
 def _simulator(
     args: argparse.Namespace, port: simulate.PtyPort
 ) -> tuple[simulate.GardenRunner | simulate.PolderRunner, str]:
@@ -283,6 +318,23 @@ def build_parser() -> argparse.ArgumentParser:
                       help="real minutes a simulated day takes (default "
                       f"{DEMO_DAY_MINUTES:g}; 1440: real time)")
     demo.set_defaults(func=cmd_demo)
+    replay = sub.add_parser(
+        "polder-replay", help="run the flood watch over a CSV of polder levels and score it",
+        description="Replays time,level rows (and rain; and the labels true, spike, stuck of "
+        "a synthetic storm) through the flood watch the gateway runs, prints the alerts it "
+        "would have sent and, for labelled files, the scores against the issue's targets.")
+    replay.add_argument("file", type=Path, help="CSV with the columns time,level[,true,spike,"
+                        "stuck,rain]; time in ISO 8601 or Unix seconds")
+    replay.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH,
+                        help=f"take the polder from this config (default {DEFAULT_CONFIG_PATH})")
+    replay.add_argument("--polder", help="the polder's device id in the config (default: the "
+                        "first)")
+    replay.add_argument("--thresholds", help="waspada,siaga,awas instead of a config, e.g. "
+                        "150,200,250")
+    replay.add_argument("--unit", default="cm", choices=("m", "cm", "mm"),
+                        help="the level's unit with --thresholds (default cm)")
+    replay.add_argument("--quiet", action="store_true", help="only the scores, no alerts")
+    replay.set_defaults(func=cmd_polder_replay)
     _add_simulate(sub)
     doctor.register(sub)
     accounts.register(sub)
