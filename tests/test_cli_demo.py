@@ -126,6 +126,13 @@ def test_demo_lives_through_a_park_day_takes_a_reading_and_stops_everything(
         fall = levels[levels.index("awas"):]
         assert fall[-1] == "normal", levels
         assert {"siaga", "waspada"} <= set(fall), levels
+        # The storm's float sticks for an hour on the way up: the flood watch says so, and
+        # says when it is believed again.
+        wait_for(lambda: "polder_sensor_ok polder=polder-1" in out.read_text(), timeout=70,
+                 what="the stuck float flagged and recovered")
+        log_text = out.read_text()
+        assert "polder_sensor_fault polder=polder-1" in log_text
+        assert "quality=flatline" in log_text
         [outage] = [o for o in seen["outage"] if o["end_ns"] is not None][:1]
         assert outage["kind"] == "garden_env"
         assert outage["duration_s"] > 0

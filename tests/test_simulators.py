@@ -870,3 +870,16 @@ def test_day_clock_maps_real_minutes_to_a_simulated_day() -> None:
     assert park.DayClock(T0).step_s() == 5.0
     with pytest.raises(ValueError, match="day_minutes"):
         park.DayClock(T0, day_minutes=0)
+
+
+def test_a_storm_replaces_the_modelled_level_while_it_lasts_every_day() -> None:
+    slave = PolderSlave(1, boot_s=T0)
+    s = park.demo_storm()
+    slave.play(s, start_s=T0, daily=True)
+    for day in (0, 1):
+        for i in (0, 130, 215, 240, 300):               # flat, rising, stuck, stuck, the crest
+            t = T0 + day * 86400 + i * 60
+            assert slave.values(t)["level_mm"] == round(s.readings[i].value * 10)
+    assert s.readings[215].stuck and s.readings[240].stuck
+    after = T0 + 12 * 3600 + 60                          # the storm over: the model again
+    assert slave.values(after)["level_mm"] == PolderSlave(1, boot_s=T0).values(after)["level_mm"]

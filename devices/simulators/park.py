@@ -26,6 +26,7 @@ from types import MappingProxyType
 from devices.simulators.ap import AccessPoint, Reboot
 from devices.simulators.garden import DAY_S, HOUR_S, Weather
 from devices.simulators.polder import PolderSlave
+from devices.simulators.storm import Storm, storm
 from devices.simulators.tasmota import Dropout, TasmotaSensor
 
 UTC_OFFSET_H = 8.0  # WITA, Kutai Timur
@@ -122,7 +123,19 @@ def tasmota(weather: Weather) -> TasmotaSensor:
     return TasmotaSensor(TASMOTA_TOPIC, weather=weather, dropout=DROPOUT)
 
 
-def polder_slave(weather: Weather, *, unit: int = 1) -> PolderSlave:
+def demo_storm(seed: int = 0) -> Storm:
+    """The demo's storm, every day: flat from 12:00, the water rising 30 cm/h from 14:00 (the
+    shower) past Awas (1.3 m) to 1.45 m, an hour there, falling; +-1 cm of noise, three spikes,
+    and the float stuck for an hour from 15:30 (the flood watch says so after 30 minutes)."""
+    return storm(seed=seed, start_ns=0, step_s=60.0, hours=12.0, base=58.0, rise_per_h=30.0,
+                 crest=145.0, noise=1.0, spikes=3, stuck_at_h=3.5, stuck_for_h=1.0,
+                 thresholds=(90.0, 110.0, 130.0))
+
+
+def polder_slave(weather: Weather, *, unit: int = 1, storm: Storm | None = None) -> PolderSlave:
+    """The demo's polder station; with ``storm``, that storm at local noon every day."""
     slave = PolderSlave(unit, seed=weather.seed)
     slave.weather = weather
+    if storm is not None:
+        slave.play(storm, start_s=(12 - weather.utc_offset_h) * HOUR_S, daily=True)
     return slave

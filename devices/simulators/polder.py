@@ -29,6 +29,10 @@ an hour and a half after a shower and drained by the pump over the following hou
 starts at 1200 mm and runs until the level falls below 800 mm; the high-water switch closes
 at 1500 mm, the low-water switch at 500 mm.
 
+A synthetic storm (:mod:`devices.simulators.storm`: noise, spikes, a stuck float) can replace
+the modelled level while it lasts (:meth:`PolderSlave.play`), once or at the same time every
+day (the demo's).
+
 A test or a demo can fix any field with :meth:`PolderSlave.set`; fixing the level (``level_mm``
 or ``level_m``) moves everything that follows from it (the other level register, the pump, the
 switches, the flow) unless those are fixed too. A fixed level has no history: between the stop
@@ -46,6 +50,7 @@ from types import MappingProxyType
 from devices.modbus import Block, Function, Register, decode_block, encode_value
 from devices.modbus_rtu import ReadRequest, exception_response, read_response
 from devices.simulators.garden import HOUR_S, Weather, smooth_noise
+from devices.simulators.storm import Storm
 
 Value = float | int | bool
 
@@ -108,7 +113,7 @@ class PolderSlave:
     ``None``: the first call to :meth:`values` or :meth:`answer` switches it on.
     """
 
-    __slots__ = ("_overrides", "_unit", "boot_s", "weather")
+    __slots__ = ("_overrides", "_storm", "_unit", "boot_s", "weather")
 
     def __init__(self, unit: int = 1, *, seed: int = 0, boot_s: float | None = None) -> None:
         if not 1 <= unit <= 247:
@@ -116,6 +121,7 @@ class PolderSlave:
         self._unit = unit
         self.weather = Weather(seed)
         self.boot_s = boot_s
+        self._storm: tuple[float, Storm, float, bool] | None = None
         self._overrides: dict[str, Value] = {}
 
     @property
@@ -152,6 +158,27 @@ class PolderSlave:
             self._overrides.clear()
         else:
             self._overrides.pop(field, None)
+
+    def play(self, storm: Storm, *, start_s: float, daily: bool = False) -> None:
+        """From ``start_s`` (Unix seconds) the level is ``storm``'s readings (cm), its noise,
+        spikes and stuck spell included; again every 24 hours when ``daily``."""
+        readings = storm.readings
+        step = ((readings[1].time_ns - readings[0].time_ns) / 1e9 if len(readings) > 1
+                else 60.0)
+        self._storm = (start_s, storm, step, daily)
+
+    def storm_level_mm(self, t_s: float) -> float | None:
+        """The storm's reading at ``t_s`` in mm, or None outside it."""
+        if self._storm is None:
+            return None
+        start, storm, step, daily = self._storm
+        offset = t_s - start
+        if daily:
+            offset %= 86400.0
+        index = math.floor(offset / step)
+        if 0 <= index < len(storm.readings):
+            return storm.readings[index].value * 10.0
+        return None
 
     # -- the model --------------------------------------------------------------------------
 
@@ -192,6 +219,8 @@ class PolderSlave:
             level = float(fixed["level_mm"])
         elif "level_m" in fixed:
             level = float(fixed["level_m"]) * 1000
+        elif (stormy := self.storm_level_mm(t_s)) is not None:
+            level = round(min(OVERFLOW_MM, max(0.0, stormy)))
         else:
             level = self.level_mm(t_s) + 3.0 * smooth_noise(seed, _WAVE_NOISE, t_s, 45.0)
             level = round(min(OVERFLOW_MM, max(0.0, level)))

@@ -19,9 +19,11 @@ import logging
 import math
 import signal
 import sys
+import time
 from pathlib import Path
 
 from devices.simulators.garden import GardenSensor
+from devices.simulators.park import demo_storm
 from devices.simulators.polder import REGISTERS, PolderSlave
 from gateway.config import DEFAULT_CONFIG_PATH
 from gateway.core import resources
@@ -137,6 +139,8 @@ def _simulator(
     runner: simulate.GardenRunner | simulate.PolderRunner
     if args.device_kind == "polder":
         slave = PolderSlave(args.unit, seed=args.seed)
+        if args.storm:
+            slave.play(demo_storm(args.seed), start_s=time.time())
         for field, value in args.set:
             slave.set(field, value)
         runner = simulate.PolderRunner(port, slave)
@@ -253,6 +257,9 @@ def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     polder.add_argument("--set", type=_override, action="append", default=[],
                         metavar="FIELD=VALUE",
                         help="fix a field, e.g. level_mm=1850 or pump_on=false (repeatable)")
+    polder.add_argument("--storm", action="store_true",
+                        help="play the demo's storm from now (devices.simulators.storm: two "
+                        "flat hours, 30 cm/h to 1.45 m, spikes, the float stuck for an hour)")
     polder.set_defaults(func=cmd_simulate)
     garden = kinds.add_parser(
         "garden", parents=[common], help="a line-printing garden sensor (Arduino style)",

@@ -290,7 +290,7 @@ def _demo_with_stack(args: argparse.Namespace, config: Path, workdir: Path, stac
         f"               certificate SHA-256 {cert.fingerprint}",
     ]
     sim_clock = lambda: day.sim(time.time())  # noqa: E731 - the models' clock, one line
-    slave = park.polder_slave(weather)
+    slave = park.polder_slave(weather, storm=park.demo_storm())
     slave.boot_s = day.sim_start_s
     aps = park.access_points(day)
     tasmota = park.tasmota(weather)
