@@ -880,6 +880,7 @@ def test_a_storm_replaces_the_modelled_level_while_it_lasts_every_day() -> None:
         for i in (0, 130, 215, 240, 300):               # flat, rising, stuck, stuck, the crest
             t = T0 + day * 86400 + i * 60
             assert slave.values(t)["level_mm"] == round(s.readings[i].value * 10)
-    assert s.readings[215].stuck and s.readings[240].stuck
+    assert s.readings[215].stuck
+    assert s.readings[240].stuck
     after = T0 + 12 * 3600 + 60                          # the storm over: the model again
     assert slave.values(after)["level_mm"] == PolderSlave(1, boot_s=T0).values(after)["level_mm"]
