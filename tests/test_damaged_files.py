@@ -23,7 +23,9 @@ from gateway.app.gateway import Gateway
 from gateway.config import Config, validate_raw
 from gateway.core.salvage import check, salvage, set_aside
 from gateway.ops.doctor.disk import check_files
+from gateway.park.alerts import Alert, Subject
 from gateway.park.history import History
+from gateway.park.outbox import Outbox
 from gateway.park.registry import Device, Registry
 from gateway.store.spool import SpoolDB
 from gateway.testing.clock import FakeClock
@@ -31,13 +33,15 @@ from gateway.testing.clock import FakeClock
 PAGE = 4096
 SPOOL_ROWS = 5_000
 OUTAGES = 3_000
+ALERTS = 2_000
 
 
 def config(tmp_path: Path) -> Config:
     cfg: dict[str, Any] = {
         "data_dir": str(tmp_path / "data"), "gateway": {"id": "gw-test", "site": "taman-uji"},
         "mqtt": {"host": "127.0.0.1", "port": 1}, "influx": {"url": "http://127.0.0.1:1"},
-        "clock": {"require_sync": "no"}, "devices": [{"id": "polder-1", "kind": "polder"}]}
+        "clock": {"require_sync": "no"}, "devices": [{"id": "polder-1", "kind": "polder"}],
+        "alerts": {"targets": [{"name": "it", "url": "http://127.0.0.1:9/hook"}]}}
     return validate_raw(cfg, env={}, base=tmp_path).config
 
 
@@ -66,6 +70,12 @@ def make_files(data_dir: Path) -> None:
         history.record("polder-1", "level_cm", clock.now_ns() - i * 60 * 10**9, float(i))
     history.flush()
     history.close()
+    outbox = Outbox(data_dir / "outbox.sqlite3")
+    subject = Subject("polder-1", "polder-1", "polder", "taman-uji", None)
+    alerts = [Alert("down", subject, 10**18, 10**18 + i, "tidak ada data", "x" * 200,
+                    queued_ns=10**18 + i, id=f"alert-{i}") for i in range(ALERTS)]
+    outbox.add(("it", a.id, a.priority, a.queued_ns, a.to_json()) for a in alerts)
+    outbox.close()
 
 
 def truncate(path: Path) -> None:
@@ -88,7 +98,8 @@ DAMAGE: dict[str, Callable[[Path], None]] = {"truncated": truncate, "garbled": g
 
 
 @pytest.mark.parametrize("how", sorted(DAMAGE))
-@pytest.mark.parametrize("name", ["spool.sqlite3", "state.sqlite3", "history.sqlite3"])
+@pytest.mark.parametrize("name", ["spool.sqlite3", "state.sqlite3", "history.sqlite3",
+                                  "outbox.sqlite3"])
 async def test_a_damaged_file_is_set_aside_and_the_gateway_starts(
         tmp_path: Path, name: str, how: str, caplog: pytest.LogCaptureFixture) -> None:
     cfg = config(tmp_path)
@@ -118,6 +129,15 @@ async def test_a_damaged_file_is_set_aside_and_the_gateway_starts(
                 assert notice.action == "set_aside"
                 assert gw.history is not None
                 assert gw.history.statistics()["rows"] == 0
+            elif name == "outbox.sqlite3":
+                # The alerts not yet sent that could still be read go out after all.
+                assert notice.action == "salvaged"
+                rows = gw.outbox.count()
+                assert rows is not None
+                share = 0.4 if how == "truncated" else 0.8
+                assert share * ALERTS <= rows < ALERTS
+                assert notice.salvaged == rows
+                assert gw.alerter.statistics().targets[0].pending == rows
             elif name == "spool.sqlite3":
                 assert notice.action == "salvaged"
                 share = 0.4 if how == "truncated" else 0.9

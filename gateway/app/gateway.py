@@ -251,6 +251,8 @@ class Gateway:
             self.liveness.forget_listeners.append(self.states.forgotten)
         self.outbox = Outbox(config.data_dir / OUTBOX_FILE, disk=self.disk)
         exit.callback(self.outbox.close)
+        if OUTBOX_FILE in damaged:  # before the alerter reads it back
+            self._salvaged(OUTBOX_FILE, damaged[OUTBOX_FILE], None, self.outbox.salvage_from)
         self.alerter = Alerter(config.alerts, clock=clock, gateway_id=config.gateway.id,
                                site=config.gateway.site, outbox=self.outbox)
         exit.push_async_callback(self.alerter.aclose)
@@ -340,7 +342,8 @@ class Gateway:
     def _set_aside_damaged(self) -> dict[str, tuple[Path, str]]:
         """Each SQLite file checked before it is opened; a damaged one is moved aside (its
         name, where it went, what SQLite said). The history is derived: it starts fresh here.
-        The spool and the state are salvaged into their fresh files once those are open."""
+        The spool, the state and the alerts' outbox are salvaged into their fresh files once
+        those are open."""
         damaged: dict[str, tuple[Path, str]] = {}
         for name in (SPOOL_FILE, STATE_FILE, HISTORY_FILE, OUTBOX_FILE):
             path = self.config.data_dir / name
@@ -349,11 +352,6 @@ class Gateway:
                 continue
             aside = set_aside(path, now=datetime.now(UTC))
             damaged[name] = (aside, problem)
-            if name == OUTBOX_FILE:
-                log.error("damaged file %s (%s): set aside as %s; alerts not yet sent in it are "
-                          "lost, new ones are kept", path, problem, aside.name)
-                self.disk.damaged(file="outbox", action="set_aside", detail=problem,
-                                  set_aside_as=aside.name)
             if name == HISTORY_FILE:
                 log.error("damaged file %s (%s): set aside as %s; the charts start fresh (the "
                           "readings themselves are in InfluxDB)", path, problem, aside.name)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.core.disk import DiskHealth
+from gateway.core.salvage import TableSalvage, salvage
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,11 @@ class Outbox:
                 log.error("outbox row seq=%d is not JSON: dropped", seq)
                 self.settle(seq)
         return out
+
+    def salvage_from(self, damaged: Path) -> list[TableSalvage]:
+        """Copy the rows that can still be read of a damaged outbox (set aside) into this one:
+        the alerts not yet sent go out after all."""
+        return salvage(damaged, self._open(), ("outbox",))
 
     def count(self) -> int | None:
         try:

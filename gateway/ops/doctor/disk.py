@@ -29,7 +29,7 @@ SPOOL_STALE_S = 3600.0
 # How long to wait for the gateway's write lock, at most.
 SPOOL_BUSY_TIMEOUT_S = 0.5
 # The gateway's SQLite files in data_dir.
-FILES = (FILE_NAME, "state.sqlite3", "history.sqlite3")
+FILES = (FILE_NAME, "state.sqlite3", "history.sqlite3", "outbox.sqlite3")
 
 
 def check_disk(cfg: Config) -> list[Result]:
