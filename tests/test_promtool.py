@@ -44,6 +44,8 @@ def test_the_metrics_pass_promtool(
                  {"id": "ap-1", "kind": "wifi_ap", "interval_s": 1},
                  {"id": "ap-2", "kind": "wifi_ap", "interval_s": 60}],
         liveness={"missed_intervals": 2, "hold_s": 0},
+        polder=[{"device": "polder-1", "field": "level_cm",
+                 "thresholds": {"waspada": 150, "siaga": 200, "awas": 250}}],
         alerts={"targets": [{"kind": "webhook", "name": "it", "url": "http://127.0.0.1:9/h"}]})
     gw = gateway_factory(cfg)
     pub = publisher_factory(mosquitto.port)
@@ -58,6 +60,7 @@ def test_the_metrics_pass_promtool(
     text = scraped()
     assert "garden_gateway_disk_state" in text
     assert "garden_gateway_discovered_devices" in text
+    assert 'garden_gateway_polder_readings_total{polder="polder-1",verdict="ok"} 1' in text
     # Counts since start are counters, also in the sections the parts add themselves.
     for family in ("events_sent", "events_published", "history_flushes", "clock_held"):
         assert f"# TYPE garden_gateway_{family}_total counter\n" in text, family

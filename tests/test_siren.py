@@ -185,6 +185,9 @@ def test_awas_sounds_the_relay_board_and_the_operator_silences_and_tests_it(
         pub.publish(topic, {"level_cm": 262})
         wait_for(lambda: peer.coil(7, 1), timeout=20, what="the coil on at Awas")
         assert polder()["siren"] == "on"
+        metrics = httpx.get(f"{gw.api}/metrics", headers=OPERATOR, timeout=5).text
+        assert 'garden_gateway_polder_siren_on{polder="polder-1"} 1' in metrics
+        assert 'garden_gateway_polder_alert_level{polder="polder-1",level="awas"} 1' in metrics
         assert httpx.post(f"{gw.api}/api/v1/polder/polder-1/siren",
                           json={"action": "silence"}, timeout=5).status_code == 401
         answer = command("silence", for_s=600)

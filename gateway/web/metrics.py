@@ -527,7 +527,15 @@ def _polder(out: _Exposition, polder: Mapping[str, Any] | None) -> None:
                         "next_level")
     eta_high = out.gauge("polder_eta_high_seconds", "The late end of that estimate.",
                          "polder", "next_level")
+    siren = out.gauge("polder_siren_on", "1 while the polder's siren output is confirmed on, "
+                      "0 off (none without a siren).", "polder")
+    siren_state = out.gauge("polder_siren_state", "1 for the siren's state (off, on, silenced, "
+                            "test).", "polder", "state")
     for v in views:
+        if v.siren_detail is not None:
+            siren.add(v.siren_detail.get("output"), v.id)
+            for name in ("off", "on", "silenced", "test"):
+                siren_state.add(1 if v.siren == name else 0, v.id, name)
         level.add(v.level, v.id, v.unit)
         for name in ("normal", "waspada", "siaga", "awas", "unknown"):
             state.add(1 if v.alert_level == name else 0, v.id, name)
