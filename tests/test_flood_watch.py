@@ -218,3 +218,25 @@ def test_the_last_hours_rain_from_amounts_and_from_a_running_total() -> None:
     park.read(0.0, device="rain-1", field="rain_mm", step_s=3000)   # older ones leave the hour
     park.read(2.0, device="rain-2", field="rain_mm", step_s=0)      # reset: not negative rain
     assert [s.rain_mm_1h for s in park.watch.states()] == [0.5, 1.5]
+
+
+def test_a_restart_remembers_the_level_and_the_fault_said_before_it() -> None:
+    saved: list[dict[str, Any]] = []
+    park = Park()
+    park.watch = FloodWatch([polder()], clock=park.clock, site="taman", gateway_id="gw-1",
+                            notify=park.events.append, emit=park.lines.extend,
+                            save=saved.append)
+    for level in (180, 205, 900, 900):                    # Siaga, then the sensor goes bad
+        park.read(level, step_s=1800)
+    assert park.kinds() == ["polder_level", "polder_level", "polder_sensor_fault"]
+    assert saved[-1]["polder-1"]["level"] == 2
+    assert saved[-1]["polder-1"]["fault"] == "range"
+    after = Park()                                        # the next start, same state file
+    after.watch.restore(saved[-1])
+    assert after.watch.states()[0].alert_level == "siaga"
+    after.read(206)                                       # still Siaga: nothing new to say
+    assert after.kinds() == ["polder_sensor_ok"]          # but the fault said is over
+    after.read(207)
+    assert after.kinds() == ["polder_sensor_ok"]
+    after.watch.restore({"polder-1": {"level": 9}, "other": "x"})  # nonsense is ignored
+    assert after.watch.states()[0].alert_level == "siaga"

@@ -258,7 +258,9 @@ class Gateway:
         exit.push_async_callback(self.alerter.aclose)
         self.flood = FloodWatch(config.polder, clock=clock, site=config.gateway.site,
                                 gateway_id=config.gateway.id, notify=self._polder_alert,
-                                emit=self._emit)
+                                emit=self._emit,
+                                save=lambda state: self.registry.put_json("polder", state))
+        self.flood.restore(self.registry.get_json("polder"))
         self.pipeline.on_readings.append(self.flood.readings)
         self.disk.listeners.append(self._disk_alert)
         if self.disk.state != "ok":  # already full while the files were opened

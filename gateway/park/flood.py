@@ -164,8 +164,10 @@ class FloodWatch:
 
     def __init__(self, polders: Sequence[PolderConfig], *, clock: Clock, site: str,
                  gateway_id: str, notify: Callable[[PolderEvent], None],
-                 emit: Callable[[list[str]], None]) -> None:
+                 emit: Callable[[list[str]], None],
+                 save: Callable[[dict[str, Any]], None] | None = None) -> None:
         self._clock = clock
+        self._save = save
         self._site = site
         self._gateway_id = gateway_id
         self._notify = notify
@@ -189,6 +191,39 @@ class FloodWatch:
     @property
     def enabled(self) -> bool:
         return bool(self._watches)
+
+    # -- across restarts ---------------------------------------------------------------------
+
+    def remembered(self) -> dict[str, Any]:
+        """What a restart must not forget: each polder's warning level and its sensor fault
+        (what was last said about them), for ``save``."""
+        return {w.cfg.device: {"level": w.level.level, "changed_ns": w.level.changed_ns,
+                               "fault": w.fault, "fault_since_ns": w.fault_since_ns}
+                for w in self._watches}
+
+    def restore(self, saved: Any) -> None:
+        """The levels and faults of the last run: a restart during a storm does not announce
+        Siaga again as if from Normal, and a fault said before it still gets its recovery."""
+        if not isinstance(saved, dict):
+            return
+        for w in self._watches:
+            one = saved.get(w.cfg.device)
+            if not isinstance(one, dict):
+                continue
+            level = one.get("level")
+            if isinstance(level, int) and 0 <= level < len(LEVELS):
+                w.level.level = level
+                changed = one.get("changed_ns")
+                w.level.changed_ns = changed if isinstance(changed, int) else None
+            fault = one.get("fault")
+            if isinstance(fault, str):
+                w.fault = fault
+                since = one.get("fault_since_ns")
+                w.fault_since_ns = since if isinstance(since, int) else None
+
+    def _remember(self) -> None:
+        if self._save is not None:
+            self._save(self.remembered())
 
     # -- readings (the ingest path calls this; never waits) --------------------------------
 
@@ -363,6 +398,8 @@ class FloodWatch:
     def _event(self, kind: PolderEventKind, w: _Watch, at_ns: int, *,
                previous: str | None = None, reason: str | None = None) -> None:
         self.events += 1
+        if kind != "polder_rising":
+            self._remember()
         state = self._state(w)
         log.log(logging.WARNING if kind != "polder_sensor_ok" else logging.INFO,
                 "%s polder=%s alert_level=%s previous=%s quality=%s level=%s trend_per_h=%s",
