@@ -524,9 +524,10 @@ class Alerter:
             except (KeyError, TypeError, ValueError):
                 alert = None
             if target is None or alert is None or not self._config.enabled:
+                why = ("unreadable" if alert is None else "alerts.enabled is false"
+                       if not self._config.enabled else "target no longer configured")
                 log.warning("outbox row seq=%d for target=%s dropped (%s)", seq, target_name,
-                            "target no longer configured" if alert is not None
-                            else "unreadable")
+                            why)
                 self._outbox.settle(seq)
                 continue
             target.put(_Queued(alert, seq))
