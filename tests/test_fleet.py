@@ -53,7 +53,11 @@ def test_the_fleet_example_is_a_valid_park_config_matching_the_bridge(tmp_path: 
                if s.topic.startswith("garden/"))
     bridge = BRIDGE_EXAMPLE.read_text(encoding="utf-8")
     topics = [line.split()[1] for line in bridge.splitlines() if line.startswith("topic ")]
-    assert topics == [f"garden/{site}/gateway/+/status", f"garden/{site}/+/state"]
+    assert topics == [f"garden/{site}/gateway/+/status", f"garden/{site}/+/state",
+                      f"garden/{site}/summary"]
+    qos = {line.split()[1]: line.split()[3] for line in bridge.splitlines()
+           if line.startswith("topic ")}
+    assert qos[f"garden/{site}/summary"] == "0"  # a WAN outage queues no summaries
 
 
 def park_bridge_conf(site: str, central_port: int, password: str) -> str:
@@ -167,6 +171,10 @@ async def test_the_example_bridge_carries_status_and_states_across_a_central_out
                 await until(lambda: kebun.state == "online")
                 pub.publish(f"garden/{site}/polder-1/telemetry", {"level_cm": 151})
                 await until(lambda: polder.state == "online")
+                # The park's summary, published meanwhile (QoS 0 to the bridge: not queued).
+                published = gw.summary.published
+                clock.advance(5)
+                await until(lambda: gw.summary.published > published, 10)
 
                 await asyncio.to_thread(central.start)
                 await until(lambda: device_state(central_app, site, "kebun-1") == "online", 20)
@@ -192,6 +200,13 @@ async def test_the_example_bridge_carries_status_and_states_across_a_central_out
                     site, gw_id, "polder", "online")
                 assert (late.last[status_topic], late.retained[status_topic]) == (
                     b"online", True)
+                # The park's summary crossed at QoS 0, retained: the latest one, with kebun-1
+                # (first heard during the outage) up, none of the outage's in-between ones.
+                summary_topic = f"garden/{site}/summary"
+                await until(lambda: summary_topic in late.last
+                            and json.loads(late.last[summary_topic])["devices"]
+                            .get("garden_env", {}).get("up") == 1, 20)
+                assert late.retained[summary_topic] is True
             # A clean stop says "offline" itself, and that crosses the bridge too.
             await until(lambda: central_app.last.get(status_topic) == b"offline", 15)
             last = central_watcher("central-last")

@@ -53,11 +53,14 @@ from gateway.core.salvage import check as check_file
 from gateway.core.status import (
     DeviceView,
     OutageView,
+    ParkSummary,
     PolderList,
     PolderView,
     ResidentView,
     SiteView,
     Status,
+    SummaryGateway,
+    SummarySpool,
 )
 from gateway.park.alerts import Alerter, Subject
 from gateway.park.flood import FloodWatch, PolderEvent, PolderState
@@ -78,6 +81,7 @@ from gateway.park.registry import Device, Registry
 from gateway.park.resident import public_series
 from gateway.park.siren import GpioLine, Siren, Switch
 from gateway.park.state_topics import StatePublisher, gateway_status_topic
+from gateway.park.summary import SummaryPublisher
 from gateway.park.views import ParkViews
 from gateway.park.wifi_usage import WifiUsage
 from gateway.pipeline import Committer, Pipeline
@@ -246,6 +250,10 @@ class Gateway:
             on_link=self._broker_link,
         )
         self.states = StatePublisher(liveness=self.liveness, publish=self.mqtt.publish)
+        self.summary = SummaryPublisher(
+            site=config.gateway.site, build=self.park_summary, publish=self.mqtt.publish,
+            clock=clock, min_interval_s=config.liveness.summary_min_interval_s,
+            every_s=config.liveness.report_interval_s)
         if publish_states:
             self.liveness.listeners.append(self.states.transition)
             self.liveness.forget_listeners.append(self.states.forgotten)
@@ -396,6 +404,7 @@ class Gateway:
 
     def _connected(self) -> None:
         self.states.republish()
+        self.summary.republish()
 
     def _alert(self, t: Transition) -> None:
         subject = Subject(t.device, t.name, t.kind, t.site, t.zone)
@@ -526,6 +535,18 @@ class Gateway:
 
     def resident_view(self) -> ResidentView:
         return self.views.resident()
+
+    def park_summary(self) -> ParkSummary:
+        """The park in one message for the regency (garden/<site>/summary)."""
+        cfg = self.config
+        status = self.status()
+        return self.views.summary(gateway=SummaryGateway(
+            id=cfg.gateway.id, version=__version__,
+            state="stopping" if self.stopping else "online",
+            uptime_s=round(status.gateway.uptime_s, 1)),
+            spool=SummarySpool(rows=status.spool.rows,
+                               oldest_unsent_age_s=status.spool.oldest_unsent_age_s),
+            clock_synced=status.clock.synced)
 
     def polder_view(self, *, operator: bool) -> PolderList:
         return self.views.polders(operator=operator)
@@ -666,6 +687,8 @@ class Gateway:
             watch = start(self.liveness.run(), "liveness.watch")
             alerts = start(self.alerter.run(), "alerts.deliver")
             flood = start(self.flood.run(), "flood.watch")
+            summary = (start(self.summary.run(), "summary.publish")
+                       if cfg.liveness.publish_mqtt else None)
             sirens = [start(siren.run(), f"siren[{polder}]")
                       for polder, siren in self.sirens.items()]
             wifi = start(self.wifi.run(), "wifi.report")
@@ -697,6 +720,8 @@ class Gateway:
                 await _cancel(task)
             await _cancel(watch)
             await _cancel(flood)
+            if summary is not None:
+                await _cancel(summary)
             for task in sirens:  # a siren that sounds keeps sounding: nobody can stop it now
                 await _cancel(task)
             await _cancel(wifi)

@@ -295,8 +295,11 @@ class LivenessConfig(_Model):
     # Publish each device's state (retained) on garden/<site>/<device>/state, and the
     # gateway's birth and last will on garden/<site>/gateway/<id>/status.
     publish_mqtt: bool = Field(
-        True, description="Publish device states and the gateway's birth and last will on "
-        "MQTT (retained)")
+        True, description="Publish device states, the park's summary and the gateway's birth "
+        "and last will on MQTT (retained)")
+    summary_min_interval_s: float = Field(
+        5.0, ge=1, le=3600, description="The park's summary (garden/<site>/summary) goes out "
+        "when it changes, at most this often, and at least every report_interval_s")
 
 
 class WifiConfig(_Model):

@@ -349,6 +349,77 @@ class SiteView(_Shape):
     open_outages: int
 
 
+SUMMARY_SCHEMA = 1
+
+
+class SummaryGateway(_Shape):
+    id: str
+    version: str
+    state: Literal["online", "stopping"] = Field(
+        description="The gateway publishing; its own last will (offline) is on "
+        "garden/<site>/gateway/<id>/status")
+    uptime_s: float
+
+
+class SummaryOutage(_Shape):
+    _iso_twins = ("since",)
+    device: str
+    kind: str | None
+    since_ns: int
+    since: str | None = Field(None, description="since_ns as ISO 8601 UTC")
+
+
+class SummaryWifi(_Shape):
+    clients_now: int | None = Field(description="Connected clients over the online APs")
+    distinct_today: int | None = Field(description="Distinct clients today (local day)")
+
+
+class SummaryPolder(_Shape):
+    _iso_twins = ("since",)
+    id: str
+    name: str
+    level: float | None = Field(description="The last trusted reading, in unit")
+    unit: str
+    alert_level: Literal["normal", "waspada", "siaga", "awas", "unknown"]
+    since_ns: int | None
+    since: str | None = Field(None, description="since_ns as ISO 8601 UTC")
+    trend_per_h: float | None
+    eta_next_s: float | None
+    next_level: Literal["waspada", "siaga", "awas"] | None
+    quality: str = Field(description="ok, or why the sensor is not believed")
+
+
+class SummarySpool(_Shape):
+    rows: int = Field(description="Readings waiting for InfluxDB")
+    oldest_unsent_age_s: float | None
+
+
+class ParkSummary(_Shape):
+    """The park in one retained message on garden/<site>/summary (issue 17): what the regency
+    needs to see every park at once. Versioned by ``schema``; nothing personal in it (no MAC
+    address, no free text from a device: names and causes come from the config and the
+    gateway)."""
+
+    _iso_twins = ("time",)
+    schema_version: int = Field(SUMMARY_SCHEMA, alias="schema",
+                                description="This shape's version; a change that removes or "
+                                "renames a field raises it")
+    site: str
+    time_ns: int = Field(description="When the summary was made")
+    time: str | None = Field(None, description="time_ns as ISO 8601 UTC")
+    gateway: SummaryGateway
+    devices: dict[str, Tally] = Field(description="Per kind: up, down, unknown, unmonitored, "
+                                      "total (the gateway itself not counted)")
+    outages: list[SummaryOutage] = Field(description="Open outages, oldest first (at most 50)")
+    outages_open: int = Field(description="How many outages are open (also beyond the 50)")
+    uptime_pct: dict[str, dict[str, float | None]] = Field(
+        description="Per device: 24h, 7d, 30d uptime % over the observed time")
+    wifi: SummaryWifi
+    polder: list[SummaryPolder]
+    spool: SummarySpool
+    clock_synced: bool
+
+
 class ClockStatus(_Shape):
     _iso_twins = ("synced_at",)
     synced: bool = Field(description="The wall clock is believed: above clock.min_valid_time "

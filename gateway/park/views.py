@@ -18,10 +18,13 @@ from gateway.core.clock import Clock
 from gateway.core.status import (
     DeviceView,
     OutageView,
+    ParkSummary,
     PolderList,
     PolderView,
     ResidentView,
     SiteView,
+    SummaryGateway,
+    SummarySpool,
     Tally,
     iso,
 )
@@ -163,6 +166,42 @@ class ParkViews:
                               siren_detail=siren.view() if siren is not None else None)
             views.append(PolderView.model_validate(public))
         return PolderList.model_validate({"time_ns": self._clock.now_ns(), "polders": views})
+
+    def summary(self, *, gateway: SummaryGateway, spool: SummarySpool,
+                clock_synced: bool) -> ParkSummary:
+        """This gateway's park for the regency: device tallies per kind, open outages, uptime
+        per device, Wi-Fi clients, the polders, the backlog (``gateway`` and ``spool`` from the
+        status the caller has)."""
+        site = self._config.gateway.site
+        now = self._clock.now_ns()
+        members = [d for d in self._liveness.devices.values()
+                   if d.site == site and d.origin != "removed" and d.kind != GATEWAY_KIND]
+        kinds: dict[str, list[Device]] = {}
+        for d in members:
+            kinds.setdefault(d.kind or "unknown", []).append(d)
+        uptime, _ = self._liveness.uptime_observed(now, members)
+        open_outages = self._registry.outages(site=site, ongoing=True, limit=10_000)
+        oldest = sorted(open_outages, key=lambda o: o.start_ns)
+        aps = kinds.get(self.ap_kind, [])
+        wifi = self._wifi.site_view(site) or {}
+        polders = self.polders(operator=False).polders
+        return ParkSummary.model_validate({
+            "site": site, "time_ns": now, "gateway": gateway, "spool": spool,
+            "clock_synced": clock_synced,
+            "devices": {kind: tally(ds) for kind, ds in sorted(kinds.items())},
+            "outages": [{"device": o.device, "kind": o.kind, "since_ns": o.start_ns}
+                        for o in oldest[:50]],
+            "outages_open": len(open_outages),
+            "uptime_pct": {d.id: {k: (round(v, 3) if v is not None else None)
+                                  for k, v in uptime[d.id].items()}
+                           for d in sorted(members, key=lambda d: d.id)},
+            "wifi": {"clients_now": self.clients_now(aps),
+                     "distinct_today": wifi.get("distinct_clients_today")},
+            "polder": [{"id": p.id, "name": p.name, "level": p.level, "unit": p.unit,
+                        "alert_level": p.alert_level, "since_ns": p.since_ns,
+                        "trend_per_h": p.trend_per_h, "eta_next_s": p.eta_next_s,
+                        "next_level": p.next_level, "quality": p.quality} for p in polders],
+        })
 
     def clients_now(self, aps: Sequence[Device]) -> int | None:
         """Connected clients summed over the online access points that reported a count."""
