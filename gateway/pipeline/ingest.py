@@ -59,11 +59,14 @@ UNSYNCED_DECODE_NS = 2**62
 
 
 def _own_topic(topic: str, prefix: str) -> bool:
-    """``<prefix>/<site>/<device>/state`` and ``<prefix>/<site>/gateway/<id>/status``."""
-    if not (topic.endswith(("/state", "/status")) and topic.startswith(prefix + "/")):
+    """``<prefix>/<site>/<device>/state``, ``<prefix>/<site>/gateway/<id>/status`` and the
+    park's summary ``<prefix>/<site>/summary``."""
+    if not (topic.endswith(("/state", "/status", "/summary"))
+            and topic.startswith(prefix + "/")):
         return False
     parts = topic.split("/")
     return ((len(parts) == 4 and parts[3] == "state")
+            or (len(parts) == 3 and parts[2] == "summary")
             or (len(parts) == 5 and parts[2] == "gateway" and parts[4] == "status"))
 
 
