@@ -4,7 +4,7 @@ Every ``import`` in ``gateway/`` and ``devices/`` (at the top of a module or ins
 is read with :mod:`ast` and held against the layers of docs/architecture.md, top to bottom::
 
     gateway.ops                       the CLI, doctor, demo, simulators: nothing imports them
-    gateway.app                       the composition root
+    gateway.app | gateway.regency     the composition root; the regency service
     gateway.web | gateway.sources     independent of each other, even indirectly
     gateway.pipeline                  route, decode, enrich, encode, commit
     gateway.park                      devices, liveness, outages, Wi-Fi, history, alerts
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 LAYERS: list[tuple[str, ...]] = [
     ("gateway.ops",),
-    ("gateway.app",),
+    ("gateway.app", "gateway.regency"),
     ("gateway.web", "gateway.sources"),
     ("gateway.pipeline",),
     ("gateway.park",),

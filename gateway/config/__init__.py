@@ -710,13 +710,15 @@ def _parse_env_value(text: str) -> Any:
         return text
 
 
-def apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
-    """Apply ``GARDEN_GATEWAY_*`` overrides to ``raw`` in place; return var name → key path."""
+def apply_env(raw: dict[str, Any], env: Mapping[str, str], prefix: str = ENV_PREFIX
+              ) -> dict[str, tuple[str, ...]]:
+    """Apply ``GARDEN_GATEWAY_*`` (``prefix``) overrides to ``raw`` in place; return var name
+    → key path."""
     applied: dict[str, tuple[str, ...]] = {}
     for var in sorted(env):
-        if not var.startswith(ENV_PREFIX):
+        if not var.startswith(prefix):
             continue
-        path = tuple(p.lower() for p in var[len(ENV_PREFIX):].split("__"))
+        path = tuple(p.lower() for p in var[len(prefix):].split("__"))
         if not all(path):
             continue
         node: Any = raw

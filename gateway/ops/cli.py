@@ -17,6 +17,7 @@ import errno
 import importlib.metadata
 import logging
 import math
+import os
 import signal
 import sys
 import time
@@ -128,6 +129,37 @@ def cmd_polder_replay(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     print(f"\n{len(rows)} readings of {polder.title} replayed")
     print("\n".join(score.lines()))
+    return EXIT_OK
+
+
+def cmd_regency(args: argparse.Namespace) -> int:
+    """The regency service: every park's state from the central broker, one API."""
+    from gateway.core.errors import ConfigError
+    from gateway.regency.config import load_regency_config
+    from gateway.regency.service import Regency
+
+    try:
+        config = load_regency_config(args.config, os.environ)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"{args.config}: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    setup_logging("INFO")
+
+    async def serve_regency() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        task = asyncio.create_task(Regency(config).run(), name="regency")
+        done, _ = await asyncio.wait([task, asyncio.create_task(stop.wait())],
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            task.result()  # it failed by itself: that failure, not a quiet stop
+        task.cancel()
+        await asyncio.wait([task])
+
+    asyncio.run(serve_regency())
     return EXIT_OK
 
 
@@ -342,6 +374,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the level's unit with --thresholds (default cm)")
     replay.add_argument("--quiet", action="store_true", help="only the scores, no alerts")
     replay.set_defaults(func=cmd_polder_replay)
+    regency = sub.add_parser(
+        "regency", help="the regency service: every park's state from the central broker",
+        description="Keeps a persistent session on the central broker, holds every park's "
+        "latest summary, gateway status and bridge connection, and serves /api/v1/parks, "
+        "/api/v1/parks/<site>, /api/v1/outages and /metrics. Config: mqtt, data_dir, api, "
+        "stale_after_s; overrides GARDEN_REGENCY_<KEY>.")
+    regency.add_argument("--config", type=Path, required=True, help="the regency's YAML file")
+    regency.set_defaults(func=cmd_regency)
     _add_simulate(sub)
     doctor.register(sub)
     accounts.register(sub)

@@ -1,0 +1,202 @@
+"""The regency service: a persistent MQTT session on the central broker, the fleet, the API.
+
+Each instance keeps its own session (its own client id) and subscribes to every park's
+summary, gateway status and bridge connection: the whole view in each instance (MQTT shared
+subscriptions would split it). paho-mqtt runs its network loop in its own thread; every message
+is handed to the event loop, where the fleet is changed.
+
+The API (FastAPI, served by uvicorn on ``api.host:api.port``):
+
+- ``GET /api/v1/parks`` (public): one entry per park, worst first: state, since, devices up and
+  total, the polders' levels and warning levels (``current`` false when the park is not up: an
+  old level is not the water now), Wi-Fi clients, the last summary's time. Nothing names a device.
+- ``GET /api/v1/parks/<site>`` (operator): the park's whole latest summary and sources.
+- ``GET /api/v1/outages[?site=&since_ns=]`` (operator): parks' spans in ``down``.
+- ``GET /metrics`` (operator): per-park gauges in Prometheus text format.
+- ``GET /health``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from typing import Any
+
+import paho.mqtt.client as paho
+import uvicorn
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import PlainTextResponse
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from gateway.core.clock import SYSTEM_CLOCK, Clock
+from gateway.regency.config import RegencyConfig
+from gateway.regency.fleet import FILE_NAME, ORDER, Fleet
+from gateway.web.server import QuietServer
+
+log = logging.getLogger(__name__)
+
+CHECK_S = 1.0
+
+
+class Regency:
+    def __init__(self, config: RegencyConfig, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.config = config
+        self.clock = clock
+        self.fleet = Fleet(config.data_dir / FILE_NAME, clock=clock,
+                           stale_after_s=config.stale_after_s)
+        self.connected = False
+        self.app = create_app(self)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: paho.Client | None = None
+
+    # -- MQTT -----------------------------------------------------------------------------
+
+    def _topics(self) -> list[str]:
+        p = self.config.topic_prefix
+        # The link and the gateway's status first: their retained words arrive before the
+        # summaries', so a park whose gateway is down is never "up" for a moment at start.
+        return [f"{p}/+/bridge/connection", f"{p}/+/gateway/+/status", f"{p}/+/summary"]
+
+    def _client_for(self) -> paho.Client:
+        cfg = self.config.mqtt
+        v5 = cfg.protocol == "5"
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.config.client_id,
+                             protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
+                             clean_session=None if v5 else False)
+        if cfg.username:
+            client.username_pw_set(cfg.username, cfg.password.get_secret_value()
+                                   if cfg.password else None)
+        client.reconnect_delay_set(int(max(1, cfg.reconnect_min_s)),
+                                   int(max(1, cfg.reconnect_max_s)))
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any,
+                    properties: Any = None) -> None:
+        if getattr(reason, "is_failure", False):
+            log.warning("regency: broker refused the connection: %s", reason)
+            return
+        self.connected = True
+        for topic in self._topics():
+            client.subscribe(topic, qos=1)
+        log.info("regency: connected to %s:%d", self.config.mqtt.host, self.config.mqtt.port)
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any,
+                       properties: Any = None) -> None:
+        self.connected = False
+        log.warning("regency: disconnected from the broker (%s); reconnecting", reason)
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self.dispatch, msg.topic, bytes(msg.payload))
+
+    def dispatch(self, topic: str, payload: bytes) -> None:
+        parts = topic.split("/")
+        if len(parts) == 3 and parts[2] == "summary":
+            self.fleet.summary(parts[1], payload)
+        elif len(parts) == 5 and parts[2] == "gateway" and parts[4] == "status":
+            self.fleet.gateway_status(parts[1], parts[3], payload)
+        elif len(parts) == 4 and parts[2:] == ["bridge", "connection"]:
+            self.fleet.link(parts[1], payload)
+
+    # -- running --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """MQTT, the staleness check and the API until cancelled."""
+        self._loop = asyncio.get_running_loop()
+        cfg = self.config.mqtt
+        client = self._client = self._client_for()
+        properties = None
+        if cfg.protocol == "5":
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = cfg.session_expiry_s
+        client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s,
+                             clean_start=False if cfg.protocol == "5" else
+                             paho.MQTT_CLEAN_START_FIRST_ONLY, properties=properties)
+        client.loop_start()
+        api = self.config.api
+        server = QuietServer(uvicorn.Config(self.app, host=api.host, port=api.port,
+                                            log_level="warning", lifespan="off"))
+        serving = asyncio.create_task(server.serve(), name="regency.api")
+        try:
+            while True:
+                self.fleet.check()
+                await self.clock.sleep(CHECK_S)
+        finally:
+            server.should_exit = True
+            await asyncio.wait([serving], timeout=5)
+            client.disconnect()
+            client.loop_stop()
+            self.fleet.close()
+
+    # -- metrics --------------------------------------------------------------------------
+
+    def metrics_text(self) -> str:
+        lines = ["# HELP garden_regency_park_state 1 for each park's state.",
+                 "# TYPE garden_regency_park_state gauge"]
+        parks = sorted(self.fleet.parks.values(), key=lambda p: p.site)
+        for p in parks:
+            for state in sorted(ORDER):
+                lines.append(f'garden_regency_park_state{{site="{p.site}",state="{state}"}} '
+                             f"{1 if p.state == state else 0}")
+        lines += ["# HELP garden_regency_park_devices_up Devices up in the park's last summary.",
+                  "# TYPE garden_regency_park_devices_up gauge"]
+        for e in sorted(self.fleet.listing(), key=lambda e: e["site"]):
+            lines.append(f'garden_regency_park_devices_up{{site="{e["site"]}"}} '
+                         f'{e["devices_up"]}')
+        lines += ["# HELP garden_regency_parks Parks known.", "# TYPE garden_regency_parks gauge",
+                  f"garden_regency_parks {len(parks)}",
+                  "# HELP garden_regency_mqtt_connected 1 while the central broker is connected.",
+                  "# TYPE garden_regency_mqtt_connected gauge",
+                  f"garden_regency_mqtt_connected {int(self.connected)}",
+                  "# HELP garden_regency_messages_refused_total Messages that were not a park's "
+                  "summary, status or link word.",
+                  "# TYPE garden_regency_messages_refused_total counter",
+                  f"garden_regency_messages_refused_total {self.fleet.refused}"]
+        return "\n".join(lines) + "\n"
+
+
+def create_app(regency: Regency) -> FastAPI:
+    app = FastAPI(title="Garden Gateway regency", docs_url=None, redoc_url=None)
+    token = regency.config.api.operator_token
+
+    def operator(request: Request) -> None:
+        given = request.headers.get("authorization", "")
+        expected = f"Bearer {token.get_secret_value()}" if token is not None else None
+        if expected is None or not hmac.compare_digest(given.encode(), expected.encode()):
+            raise HTTPException(status_code=401, detail="operator token required",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    Operator = Depends(operator)
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "mqtt_connected": regency.connected}
+
+    @app.get("/api/v1/parks")
+    def parks() -> list[dict[str, Any]]:
+        """Every park, worst first; nothing that names a device."""
+        return regency.fleet.listing()
+
+    @app.get("/api/v1/parks/{site}", dependencies=[Operator])
+    def park(site: str) -> dict[str, Any]:
+        p = regency.fleet.parks.get(site)
+        if p is None:
+            raise HTTPException(status_code=404, detail=f"no park {site!r}")
+        return {"site": site, **p.stored()}
+
+    @app.get("/api/v1/outages", dependencies=[Operator])
+    def outages(site: str | None = None, since_ns: int | None = None) -> list[dict[str, Any]]:
+        return regency.fleet.outages(site=site, since_ns=since_ns)
+
+    @app.get("/metrics", dependencies=[Operator], response_class=PlainTextResponse)
+    def metrics() -> str:
+        return regency.metrics_text()
+
+    return app
