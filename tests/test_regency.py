@@ -20,6 +20,7 @@ from gateway.regency.config import RegencyConfig, load_regency_config
 from gateway.regency.service import Regency
 from gateway.testing.stack import PrivateMosquitto, free_port
 from tests.conftest import Publisher, until
+from tests.test_polder_e2e import Hook
 
 TOKEN = "regency-operator-token-0123456789"
 
@@ -174,3 +175,39 @@ def test_the_config_takes_garden_regency_overrides(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_regency_config(path, {})
     assert caught.value.problems == ["stale_after: Extra inputs are not permitted"]
+
+
+async def test_a_park_down_and_a_polder_at_awas_are_said_once_in_bahasa_indonesia(
+    tmp_path: Path, mosquitto: PrivateMosquitto,
+    publisher_factory: Callable[[int], Publisher],
+) -> None:
+    hook = Hook()
+    pub = publisher_factory(mosquitto.port)
+    cfg = config(tmp_path, mosquitto, stale_after_s=60, name="Kutai Timur",
+                 alerts={"down_after_s": 0, "backoff_min_s": 0.2, "backoff_max_s": 0.5,
+                         "targets": [{"name": "bpbd", "url": hook.url}]})
+    try:
+        async with running(cfg) as (regency, _):
+            pub.publish("garden/taman-g/gateway/gw-taman-g/status", b"online", retain=True)
+            pub.publish("garden/taman-g/summary", json.dumps(summary("taman-g")), retain=True)
+            await until(lambda: "taman-g" in regency.fleet.parks
+                        and regency.fleet.parks["taman-g"].state == "up", 10)
+            pub.publish("garden/taman-g/summary",
+                        json.dumps(summary("taman-g", alert_level="awas", level=1.42)))
+            pub.publish("garden/taman-g/summary",                  # the same level again
+                        json.dumps(summary("taman-g", alert_level="awas", level=1.43)))
+            pub.publish("garden/taman-g/bridge/connection", b"0", retain=True)
+            await until(lambda: len(hook.bodies) >= 2, 15)
+            pub.publish("garden/taman-g/bridge/connection", b"1", retain=True)
+            await until(lambda: len(hook.bodies) >= 3, 15)
+    finally:
+        hook.close()
+    level, down, recovered = hook.bodies
+    assert (level["event"], level["alert_level"], level["previous_alert_level"]) == (
+        "polder_level", "awas", "waspada")
+    assert level["text"].startswith("🔴 AWAS: Polder taman-g (taman-g) 1,42 m")
+    assert (down["event"], down["device"], down["kind"]) == ("down", "taman-g", "park")
+    assert down["text"].startswith("🔴 Taman taman-g di Kutai Timur mati sejak")
+    assert "koneksi taman ke pusat (bridge) terputus" in down["text"]
+    assert (recovered["event"], recovered["device"]) == ("recovered", "taman-g")
+    assert recovered["text"].startswith("🟢 Taman taman-g di Kutai Timur kembali menyala")

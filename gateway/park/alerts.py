@@ -146,6 +146,7 @@ KIND_LABELS: dict[str, str] = {
     "polder": "Sensor polder",
     "garden_env": "Sensor taman",
     "gateway": "Gateway",
+    "park": "Taman",
     "bus": "Bus RS485 (adaptor USB)",
     "serial": "Port serial (adaptor USB)",
 }

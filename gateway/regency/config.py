@@ -3,6 +3,7 @@
     mqtt:            the central broker, as the gateway's mqtt: section
     data_dir:        where regency.sqlite3 lives
     api:             host, port, operator_token
+    name, alerts:    the regency's name in the alerts, and where they go (as the gateway's)
     stale_after_s:   a park with no summary this long is stale
 """
 
@@ -16,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from gateway.config import MqttConfig, apply_env
+from gateway.config.alerts import AlertsConfig
 from gateway.core.errors import ConfigError
 
 ENV_PREFIX = "GARDEN_REGENCY_"
@@ -38,6 +40,12 @@ class RegencyConfig(_Model):
     mqtt: MqttConfig = Field(MqttConfig(), description="The central broker")
     api: RegencyApi = Field(RegencyApi(), description="The regency's API")
     topic_prefix: str = Field("garden", description="The parks' topics start with this")
+    name: str = Field("kabupaten", min_length=1, max_length=80,
+                      description="The regency's name in the alerts (e.g. Kutai Timur)")
+    alerts: AlertsConfig = Field(
+        AlertsConfig(), description="A park down or its link down past alerts.down_after_s, "
+        "a polder reaching Siaga or Awas anywhere, and their recoveries; the gateway's alert "
+        "targets and outbox")
     stale_after_s: float = Field(
         300.0, gt=0, description="A park whose summary is older than this is stale (its "
         "gateways publish one at least every liveness.report_interval_s)")

@@ -77,7 +77,8 @@ class Park:
 
 class Fleet:
     def __init__(self, path: Path, *, clock: Clock, stale_after_s: float,
-                 on_transition: Callable[[Park, str], None] | None = None) -> None:
+                 on_transition: Callable[[Park, str], None] | None = None,
+                 on_summary: Callable[[Park], None] | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -85,6 +86,7 @@ class Fleet:
         self._clock = clock
         self._stale_ns = int(stale_after_s * NS)
         self._on_transition = on_transition
+        self._on_summary = on_summary
         self.parks: dict[str, Park] = {}
         self.messages = 0
         self.refused = 0
@@ -118,6 +120,8 @@ class Fleet:
             made = now
         park.summary, park.summary_ns = body, min(now, made)
         self._settle(park)
+        if self._on_summary is not None:
+            self._on_summary(park)
 
     def gateway_status(self, site: str, gateway: str, payload: bytes) -> None:
         word = payload.decode("utf-8", "replace").strip().lower()

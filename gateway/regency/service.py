@@ -32,6 +32,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.core.clock import SYSTEM_CLOCK, Clock
+from gateway.park.alerts import Alerter
+from gateway.park.outbox import FILE_NAME as OUTBOX_FILE
+from gateway.park.outbox import Outbox
+from gateway.regency.alerts import RegencyAlerts
 from gateway.regency.config import RegencyConfig
 from gateway.regency.fleet import FILE_NAME, ORDER, Fleet
 from gateway.web.server import QuietServer
@@ -45,8 +49,14 @@ class Regency:
     def __init__(self, config: RegencyConfig, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.config = config
         self.clock = clock
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.outbox = Outbox(config.data_dir / OUTBOX_FILE)
+        self.alerter = Alerter(config.alerts, clock=clock, gateway_id="regency",
+                               site=config.name, outbox=self.outbox)
+        self.alerts = RegencyAlerts(self.alerter, regency=config.name)
         self.fleet = Fleet(config.data_dir / FILE_NAME, clock=clock,
-                           stale_after_s=config.stale_after_s)
+                           stale_after_s=config.stale_after_s,
+                           on_transition=self.alerts.transition, on_summary=self.alerts.summary)
         self.connected = False
         self.app = create_app(self)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -124,16 +134,20 @@ class Regency:
         server = QuietServer(uvicorn.Config(self.app, host=api.host, port=api.port,
                                             log_level="warning", lifespan="off"))
         serving = asyncio.create_task(server.serve(), name="regency.api")
+        alerting = asyncio.create_task(self.alerter.run(), name="regency.alerts")
         try:
             while True:
                 self.fleet.check()
                 await self.clock.sleep(CHECK_S)
         finally:
             server.should_exit = True
-            await asyncio.wait([serving], timeout=5)
+            alerting.cancel()
+            await asyncio.wait([serving, alerting], timeout=5)
+            await self.alerter.aclose()
             client.disconnect()
             client.loop_stop()
             self.fleet.close()
+            self.outbox.close()
 
     # -- metrics --------------------------------------------------------------------------
 
