@@ -211,3 +211,38 @@ async def test_a_park_down_and_a_polder_at_awas_are_said_once_in_bahasa_indonesi
     assert "koneksi taman ke pusat (bridge) terputus" in down["text"]
     assert (recovered["event"], recovered["device"]) == ("recovered", "taman-g")
     assert recovered["text"].startswith("🟢 Taman taman-g di Kutai Timur kembali menyala")
+
+
+PARKS = 200
+
+
+async def test_two_hundred_parks_are_held_and_one_that_stops_is_shown_in_time(
+    tmp_path: Path, mosquitto: PrivateMosquitto,
+    publisher_factory: Callable[[int], Publisher],
+) -> None:
+    pub = publisher_factory(mosquitto.port)
+    sites = [f"taman-{i:03d}" for i in range(PARKS)]
+    for site in sites:
+        pub.publish(f"garden/{site}/gateway/gw-{site}/status", b"online", retain=True)
+        pub.publish(f"garden/{site}/summary", json.dumps(summary(site)), retain=True)
+    cfg = config(tmp_path, mosquitto, stale_after_s=3)
+    async with running(cfg) as (regency, http):
+        await until(lambda: len(regency.fleet.parks) == PARKS
+                    and all(p.state == "up" for p in regency.fleet.parks.values()), 20)
+        listed = (await http.get("/api/v1/parks")).json()
+        assert len(listed) == PARKS
+        # One gateway dies (its will); the others keep publishing summaries; one falls silent.
+        stopped_at = time.monotonic()
+        pub.publish("garden/taman-007/gateway/gw-taman-007/status", b"offline", retain=True)
+        await until(lambda: regency.fleet.parks["taman-007"].state == "down", 5)
+        assert time.monotonic() - stopped_at < 2
+        for _ in range(3):
+            for site in sites:
+                if site not in ("taman-007", "taman-123"):
+                    pub.publish(f"garden/{site}/summary", json.dumps(summary(site)), qos=0)
+            await asyncio.sleep(1)
+        await until(lambda: regency.fleet.parks["taman-123"].state == "stale", 5)
+        listed = (await http.get("/api/v1/parks")).json()
+        assert [p["site"] for p in listed[:2]] == ["taman-007", "taman-123"]
+        assert states(listed)["taman-007"] == "down"
+        assert sum(p["state"] == "up" for p in listed) == PARKS - 2
