@@ -28,7 +28,7 @@ from gateway.core.errors import GatewayError
 
 DATA_PACKAGE = "garden_gateway_files"
 # What the pages need to work: gateway/web/api.py serves these.
-PAGE_FILES = ("index.html", "operator.html", "apidocs.html", "static")
+PAGE_FILES = ("index.html", "operator.html", "apidocs.html", "regency.html", "static")
 
 
 class MissingFileError(GatewayError):

@@ -26,11 +26,13 @@ from typing import Any
 import paho.mqtt.client as paho
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import FileResponse, PlainTextResponse, Response
+from fastapi.staticfiles import StaticFiles
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from gateway.core import resources
 from gateway.core.clock import SYSTEM_CLOCK, Clock
 from gateway.park.alerts import Alerter
 from gateway.park.outbox import FILE_NAME as OUTBOX_FILE
@@ -38,6 +40,7 @@ from gateway.park.outbox import Outbox
 from gateway.regency.alerts import RegencyAlerts
 from gateway.regency.config import RegencyConfig
 from gateway.regency.fleet import FILE_NAME, ORDER, Fleet
+from gateway.web.api import CSP
 from gateway.web.server import QuietServer
 
 log = logging.getLogger(__name__)
@@ -188,6 +191,26 @@ def create_app(regency: Regency) -> FastAPI:
                                 headers={"WWW-Authenticate": "Bearer"})
 
     Operator = Depends(operator)
+
+    pages = resources.pages_dir()
+
+    @app.middleware("http")
+    async def safety_headers(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        if request.url.path.startswith("/api/"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        else:
+            response.headers.setdefault("Content-Security-Policy", CSP)
+        return response
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        """The regency's public page: every park, the worst first."""
+        return FileResponse(pages / "regency.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=pages / "static"), name="static")
 
     @app.get("/health")
     def health() -> dict[str, Any]:
