@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
+import datetime as dt
+import io
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -17,12 +20,15 @@ import pytest
 
 from gateway.core.errors import ConfigError
 from gateway.regency.config import RegencyConfig, load_regency_config
+from gateway.regency.fleet import Fleet
 from gateway.regency.service import Regency
+from gateway.testing.clock import FakeClock
 from gateway.testing.stack import PrivateMosquitto, free_port
 from tests.conftest import Publisher, until
 from tests.test_polder_e2e import Hook
 
 TOKEN = "regency-operator-token-0123456789"
+T0 = 1_800_000_000 * 10**9
 
 
 def summary(site: str, *, up: int = 3, total: int = 3, level: float = 1.05,
@@ -134,6 +140,19 @@ async def test_each_park_up_down_link_down_or_stale_and_a_restart_keeps_it(
         metrics = (await http.get("/metrics",
                                   headers={"Authorization": f"Bearer {TOKEN}"})).text
         assert 'garden_regency_park_state{site="taman-c",state="link_down"} 1' in metrics
+        # The month's report, as the office downloads it (calendar month in WITA).
+        month = dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).strftime("%Y-%m")
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        answer = await http.get("/api/v1/report", params={"month": month, "format": "csv"},
+                                headers=auth)
+        assert answer.headers["content-type"].startswith("text/csv")
+        table = list(csv.DictReader(io.StringIO(answer.text)))
+        assert {r["site"] for r in table} == {"taman-a", "taman-b", "taman-c", "taman-d"}
+        c = next(r for r in table if r["site"] == "taman-c" and not r["device"])
+        assert (float(c["up_s"]), float(c["down_s"]), c["uptime_pct"]) == (0.0, 0.0, "")
+        assert (await http.get("/api/v1/report", params={"month": "2026-13"},
+                               headers=auth)).status_code == 422
+        assert (await http.get("/api/v1/report", params={"month": month})).status_code == 401
     # The next start: the same parks and transitions, from regency.sqlite3.
     async with running(cfg) as (regency, http):
         assert regency.fleet.parks["taman-b"].state == "up"
@@ -246,3 +265,38 @@ async def test_two_hundred_parks_are_held_and_one_that_stops_is_shown_in_time(
         assert [p["site"] for p in listed[:2]] == ["taman-007", "taman-123"]
         assert states(listed)["taman-007"] == "down"
         assert sum(p["state"] == "up" for p in listed) == PARKS - 2
+
+
+def test_the_monthly_report_counts_only_observed_time_as_up_or_down(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    fleet = Fleet(tmp_path / "regency.sqlite3", clock=clock, stale_after_s=10**6)
+    h = 3600 * 10**9
+
+    def at(hours: float) -> None:
+        clock.set(T0 + int(hours * h))
+
+    def state(word: str) -> bytes:
+        return json.dumps({"state": word}).encode()
+
+    fleet.gateway_status("taman-a", "gw", b"online")
+    fleet.summary("taman-a", json.dumps({**summary("taman-a"), "clock_synced": False}).encode())
+    fleet.device_state("taman-a", "ap-1", state("online"))        # T0: up, ap-1 online
+    at(0.5)
+    fleet.device_state("taman-a", "ap-1", state("offline"))       # ap-1 down 30 min
+    at(1)
+    fleet.device_state("taman-a", "ap-1", state("online"))
+    fleet.gateway_status("taman-a", "gw", b"offline")             # the park down an hour
+    at(2)
+    fleet.gateway_status("taman-a", "gw", b"online")
+    fleet.summary("taman-a", json.dumps({**summary("taman-a"), "clock_synced": False}).encode())
+    at(3)
+    fleet.link("taman-a", b"0")                                   # an hour unseen
+    at(4)
+    (park, ap) = fleet.report(T0, T0 + 4 * h)
+    assert park == {"site": "taman-a", "device": None, "up_s": 7200.0, "down_s": 3600.0,
+                    "unobserved_s": 3600.0, "uptime_pct": 66.667}
+    # ap-1: up 30 min + 1 h (while the park is up), down 30 min; the park's down hour and
+    # its unseen hour are not the AP's: unobserved.
+    assert ap == {"site": "taman-a", "device": "ap-1", "up_s": 5400.0, "down_s": 1800.0,
+                  "unobserved_s": 7200.0, "uptime_pct": 75.0}
+    fleet.close()

@@ -50,7 +50,12 @@ CREATE TABLE IF NOT EXISTS transitions (
     id INTEGER PRIMARY KEY, site TEXT NOT NULL, old TEXT NOT NULL, new TEXT NOT NULL,
     at_ns INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS transitions_site ON transitions (site, at_ns);
+CREATE TABLE IF NOT EXISTS device_transitions (
+    id INTEGER PRIMARY KEY, site TEXT NOT NULL, device TEXT NOT NULL, state TEXT NOT NULL,
+    at_ns INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS device_transitions_at ON device_transitions (site, device, at_ns);
 """
+DEVICE_STATES = frozenset({"online", "offline", "unknown", "unmonitored"})
 
 
 @dataclass(slots=True)
@@ -142,6 +147,24 @@ class Fleet:
         park.link_up, park.link_ns = word == b"1", self._clock.now_ns()
         self._settle(park)
 
+    def device_state(self, site: str, device: str, payload: bytes) -> None:
+        """A device's retained state (``garden/<site>/<device>/state``, bridged): its changes
+        are kept for the monthly report."""
+        try:
+            body = json.loads(payload)
+        except ValueError:
+            body = None
+        state = body.get("state") if isinstance(body, dict) else None
+        if state not in DEVICE_STATES:
+            self.refused += 1
+            return
+        last = self._db.execute(
+            "SELECT state FROM device_transitions WHERE site = ? AND device = ? "
+            "ORDER BY at_ns DESC, id DESC LIMIT 1", (site, device)).fetchone()
+        if last is None or last[0] != state:
+            self._db.execute("INSERT INTO device_transitions (site, device, state, at_ns) "
+                             "VALUES (?, ?, ?, ?)", (site, device, state, self._clock.now_ns()))
+
     def check(self) -> None:
         """Summaries that grew old: their parks are stale now."""
         for park in list(self.parks.values()):
@@ -183,6 +206,28 @@ class Fleet:
                         "duration_s": round(((end or now) - span["start_ns"]) / NS, 3)})
         out.sort(key=lambda o: o["start_ns"], reverse=True)
         return out
+
+    def report(self, start_ns: int, end_ns: int) -> list[dict[str, Any]]:
+        """Uptime of every park and device over ``[start_ns, end_ns)`` (a calendar month):
+        seconds up, down and unobserved. A park is observed while ``up`` or ``down``
+        (``link_down``, ``stale``, ``unknown`` are unobserved); a device only while its park
+        is ``up`` and it is ``online`` or ``offline`` (``unmonitored``, ``unknown``: not)."""
+        end_ns = min(end_ns, self._clock.now_ns())
+        rows: list[dict[str, Any]] = []
+        for site in sorted(self.parks):
+            park_line = [(at, new) for _, new, at in self.transitions(site)]
+            rows.append(_row(site, None, _account(park_line, start_ns, end_ns, "up", "down")))
+            devices = self._db.execute(
+                "SELECT device, state, at_ns FROM device_transitions WHERE site = ? "
+                "ORDER BY device, at_ns, id", (site,)).fetchall()
+            lines: dict[str, list[tuple[int, str]]] = {}
+            for device, state, at in devices:
+                lines.setdefault(device, []).append((at, state))
+            for device, line in sorted(lines.items()):
+                merged = _merge(line, park_line)
+                rows.append(_row(site, device,
+                                 _account(merged, start_ns, end_ns, "online", "offline")))
+        return rows
 
     def transitions(self, site: str) -> list[tuple[str, str, int]]:
         return [(old, new, at) for old, new, at in self._db.execute(
@@ -245,3 +290,45 @@ class Fleet:
             "wifi": {"clients_now": wifi.get("clients_now")},
             "last_summary_ns": p.summary_ns, "last_summary": iso(p.summary_ns),
         }
+
+
+def _merge(device: list[tuple[int, str]], park: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """The device's state where its park is up, ``unobserved`` elsewhere: one step line."""
+    points = sorted({t for t, _ in device} | {t for t, _ in park})
+    out: list[tuple[int, str]] = []
+    for t in points:
+        d = next((s for at, s in reversed(device) if at <= t), "unknown")
+        p = next((s for at, s in reversed(park) if at <= t), "unknown")
+        state = d if p == "up" else "unobserved"
+        if not out or out[-1][1] != state:
+            out.append((t, state))
+    return out
+
+
+def _account(line: list[tuple[int, str]], start: int, end: int, up: str, down: str
+             ) -> tuple[float, float, float]:
+    """Seconds in ``up``, in ``down``, and the rest, of the step line over [start, end)."""
+    totals = {"up": 0, "down": 0, "other": 0}
+    if end <= start:
+        return 0.0, 0.0, 0.0
+    state, at = "unknown", start
+    for t, s in line:
+        if t <= start:
+            state = s
+            continue
+        if t >= end:
+            break
+        key = "up" if state == up else "down" if state == down else "other"
+        totals[key] += t - at
+        state, at = s, t
+    key = "up" if state == up else "down" if state == down else "other"
+    totals[key] += end - at
+    return totals["up"] / NS, totals["down"] / NS, totals["other"] / NS
+
+
+def _row(site: str, device: str | None, times: tuple[float, float, float]) -> dict[str, Any]:
+    up, down, unobserved = times
+    observed = up + down
+    return {"site": site, "device": device, "up_s": round(up, 3), "down_s": round(down, 3),
+            "unobserved_s": round(unobserved, 3),
+            "uptime_pct": round(100 * up / observed, 3) if observed else None}

@@ -19,7 +19,10 @@ The API (FastAPI, served by uvicorn on ``api.host:api.port``):
 from __future__ import annotations
 
 import asyncio
+import csv
+import datetime as dt
 import hmac
+import io
 import logging
 from typing import Any
 
@@ -46,6 +49,18 @@ from gateway.web.server import QuietServer
 log = logging.getLogger(__name__)
 
 CHECK_S = 1.0
+WITA = dt.timezone(dt.timedelta(hours=8), "WITA")
+
+
+def month_bounds(month: str) -> tuple[int, int]:
+    """``2026-11`` -> the month's first and next month's first instant in WITA, in ns."""
+    try:
+        year, number = (int(x) for x in month.split("-"))
+        start = dt.datetime(year, number, 1, tzinfo=WITA)
+    except ValueError as exc:
+        raise ValueError(f"month must be YYYY-MM, got {month!r}") from exc
+    nxt = dt.datetime(year + number // 12, number % 12 + 1, 1, tzinfo=WITA)
+    return int(start.timestamp()) * 10**9, int(nxt.timestamp()) * 10**9
 
 
 class Regency:
@@ -71,7 +86,8 @@ class Regency:
         p = self.config.topic_prefix
         # The link and the gateway's status first: their retained words arrive before the
         # summaries', so a park whose gateway is down is never "up" for a moment at start.
-        return [f"{p}/+/bridge/connection", f"{p}/+/gateway/+/status", f"{p}/+/summary"]
+        return [f"{p}/+/bridge/connection", f"{p}/+/gateway/+/status", f"{p}/+/summary",
+                f"{p}/+/+/state"]
 
     def _client_for(self) -> paho.Client:
         cfg = self.config.mqtt
@@ -117,6 +133,8 @@ class Regency:
             self.fleet.gateway_status(parts[1], parts[3], payload)
         elif len(parts) == 4 and parts[2:] == ["bridge", "connection"]:
             self.fleet.link(parts[1], payload)
+        elif len(parts) == 4 and parts[3] == "state":
+            self.fleet.device_state(parts[1], parts[2], payload)
 
     # -- running --------------------------------------------------------------------------
 
@@ -231,6 +249,29 @@ def create_app(regency: Regency) -> FastAPI:
     @app.get("/api/v1/outages", dependencies=[Operator])
     def outages(site: str | None = None, since_ns: int | None = None) -> list[dict[str, Any]]:
         return regency.fleet.outages(site=site, since_ns=since_ns)
+
+    @app.get("/api/v1/report", dependencies=[Operator], response_model=None)
+    def report(month: str, format: str = "json") -> Response | list[dict[str, Any]]:
+        """Uptime per park and per device over a calendar month in WITA (``month=2026-11``):
+        seconds up, down and unobserved, the uptime % of the observed time; ``format=csv``
+        for the office's report."""
+        try:
+            start, end = month_bounds(month)
+        except ValueError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from exc
+        rows = regency.fleet.report(start, end)
+        if format != "csv":
+            return rows
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["month", "site", "device", "up_s", "down_s", "unobserved_s",
+                         "uptime_pct"])
+        for r in rows:
+            writer.writerow([month, r["site"], r["device"] or "", r["up_s"], r["down_s"],
+                             r["unobserved_s"], "" if r["uptime_pct"] is None
+                             else r["uptime_pct"]])
+        return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers={
+            "Content-Disposition": f'attachment; filename="uptime-{month}.csv"'})
 
     @app.get("/metrics", dependencies=[Operator], response_class=PlainTextResponse)
     def metrics() -> str:
