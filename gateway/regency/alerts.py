@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.park.alerts import Alerter, Subject
+from gateway.park.alerts import Alerter, Subject, polder_text
 from gateway.park.flood import PolderEvent, PolderState
+from gateway.regency.alertmanager import AlertmanagerSender
 from gateway.regency.fleet import Park
 
 CAUSES = {"down": "gateway taman mati atau terputus dari broker taman",
@@ -21,10 +22,15 @@ CAUSES = {"down": "gateway taman mati atau terputus dari broker taman",
 LOUD = ("siaga", "awas")
 
 
+NAMES = {"down": "TamanMati", "link_down": "TamanTerputus"}
+
+
 class RegencyAlerts:
-    def __init__(self, alerter: Alerter, *, regency: str) -> None:
+    def __init__(self, alerter: Alerter, *, regency: str,
+                 alertmanager: AlertmanagerSender | None = None) -> None:
         self._alerter = alerter
         self._regency = regency
+        self._am = alertmanager
         # (site, polder id) -> the last alert level a current summary showed
         self._levels: dict[tuple[str, str], str] = {}
 
@@ -40,6 +46,13 @@ class RegencyAlerts:
             self._alerter.down(self._subject(park), at, CAUSES[park.state])
         elif park.state == "up" and old in CAUSES:
             self._alerter.up(self._subject(park), at)
+        if self._am is not None:
+            if old in NAMES and old != park.state:
+                self._am.resolve({"alertname": NAMES[old], "site": park.site}, at)
+            if park.state in NAMES:
+                self._am.fire({"alertname": NAMES[park.state], "site": park.site},
+                              {"summary": f"Taman {park.site} di {self._regency}: "
+                               f"{CAUSES[park.state]}"}, at)
 
     def summary(self, park: Park) -> None:
         """A summary arrived: a polder entering or leaving Siaga or Awas is said."""
@@ -54,9 +67,16 @@ class RegencyAlerts:
             self._levels[key] = level
             if before is None or before == level or (before not in LOUD and level not in LOUD):
                 continue
-            self._alerter.polder(_event(park, p, level, before, park.summary_ns or 0),
-                                 wifi_clients=(park.summary.get("wifi") or {}).get(
-                                     "clients_now"))
+            event = _event(park, p, level, before, park.summary_ns or 0)
+            clients = (park.summary.get("wifi") or {}).get("clients_now")
+            self._alerter.polder(event, wifi_clients=clients)
+            if self._am is not None:
+                at = park.summary_ns or 0
+                if before in LOUD:
+                    self._am.resolve(_polder_labels(park, p, before), at)
+                if level in LOUD:
+                    self._am.fire(_polder_labels(park, p, level),
+                                  {"summary": polder_text(event, wifi_clients=clients)}, at)
 
 
 def _event(park: Park, p: dict[str, Any], level: str, before: str, at_ns: int) -> PolderEvent:
@@ -70,6 +90,11 @@ def _event(park: Park, p: dict[str, Any], level: str, before: str, at_ns: int) -
         quality=str(p.get("quality") or "ok"), fault=False, fault_since_ns=None,
         rising=False, thresholds={})
     return PolderEvent("polder_level", at_ns, state, previous_alert_level=before)
+
+
+def _polder_labels(park: Park, p: dict[str, Any], level: str) -> dict[str, str]:
+    return {"alertname": "PolderSiaga" if level == "siaga" else "PolderAwas",
+            "site": park.site, "polder": str(p["id"])}
 
 
 def _number(value: Any) -> float | None:

@@ -35,6 +35,14 @@ class RegencyApi(_Model):
         "/metrics); prefer GARDEN_REGENCY_API__OPERATOR_TOKEN")
 
 
+class AlertmanagerConfig(_Model):
+    urls: tuple[str, ...] = Field(
+        min_length=1, description="Alertmanager base URLs (every one gets every post, e.g. "
+        "the members of its cluster)")
+    resend_s: float = Field(60.0, gt=0, le=3600, description="Firing alerts are posted again "
+                            "this often (below Alertmanager's resolve_timeout)")
+
+
 class RegencyConfig(_Model):
     data_dir: Path = Field(description="Where regency.sqlite3 lives")
     mqtt: MqttConfig = Field(MqttConfig(), description="The central broker")
@@ -46,6 +54,9 @@ class RegencyConfig(_Model):
         AlertsConfig(), description="A park down or its link down past alerts.down_after_s, "
         "a polder reaching Siaga or Awas anywhere, and their recoveries; the gateway's alert "
         "targets and outbox")
+    alertmanager: AlertmanagerConfig | None = Field(
+        None, description="Post the alerts to Prometheus Alertmanager as well: several "
+        "instances' alerts become one notification there")
     stale_after_s: float = Field(
         300.0, gt=0, description="A park whose summary is older than this is stale (its "
         "gateways publish one at least every liveness.report_interval_s)")

@@ -40,6 +40,7 @@ from gateway.core.clock import SYSTEM_CLOCK, Clock
 from gateway.park.alerts import Alerter
 from gateway.park.outbox import FILE_NAME as OUTBOX_FILE
 from gateway.park.outbox import Outbox
+from gateway.regency.alertmanager import AlertmanagerSender
 from gateway.regency.alerts import RegencyAlerts
 from gateway.regency.config import RegencyConfig
 from gateway.regency.fleet import FILE_NAME, ORDER, Fleet
@@ -71,7 +72,12 @@ class Regency:
         self.outbox = Outbox(config.data_dir / OUTBOX_FILE)
         self.alerter = Alerter(config.alerts, clock=clock, gateway_id="regency",
                                site=config.name, outbox=self.outbox)
-        self.alerts = RegencyAlerts(self.alerter, regency=config.name)
+        am = config.alertmanager
+        self.alertmanager = (AlertmanagerSender(list(am.urls), clock=clock,
+                                                resend_s=am.resend_s)
+                             if am is not None else None)
+        self.alerts = RegencyAlerts(self.alerter, regency=config.name,
+                                    alertmanager=self.alertmanager)
         self.fleet = Fleet(config.data_dir / FILE_NAME, clock=clock,
                            stale_after_s=config.stale_after_s,
                            on_transition=self.alerts.transition, on_summary=self.alerts.summary)
@@ -156,6 +162,8 @@ class Regency:
                                             log_level="warning", lifespan="off"))
         serving = asyncio.create_task(server.serve(), name="regency.api")
         alerting = asyncio.create_task(self.alerter.run(), name="regency.alerts")
+        posting = (asyncio.create_task(self.alertmanager.run(), name="regency.alertmanager")
+                   if self.alertmanager is not None else None)
         try:
             while True:
                 self.fleet.check()
@@ -163,7 +171,10 @@ class Regency:
         finally:
             server.should_exit = True
             alerting.cancel()
-            await asyncio.wait([serving, alerting], timeout=5)
+            if posting is not None:
+                posting.cancel()
+            await asyncio.wait([t for t in (serving, alerting, posting) if t is not None],
+                               timeout=5)
             await self.alerter.aclose()
             client.disconnect()
             client.loop_stop()
