@@ -58,6 +58,9 @@ from gateway.store.lineproto import encode
 
 log = logging.getLogger(__name__)
 
+# device_status's state_code: 0 unknown, 1 online, 2 offline, 3 unmonitored.
+STATE_CODES = {"unknown": 0, "online": 1, "offline": 2, "unmonitored": 3}
+
 NS = 10**9
 DAY_NS = 86400 * NS
 WINDOWS = {"24h": DAY_NS, "7d": 7 * DAY_NS, "30d": 30 * DAY_NS}
@@ -674,7 +677,10 @@ class Liveness:
         uptime = self.uptime(now, devices)
         lines = []
         for d in devices:
-            fields: dict[str, FieldValue] = {"state": d.state}
+            # state_code: the state as a number too, for stores that keep numbers only
+            # (VictoriaMetrics stores a string field as 0).
+            fields: dict[str, FieldValue] = {"state": d.state,
+                                             "state_code": STATE_CODES.get(d.state, 0)}
             if d.state in ("online", "offline"):  # unknown, unmonitored: neither up nor down
                 fields["up"] = 1 if d.state == "online" else 0
             if d.state == "unmonitored" and d.cause:
