@@ -22,6 +22,8 @@ import httpx
 import orjson
 import pytest
 
+from gateway.config import validate_raw
+from gateway.ops.doctor.influx import check_influx
 from gateway.testing.stack import PrivateInfluxDB, PrivateMosquitto, free_port
 from tests.conftest import GatewayProcess, Publisher, base_config, wait_for
 
@@ -113,3 +115,18 @@ def test_readings_and_device_status_reach_victoria_metrics_once_with_our_tags(
     assert code["metric"]["kind"] == "polder"
     (text,) = export(victoria, 'device_status_state{device="polder-1"}')
     assert set(text["values"]) == {0.0}  # what VictoriaMetrics makes of a string field
+
+
+def test_doctor_writes_a_canary_to_victoria_metrics_and_reads_it_back(
+    tmp_path: Path, mosquitto: PrivateMosquitto, influx_server: PrivateInfluxDB, db_name: str,
+    victoria: str,
+) -> None:
+    raw = base_config(tmp_path, mosquitto, influx_server, db_name)
+    raw["influx"] = {**raw["influx"], "url": victoria, "database": "garden",
+                     "create_database": False}
+    cfg = validate_raw(raw, env={}, base=tmp_path).config
+    (result,) = check_influx(cfg, timeout_s=5)
+    assert (result.verdict, result.name) == ("OK", f"influx {victoria}")
+    assert "canary point (garden_doctor_canary) written and read back" in result.found
+    (series,) = export(victoria, 'garden_doctor_canary_value{gateway="gw-test"}')
+    assert len(series["values"]) == 1

@@ -3,16 +3,26 @@
 InfluxDB 1.x answers an empty ``/write`` with 204 only after checking the credentials, that the
 database exists and that the user may write to it, and writes nothing (checked against Debian's
 1.6.7 in the tests): no test point in a production database. v2: the bucket is looked up, then
-the same empty write.
+the same empty write. VictoriaMetrics (its /ping has no InfluxDB version, its /api/v1/export
+answers) takes any write with 204, even lines it drops: a canary point is written and read back.
 """
 
 from __future__ import annotations
+
+import json
+import secrets
+import time
 
 import httpx
 
 from gateway.config import Config
 from gateway.ops.doctor.config import SECRETS_ENV
 from gateway.ops.doctor.runner import LOCAL_HOSTS, Result, size_text
+
+# VictoriaMetrics: the doctor's canary point, one series per gateway.
+CANARY_MEASUREMENT = "garden_doctor_canary"
+CANARY = f"{CANARY_MEASUREMENT}_value"
+CANARY_WAIT_S = 5.0
 
 
 def _influx_message(response: httpx.Response) -> str:
@@ -62,6 +72,9 @@ def check_influx(cfg: Config, timeout_s: float) -> list[Result]:
             return [Result("influx", name, "FAIL", f"{type(exc).__name__}: {exc}",
                            "check influx.url (http or https? the port?)")]
         version = ping.headers.get("X-Influxdb-Version")
+        if ping.status_code in (200, 204) and version is None and i.api == "v1" and (
+                http.get("/api/v1/export", params={"match[]": CANARY}).status_code == 200):
+            return _victoria(cfg, http, name)
         if ping.status_code not in (200, 204) or version is None:
             return [Result("influx", name, "FAIL",
                            f"/ping answered {ping.status_code} without an InfluxDB version: "
@@ -69,6 +82,39 @@ def check_influx(cfg: Config, timeout_s: float) -> list[Result]:
         if i.api == "v2":
             return _influx_v2(cfg, http, name, version)
         return _influx_v1(cfg, http, name, version)
+
+
+def _victoria(cfg: Config, http: httpx.Client, name: str) -> list[Result]:
+    """VictoriaMetrics answers 204 to /write even for lines it drops: a canary point is written
+    (``garden_doctor_canary``, tagged with the gateway) and must read back."""
+    i = cfg.influx
+    value = secrets.randbelow(10**9)
+    line = f"{CANARY_MEASUREMENT},gateway={cfg.gateway.id} value={value} {time.time_ns()}"
+    response = http.post("/write", params={"db": i.database}, content=line.encode())
+    if response.status_code != 204:
+        return [Result("influx", name, "FAIL", f"VictoriaMetrics refused the canary write: "
+                       f"{response.status_code} {_influx_message(response)}",
+                       "its log says why")]
+    deadline = time.monotonic() + CANARY_WAIT_S
+    attempt = 0
+    while time.monotonic() < deadline:
+        time.sleep(0.5)  # new points are searchable after about a second
+        attempt += 1
+        # A search that found nothing is cached for a while (seen with 1.79: a read right
+        # after the write kept answering empty): each attempt asks a query of its own.
+        match = f'{CANARY}{{gateway="{cfg.gateway.id}",gateway!="attempt-{attempt}"}}'
+        found = http.get("/api/v1/export", params={"match[]": match})
+        if found.status_code == 200 and any(
+                value in (json.loads(row).get("values") or [])
+                for row in found.text.splitlines() if row.strip()):
+            return [Result("influx", name, "OK",
+                           f"VictoriaMetrics: a canary point ({CANARY_MEASUREMENT}) written and "
+                           "read back; run it with -dedup.minScrapeInterval=1ms "
+                           "(docs/operator.md)")]
+    return [Result("influx", name, "FAIL",
+                   f"VictoriaMetrics answered 204 but the canary point did not arrive within "
+                   f"{CANARY_WAIT_S:g} s: it drops lines (outside -retentionPeriod? a clock far "
+                   "off?)", "check its -retentionPeriod and this Pi's clock (`timedatectl`)")]
 
 
 def _influx_v1(cfg: Config, http: httpx.Client, name: str, version: str) -> list[Result]:
