@@ -10,6 +10,7 @@ import csv
 import datetime as dt
 import io
 import json
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -300,3 +301,25 @@ def test_the_monthly_report_counts_only_observed_time_as_up_or_down(tmp_path: Pa
     assert ap == {"site": "taman-a", "device": "ap-1", "up_s": 5400.0, "down_s": 1800.0,
                   "unobserved_s": 7200.0, "uptime_pct": 75.0}
     fleet.close()
+
+
+async def test_with_tls_the_operator_side_is_served_over_https_only(
+    tmp_path: Path, mosquitto: PrivateMosquitto,
+) -> None:
+    tls_port = free_port()
+    cfg = config(tmp_path, mosquitto, api={"host": "127.0.0.1", "port": free_port(),
+                                           "operator_token": TOKEN,
+                                           "tls": {"self_signed": True, "port": tls_port}})
+    async with running(cfg) as (_, http):
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        assert (await http.get("/api/v1/parks")).status_code == 200        # public on HTTP
+        refused = await http.get("/api/v1/outages", headers=auth)
+        assert (refused.status_code, refused.json()["detail"]) == (
+            403, "operator endpoints are served over HTTPS only (api.tls)")
+        assert (await http.get("/operator")).status_code == 403
+        cert = tmp_path / "regency" / "tls" / "gateway.crt"
+        async with httpx.AsyncClient(base_url=f"https://127.0.0.1:{tls_port}", timeout=5,
+                                     verify=ssl.create_default_context(cafile=cert)) as https:
+            assert (await https.get("/api/v1/outages", headers=auth)).status_code == 200
+            assert (await https.get("/api/v1/outages")).status_code == 401
+            assert (await https.get("/operator")).status_code == 200

@@ -27,8 +27,10 @@ from pathlib import Path
 from gateway.core.errors import GatewayError
 
 DATA_PACKAGE = "garden_gateway_files"
-# What the pages need to work: gateway/web/api.py serves these.
-PAGE_FILES = ("index.html", "operator.html", "apidocs.html", "regency.html", "static")
+# What the pages need to work: gateway/web/api.py serves these (the regency's two:
+# gateway/regency/service.py).
+PAGE_FILES = ("index.html", "operator.html", "apidocs.html", "regency.html",
+              "regency-operator.html", "static")
 
 
 class MissingFileError(GatewayError):

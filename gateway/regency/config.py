@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from gateway.config import MqttConfig, apply_env
+from gateway.config import ApiTlsConfig, MqttConfig, apply_env
 from gateway.config.alerts import AlertsConfig
 from gateway.core.errors import ConfigError
 
@@ -33,6 +33,12 @@ class RegencyApi(_Model):
     operator_token: SecretStr | None = Field(
         None, description="Opens the operator endpoints (a park's whole summary, outages, "
         "/metrics); prefer GARDEN_REGENCY_API__OPERATOR_TOKEN")
+    tls: ApiTlsConfig | None = Field(
+        None, description="HTTPS, as the gateway's api.tls; then the operator page and "
+        "endpoints are served only there")
+    park_url: str = Field(
+        "", description="Each park's own page, {site} replaced: e.g. "
+        "https://{site}.taman.example.go.id/ (empty: no links)")
 
 
 class AlertmanagerConfig(_Model):

@@ -46,6 +46,7 @@ from gateway.regency.config import RegencyConfig
 from gateway.regency.fleet import FILE_NAME, ORDER, Fleet
 from gateway.web.api import CSP
 from gateway.web.server import QuietServer
+from gateway.web.tls import certificate_for
 
 log = logging.getLogger(__name__)
 
@@ -158,9 +159,16 @@ class Regency:
                              paho.MQTT_CLEAN_START_FIRST_ONLY, properties=properties)
         client.loop_start()
         api = self.config.api
-        server = QuietServer(uvicorn.Config(self.app, host=api.host, port=api.port,
-                                            log_level="warning", lifespan="off"))
-        serving = asyncio.create_task(server.serve(), name="regency.api")
+        servers = [QuietServer(uvicorn.Config(self.app, host=api.host, port=api.port,
+                                              log_level="warning", lifespan="off"))]
+        cert = certificate_for(api.tls, self.config.data_dir)
+        if cert is not None and api.tls is not None:
+            servers.append(QuietServer(uvicorn.Config(
+                self.app, host=api.host, port=api.tls.port, log_level="warning",
+                lifespan="off", ssl_certfile=str(cert.cert), ssl_keyfile=str(cert.key))))
+            log.info("regency: HTTPS on port %d, certificate SHA-256 %s", api.tls.port,
+                     cert.fingerprint)
+        serving = [asyncio.create_task(one.serve(), name="regency.api") for one in servers]
         alerting = asyncio.create_task(self.alerter.run(), name="regency.alerts")
         posting = (asyncio.create_task(self.alertmanager.run(), name="regency.alertmanager")
                    if self.alertmanager is not None else None)
@@ -169,11 +177,12 @@ class Regency:
                 self.fleet.check()
                 await self.clock.sleep(CHECK_S)
         finally:
-            server.should_exit = True
+            for one in servers:
+                one.should_exit = True
             alerting.cancel()
             if posting is not None:
                 posting.cancel()
-            await asyncio.wait([t for t in (serving, alerting, posting) if t is not None],
+            await asyncio.wait([*serving, *(t for t in (alerting, posting) if t is not None)],
                                timeout=5)
             await self.alerter.aclose()
             client.disconnect()
@@ -212,7 +221,12 @@ def create_app(regency: Regency) -> FastAPI:
     app = FastAPI(title="Garden Gateway regency", docs_url=None, redoc_url=None)
     token = regency.config.api.operator_token
 
+    tls = regency.config.api.tls is not None and regency.config.api.tls.enabled
+
     def operator(request: Request) -> None:
+        if tls and request.url.scheme != "https":
+            raise HTTPException(status_code=403, detail="operator endpoints are served over "
+                                "HTTPS only (api.tls)")
         given = request.headers.get("authorization", "")
         expected = f"Bearer {token.get_secret_value()}" if token is not None else None
         if expected is None or not hmac.compare_digest(given.encode(), expected.encode()):
@@ -238,6 +252,20 @@ def create_app(regency: Regency) -> FastAPI:
     def page() -> FileResponse:
         """The regency's public page: every park, the worst first."""
         return FileResponse(pages / "regency.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/operator", include_in_schema=False)
+    def operator_page(request: Request) -> Response:
+        """The operators' page (token asked in the page; over HTTPS when api.tls is on)."""
+        if tls and request.url.scheme != "https":
+            return Response("The operators' page is served over HTTPS only (api.tls).\n",
+                            status_code=403, media_type="text/plain")
+        return FileResponse(pages / "regency-operator.html",
+                            headers={"Cache-Control": "no-cache"})
+
+    @app.get("/api/v1/regency")
+    def about() -> dict[str, Any]:
+        """The regency's name and how to link to each park's own page."""
+        return {"name": regency.config.name, "park_url": regency.config.api.park_url}
 
     app.mount("/static", StaticFiles(directory=pages / "static"), name="static")
 
