@@ -54,6 +54,7 @@ COMMANDS: dict[str, set[str]] = {
     "gateway.ops.demo": {"gateway.ops.cli"},
     "gateway.ops.doctor": {"gateway.ops.cli"},
     "gateway.ops.polder_replay": {"gateway.ops.cli"},
+    "gateway.ops.regency_demo": {"gateway.ops.cli"},
 }
 
 

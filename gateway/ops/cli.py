@@ -132,6 +132,13 @@ def cmd_polder_replay(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_regency_demo(args: argparse.Namespace) -> int:
+    # Imported here: the private broker's launcher (test support) is for the demo only.
+    from gateway.ops import regency_demo
+
+    return regency_demo.cmd_regency_demo(args)
+
+
 def cmd_regency(args: argparse.Namespace) -> int:
     """The regency service: every park's state from the central broker, one API."""
     from gateway.core.errors import ConfigError
@@ -382,6 +389,20 @@ def build_parser() -> argparse.ArgumentParser:
         "stale_after_s; overrides GARDEN_REGENCY_<KEY>.")
     regency.add_argument("--config", type=Path, required=True, help="the regency's YAML file")
     regency.set_defaults(func=cmd_regency)
+    regency_demo = sub.add_parser(
+        "regency-demo", help="the regency service and several simulated parks on a private "
+        "central broker",
+        description="A private Mosquitto as the central broker, --parks light simulated parks "
+        "publishing their summaries, gateway status and bridge connection (polders rising and "
+        "falling, a gateway that stops, a link that drops), and the regency service with its "
+        "pages. Ctrl-C stops everything.")
+    regency_demo.add_argument("--parks", type=int, default=5, help="how many parks (1 to 8, "
+                              "default 5)")
+    regency_demo.add_argument("--api-port", type=int, default=8090,
+                              help="port of the regency's pages and API (default 8090)")
+    regency_demo.add_argument("--workdir", help="folder for the broker and the service's "
+                              "files (default: a new one)")
+    regency_demo.set_defaults(func=cmd_regency_demo)
     _add_simulate(sub)
     doctor.register(sub)
     accounts.register(sub)
