@@ -135,6 +135,18 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     assert _verify(unit) == []
 
 
+def test_the_regency_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    text = (UNIT.parent / "garden-regency.service").read_text(encoding="utf-8")
+    installed = "/opt/garden-gateway/.venv/bin/garden-gateway regency"
+    assert text.count(installed) == 1
+    exe = Path(sys.executable).parent / "garden-gateway"
+    directory = tmp_path / "regency"
+    directory.mkdir()
+    unit = directory / "garden-regency.service"
+    unit.write_text(text.replace(installed, f"{exe} regency"), encoding="utf-8")
+    assert _verify(unit) == []
+
+
 @pytest.mark.parametrize(("wrong", "said"), [
     (("WatchdogSec=30", "WatchdogSecs=30"), "Unknown key 'WatchdogSecs'"),
     (("DevicePolicy=closed", "DevicePolicy=closd"), "device policy"),
