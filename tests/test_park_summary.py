@@ -12,11 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from gateway.core.status import ParkSummary
+from gateway.park.summary import SummaryPublisher
+from gateway.testing.clock import FakeClock
 from gateway.testing.stack import PrivateInfluxDB, PrivateMosquitto
 from tests.conftest import GatewayProcess, Publisher, Watcher, base_config, wait_for
 
 SITE = "taman-uji"
 TOPIC = f"garden/{SITE}/summary"
+T0 = 1_800_000_000 * 10**9
 MAC = re.compile(r"(?i)([0-9a-f]{2}[:-]){5}[0-9a-f]{2}")
 
 
@@ -79,3 +82,50 @@ def test_the_summary_is_retained_follows_the_park_and_says_nothing_personal(
         assert json.loads(late.last[TOPIC])["outages_open"] == 1
     finally:
         late.close()
+
+
+def test_published_on_change_at_most_every_min_interval_and_at_least_every_report_interval(
+) -> None:
+    clock = FakeClock(T0)
+    sent: list[dict[str, Any]] = []
+    state = {"up": 1}
+
+    def build() -> ParkSummary:
+        return ParkSummary.model_validate({
+            "site": SITE, "time_ns": clock.now_ns(), "clock_synced": True,
+            "gateway": {"id": "gw", "version": "x", "state": "online",
+                        "uptime_s": clock.now_ns() / 1e9},
+            "devices": {"wifi_ap": {"up": state["up"], "down": 1 - state["up"], "unknown": 0,
+                                    "total": 1}},
+            "outages": [], "outages_open": 0, "uptime_pct": {},
+            "wifi": {"clients_now": None, "distinct_today": None}, "polder": [],
+            "spool": {"rows": 0, "oldest_unsent_age_s": None}})
+
+    def publish(topic: str, payload: bytes) -> bool:
+        assert topic == TOPIC
+        sent.append(json.loads(payload))
+        return True
+
+    pub = SummaryPublisher(site=SITE, build=build, publish=publish, clock=clock,
+                           min_interval_s=5, every_s=60)
+    pub.tick()
+    assert len(sent) == 1                      # the first at once
+    clock.advance(1)
+    pub.tick()
+    assert len(sent) == 1                      # unchanged (its uptime and time move: ignored)
+    state["up"] = 0
+    pub.tick()
+    assert len(sent) == 1                      # changed, but within min_interval_s
+    clock.advance(4)
+    pub.tick()
+    assert len(sent) == 2                      # changed, 5 s after the last
+    assert sent[-1]["devices"]["wifi_ap"]["down"] == 1
+    clock.advance(59)
+    pub.tick()
+    assert len(sent) == 2                      # quiet park, not yet due
+    clock.advance(1)
+    pub.tick()
+    assert len(sent) == 3                      # due: every report interval even unchanged
+    pub.republish()                            # a reconnection
+    pub.tick()
+    assert len(sent) == 4
