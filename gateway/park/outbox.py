@@ -51,6 +51,9 @@ class Outbox:
         self._disk = disk
         self._db: sqlite3.Connection | None = None
         self.write_failures = 0
+        # Rows in the file: counted once, then kept by add and settle (the status asks often:
+        # every /health).
+        self._rows: int | None = None
 
     def _open(self) -> sqlite3.Connection:
         if self._db is None:
@@ -84,17 +87,21 @@ class Outbox:
             self._refused("add", exc)
             raise
         self._ok()
+        if self._rows is not None:
+            self._rows += len(seqs)
         return seqs
 
     def settle(self, seq: int) -> bool:
         """The row is done with (sent, refused for good, expired): gone. False when the card
         refused the delete (the row may be sent again after a restart: the id says so)."""
         try:
-            self._open().execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+            deleted = self._open().execute("DELETE FROM outbox WHERE seq = ?", (seq,)).rowcount
         except sqlite3.Error as exc:
             self._refused("settle", exc)
             return False
         self._ok()
+        if self._rows is not None:
+            self._rows -= deleted
         return True
 
     def pending(self) -> list[tuple[int, str, int, int, dict[str, Any]]]:
@@ -118,18 +125,24 @@ class Outbox:
     def salvage_from(self, damaged: Path) -> list[TableSalvage]:
         """Copy the rows that can still be read of a damaged outbox (set aside) into this one:
         the alerts not yet sent go out after all."""
+        self._rows = None  # counted again after the copy
         return salvage(damaged, self._open(), ("outbox",))
 
     def count(self) -> int | None:
-        try:
-            return int(self._open().execute("SELECT count(*) FROM outbox").fetchone()[0])
-        except sqlite3.Error:
-            return None
+        """Rows waiting; None while the file cannot be read."""
+        if self._rows is None:
+            try:
+                self._rows = int(self._open().execute(
+                    "SELECT count(*) FROM outbox").fetchone()[0])
+            except sqlite3.Error:
+                return None
+        return self._rows
 
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
             self._db = None
+        self._rows = None
 
     def _refused(self, what: str, exc: sqlite3.Error) -> None:
         self.write_failures += 1
