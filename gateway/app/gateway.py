@@ -459,7 +459,7 @@ class Gateway:
     def _polder_alert(self, event: PolderEvent) -> None:
         """A polder's level, rise or sensor changed: to the alerts, with the people in the park
         now (the connected Wi-Fi clients)."""
-        self.alerter.polder(event, wifi_clients=self.views.resident().wifi.clients_now)
+        self.alerter.polder(event, wifi_clients=self.views.park_clients_now())
 
     def _watch_polled(self, config: Config) -> None:
         """Polled devices' expected intervals, and the links (ports) they are read through.

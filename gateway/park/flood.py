@@ -272,11 +272,10 @@ class FloodWatch:
             self._trusted(w, time_ns, value)
         else:
             self._untrusted(w, time_ns, reason, confirmed=reason == "flatline")
-        if self.listeners:
-            state = self._state(w)
-            for listener in self.listeners:
-                listener(state, reason is None)
-        return self._point(w, time_ns, value)
+        state = self._state(w)
+        for listener in self.listeners:
+            listener(state, reason is None)
+        return self._point(w, state, time_ns, value)
 
     def _trusted(self, w: _Watch, time_ns: int, value: float) -> None:
         was_fault = w.fault
@@ -345,7 +344,7 @@ class FloodWatch:
             w.judged["stale"] = w.judged.get("stale", 0) + 1
             self._untrusted(w, now, "stale", confirmed=True)
             w.fault = "stale"
-            line = self._point(w, now, None)
+            line = self._point(w, self._state(w), now, None)
             if line is not None:
                 lines.append(line)
         if lines:
@@ -408,8 +407,8 @@ class FloodWatch:
         self._notify(PolderEvent(kind, at_ns, state, previous_alert_level=previous,
                                  reason=reason))
 
-    def _point(self, w: _Watch, time_ns: int, value: float | None) -> str | None:
-        state = self._state(w)
+    def _point(self, w: _Watch, state: PolderState, time_ns: int,
+               value: float | None) -> str | None:
         fields: dict[str, FieldValue] = {
             "alert_level": state.alert_level,
             "alert_level_index": LEVELS.index(state.alert_level)

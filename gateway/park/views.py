@@ -123,14 +123,12 @@ class ParkViews:
 
     def resident(self) -> ResidentView:
         site = self._config.gateway.site
-        aps = [d for d in self._liveness.devices.values()
-               if d.site == site and d.kind == self.ap_kind and d.origin != "removed"]
         polder = self._config.polder[0] if self._config.polder else None
         flood = (self._flood.state_of(polder.device)
                  if polder is not None and self._flood is not None else None)
         return ResidentView.model_validate({**resident_view(
             site=site, pages=self._config.pages, wifi_kind=self.ap_kind,
-            devices=self._liveness.devices, clients_now=self.clients_now(aps),
+            devices=self._liveness.devices, clients_now=self.park_clients_now(),
             now_ns=self._clock.now_ns(), polder=polder, flood=flood,
             rain_mm_1h=flood.rain_mm_1h if flood is not None else None),
             "fresh_s": self._config.pages.fresh_s,
@@ -182,7 +180,6 @@ class ParkViews:
         uptime, _ = self._liveness.uptime_observed(now, members)
         open_outages = self._registry.outages(site=site, ongoing=True, limit=10_000)
         oldest = sorted(open_outages, key=lambda o: o.start_ns)
-        aps = kinds.get(self.ap_kind, [])
         wifi = self._wifi.site_view(site) or {}
         polders = self.polders(operator=False).polders
         return ParkSummary.model_validate({
@@ -195,13 +192,21 @@ class ParkViews:
             "uptime_pct": {d.id: {k: (round(v, 3) if v is not None else None)
                                   for k, v in uptime[d.id].items()}
                            for d in sorted(members, key=lambda d: d.id)},
-            "wifi": {"clients_now": self.clients_now(aps),
+            "wifi": {"clients_now": self.park_clients_now(),
                      "distinct_today": wifi.get("distinct_clients_today")},
             "polder": [{"id": p.id, "name": p.name, "level": p.level, "unit": p.unit,
                         "alert_level": p.alert_level, "since_ns": p.since_ns,
                         "trend_per_h": p.trend_per_h, "eta_next_s": p.eta_next_s,
                         "next_level": p.next_level, "quality": p.quality} for p in polders],
         })
+
+    def park_clients_now(self) -> int | None:
+        """This gateway's park's connected clients now (the residents' page, the summary, the
+        flood alerts' phones in the park)."""
+        site = self._config.gateway.site
+        return self.clients_now([d for d in self._liveness.devices.values()
+                                 if d.site == site and d.kind == self.ap_kind
+                                 and d.origin != "removed"])
 
     def clients_now(self, aps: Sequence[Device]) -> int | None:
         """Connected clients summed over the online access points that reported a count."""
