@@ -332,6 +332,21 @@ async def gateway_in_process(tmp_path: Path, cfg: dict[str, Any],
             await asyncio.wait_for(task, 30)
 
 
+def debian_binary(name: str, folder: str, package: str) -> str:
+    """A program ./dev takes out of a Debian package into .venv/<folder> (binary only, no
+    service): on PATH, or there. Missing: a failure in CI (./dev test must have fetched it), a
+    skip elsewhere, saying how to get it."""
+    found = shutil.which(name)
+    if found is not None:
+        return found
+    local = ROOT / ".venv" / folder / "usr" / "bin" / name
+    if local.is_file():
+        return str(local)
+    if os.environ.get("CI"):
+        pytest.fail(f"{name} is missing in CI: ./dev test takes it out of Debian's {package}")
+    pytest.skip(f"{name} not installed (./dev test fetches it from Debian's {package})")
+
+
 class Watcher:
     """Subscribes and keeps the last message per topic (retained ones included)."""
 

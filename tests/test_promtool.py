@@ -4,32 +4,28 @@ the real gateway process with devices in every state, the SD card, alerts and di
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import pytest
 
 from gateway.testing.stack import PrivateInfluxDB, PrivateMosquitto
-from tests.conftest import OPERATOR, GatewayProcess, Publisher, base_config, wait_for
+from tests.conftest import (
+    OPERATOR,
+    GatewayProcess,
+    Publisher,
+    base_config,
+    debian_binary,
+    wait_for,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE = "taman-uji"
 
 
 def promtool() -> str:
-    found = shutil.which("promtool")
-    if found is not None:
-        return found
-    local = ROOT / ".venv" / "promtool" / "usr" / "bin" / "promtool"
-    if local.is_file():
-        return str(local)
-    if os.environ.get("CI"):
-        pytest.fail("promtool is missing in CI: ./dev test takes it out of Debian's prometheus")
-    pytest.skip("promtool not installed (./dev test fetches it from Debian's prometheus)")
+    return debian_binary("promtool", "promtool", "prometheus")
 
 
 def test_the_metrics_pass_promtool(

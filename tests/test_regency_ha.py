@@ -6,8 +6,6 @@ out of its package by ./dev) and an HTTP receiver; 20 light parks."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +17,7 @@ import yaml
 
 from gateway.regency.service import Regency
 from gateway.testing.stack import PrivateMosquitto, free_port
-from tests.conftest import Publisher, until, wait_for
+from tests.conftest import Publisher, debian_binary, until, wait_for
 from tests.test_polder_e2e import Hook
 from tests.test_regency import config, running, summary
 
@@ -29,15 +27,7 @@ SHIPPED = ROOT / "config" / "alertmanager.yml"
 
 
 def binary(name: str) -> str:
-    found = shutil.which(name)
-    if found is not None:
-        return found
-    local = ROOT / ".venv" / "alertmanager" / "usr" / "bin" / name
-    if local.is_file():
-        return str(local)
-    if os.environ.get("CI"):
-        pytest.fail(f"{name} is missing in CI: ./dev test takes it out of Debian's package")
-    pytest.skip(f"{name} not installed (./dev test fetches Debian's prometheus-alertmanager)")
+    return debian_binary(name, "alertmanager", "prometheus-alertmanager")
 
 
 @pytest.fixture

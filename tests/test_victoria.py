@@ -10,8 +10,6 @@ even for lines it drops."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -25,23 +23,14 @@ import pytest
 from gateway.config import validate_raw
 from gateway.ops.doctor.influx import check_influx
 from gateway.testing.stack import PrivateInfluxDB, PrivateMosquitto, free_port
-from tests.conftest import GatewayProcess, Publisher, base_config, wait_for
+from tests.conftest import GatewayProcess, Publisher, base_config, debian_binary, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE = "taman-uji"
 
 
 def binary() -> str:
-    found = shutil.which("victoria-metrics")
-    if found is not None:
-        return found
-    local = ROOT / ".venv" / "victoria-metrics" / "usr" / "bin" / "victoria-metrics"
-    if local.is_file():
-        return str(local)
-    if os.environ.get("CI"):
-        pytest.fail("victoria-metrics is missing in CI: ./dev test takes it out of Debian's "
-                    "package")
-    pytest.skip("victoria-metrics not installed (./dev test fetches Debian's package)")
+    return debian_binary("victoria-metrics", "victoria-metrics", "victoria-metrics")
 
 
 @pytest.fixture
