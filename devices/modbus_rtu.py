@@ -121,6 +121,26 @@ class RtuError(Exception):
         self.code = code
 
 
+def answer_error(answer: bytes, unit: int, request: bytes, *, echo_hint: bool
+                 ) -> RtuError | None:
+    """What is wrong with a complete answer frame, in this order: its CRC (with
+    ``echo_hint``: an answer that starts like our own request means an echoing adapter), the
+    unit it came from, an exception response (5 bytes). None: the caller reads its data."""
+    if not crc_ok(answer):
+        shown = min(len(answer), len(request))
+        if echo_hint and answer[:shown] == request[:shown]:
+            return RtuError("mismatch", "the answer starts with our own request: the adapter "
+                            "echoes what it sends (set echo)", answer)
+        return RtuError("crc", f"CRC error in the answer {answer.hex(' ')}", answer)
+    if answer[0] != unit:
+        return RtuError("mismatch", f"answer from unit {answer[0]}, asked unit {unit}", answer)
+    if len(answer) == 5:
+        code = answer[2]
+        name = EXCEPTION_NAMES.get(code, "unknown exception")
+        return RtuError("exception", f"exception {code} ({name})", answer, code)
+    return None
+
+
 @dataclass(slots=True)
 class ReadExchange:
     """One read request and the parsing of its answer (see the module docstring)."""
@@ -182,19 +202,10 @@ class ReadExchange:
             return False
         answer = self.answer = bytes(frame[:size])
         self.leftover = bytes(frame[size:])
-        if not crc_ok(answer):
-            shown = min(len(answer), len(self.request))
-            if answer[:shown] == self.request[:shown]:
-                return self._fail("mismatch", "the answer starts with our own request: the "
-                                  "adapter echoes what it sends (set echo)", answer)
-            return self._fail("crc", f"CRC error in the answer {answer.hex(' ')}", answer)
-        if answer[0] != self.unit:
-            return self._fail("mismatch", f"answer from unit {answer[0]}, asked unit "
-                              f"{self.unit}", answer)
-        if size == 5:
-            exc = answer[2]
-            name = EXCEPTION_NAMES.get(exc, "unknown exception")
-            return self._fail("exception", f"exception {exc} ({name})", answer, exc)
+        error = answer_error(answer, self.unit, self.request, echo_hint=True)
+        if error is not None:
+            self.error = error
+            return True
         expected = data_bytes(self.function, self.count)
         if answer[2] != expected:
             return self._fail("mismatch", f"answer says {answer[2]} data bytes, expected "
@@ -272,20 +283,12 @@ class CoilWrite:
             return False
         answer = self.answer = frame[:size]
         self.leftover = frame[size:]
-        if not crc_ok(answer):
-            self.error = RtuError("crc", f"CRC error in the answer {answer.hex(' ')}", answer)
-        elif answer[0] != self.unit:
-            self.error = RtuError("mismatch", f"answer from unit {answer[0]}, asked unit "
-                                  f"{self.unit}", answer)
-        elif size == 5:
-            name = EXCEPTION_NAMES.get(answer[2], "unknown exception")
-            self.error = RtuError("exception", f"exception {answer[2]} ({name})", answer,
-                                  answer[2])
-        elif answer != self.request:
+        # A write's good answer is its request again: no hint about an echoing adapter here.
+        self.error = answer_error(answer, self.unit, self.request, echo_hint=False)
+        if self.error is None and answer != self.request:
             self.error = RtuError("mismatch", f"the slave answered {answer.hex(' ')}, not the "
                                   "request's echo", answer)
-        else:
-            self.written = True
+        self.written = self.error is None
         return True
 
 
