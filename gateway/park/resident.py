@@ -24,6 +24,7 @@ from typing import Any, Literal
 from gateway.config import PagesConfig, Thresholds
 from gateway.config.polder import PolderConfig
 from gateway.park.flood import PolderState
+from gateway.park.polder import LEVELS
 from gateway.park.registry import Device
 
 NS = 1_000_000_000
@@ -32,7 +33,6 @@ Level = Literal["normal", "waspada", "siaga", "awas", "unknown"]
 CLIENTS_FIELD = "wifi_clients"
 # The polder sensor's states in which the page shows no level at all.
 NOT_MEASURED = frozenset({"offline", "unmonitored"})
-LEVEL_WORDS = ("normal", "waspada", "siaga", "awas")
 
 
 def wifi_word(states: Iterable[str]) -> WifiWord:
@@ -70,8 +70,7 @@ def _number(value: Any) -> float | None:
 def resident_view(*, site: str, pages: PagesConfig, wifi_kind: str,
                   devices: Mapping[str, Device], clients_now: int | None,
                   now_ns: int, polder: PolderConfig | None = None,
-                  flood: PolderState | None = None, rain_mm_1h: float | None = None
-                  ) -> dict[str, Any]:
+                  flood: PolderState | None = None) -> dict[str, Any]:
     members = [d for d in devices.values() if d.site == site and d.origin != "removed"]
     aps = [d for d in members if d.kind == wifi_kind]
     seen = [d.latest_ns for d in members if d.latest_ns is not None and d.kind != "gateway"]
@@ -90,7 +89,7 @@ def resident_view(*, site: str, pages: PagesConfig, wifi_kind: str,
     fresh_ns = int(pages.fresh_s * NS)
     if polder is not None:
         body["polder"] = _polder(polder, flood, devices.get(polder.device), now_ns, fresh_ns)
-        body["polder"]["rain_mm_1h"] = rain_mm_1h
+        body["polder"]["rain_mm_1h"] = flood.rain_mm_1h if flood is not None else None
         body["charts"]["polder"] = {"device": polder.device, "field": polder.field}
     if pages.garden is not None:
         g = pages.garden
@@ -116,7 +115,7 @@ def _polder(p: PolderConfig, flood: PolderState | None, d: Device | None, now_ns
         fault = flood.fault or not measured
         value = None if fault else flood.level
         at = None if fault else flood.level_time_ns
-        level = "unknown" if fault or flood.alert_level not in LEVEL_WORDS else flood.alert_level
+        level = "unknown" if fault or flood.alert_level not in LEVELS else flood.alert_level
         estimate = {k: None if fault else getattr(flood, k)
                     for k in ("trend_per_h", "eta_next_s", "eta_low_s", "eta_high_s",
                               "next_level")}

@@ -31,7 +31,7 @@ from gateway.core.status import (
 from gateway.park.flood import FloodWatch
 from gateway.park.liveness import Liveness
 from gateway.park.registry import Device, Registry
-from gateway.park.resident import resident_view
+from gateway.park.resident import NOT_MEASURED, resident_view
 from gateway.park.siren import Siren
 from gateway.park.wifi_usage import WifiUsage
 
@@ -129,8 +129,7 @@ class ParkViews:
         return ResidentView.model_validate({**resident_view(
             site=site, pages=self._config.pages, wifi_kind=self.ap_kind,
             devices=self._liveness.devices, clients_now=self.park_clients_now(),
-            now_ns=self._clock.now_ns(), polder=polder, flood=flood,
-            rain_mm_1h=flood.rain_mm_1h if flood is not None else None),
+            now_ns=self._clock.now_ns(), polder=polder, flood=flood),
             "fresh_s": self._config.pages.fresh_s,
             "unreachable_after_s": 2 * self._config.api.sse_keepalive_s})
 
@@ -141,7 +140,7 @@ class ParkViews:
         views = []
         for st in states:
             d = self._liveness.devices.get(st.device)
-            measured = d is None or d.state not in ("offline", "unmonitored")
+            measured = d is None or d.state not in NOT_MEASURED
             quality = st.quality if measured else "not_measured"
             trusted = measured and not st.fault
             public: dict[str, Any] = {
