@@ -28,12 +28,13 @@ import json
 import logging
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from gateway.core.clock import Clock
 from gateway.core.status import iso
+from gateway.park.polder import LEVELS
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,8 @@ FILE_NAME = "regency.sqlite3"
 ParkState = Literal["up", "down", "link_down", "stale", "unknown"]
 # Worst first, for the lists.
 ORDER: dict[str, int] = {"down": 0, "link_down": 1, "stale": 2, "unknown": 3, "up": 4}
-ALERT_ORDER = {"awas": 0, "siaga": 1, "waspada": 2, "normal": 3, "unknown": 4}
+# The most urgent polder first: awas, siaga, waspada, normal, then unknown.
+ALERT_ORDER = {level: len(LEVELS) - i for i, level in enumerate(LEVELS)}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS parks (site TEXT PRIMARY KEY, body TEXT NOT NULL);
@@ -71,7 +73,6 @@ class Park:
     gateway_ns: int | None = None
     link_up: bool | None = None
     link_ns: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def stored(self) -> dict[str, Any]:
         return {"state": self.state, "since_ns": self.since_ns, "summary": self.summary,
@@ -93,7 +94,6 @@ class Fleet:
         self._on_transition = on_transition
         self._on_summary = on_summary
         self.parks: dict[str, Park] = {}
-        self.messages = 0
         self.refused = 0
         for site, body in self._db.execute("SELECT site, body FROM parks"):
             try:
@@ -237,7 +237,6 @@ class Fleet:
     # -- inside ---------------------------------------------------------------------------
 
     def _park(self, site: str) -> Park:
-        self.messages += 1
         park = self.parks.get(site)
         if park is None:
             park = self.parks[site] = Park(site=site)
