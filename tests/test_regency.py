@@ -11,6 +11,7 @@ import datetime as dt
 import io
 import json
 import ssl
+import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -25,7 +26,7 @@ from gateway.regency.fleet import Fleet
 from gateway.regency.service import Regency
 from gateway.testing.clock import FakeClock
 from gateway.testing.stack import PrivateMosquitto, free_port
-from tests.conftest import Publisher, until
+from tests.conftest import Publisher, debian_binary, until
 from tests.test_polder_e2e import Hook
 
 TOKEN = "regency-operator-token-0123456789"
@@ -141,6 +142,11 @@ async def test_each_park_up_down_link_down_or_stale_and_a_restart_keeps_it(
         metrics = (await http.get("/metrics",
                                   headers={"Authorization": f"Bearer {TOKEN}"})).text
         assert 'garden_regency_park_state{site="taman-c",state="link_down"} 1' in metrics
+        lint = await asyncio.to_thread(
+            subprocess.run, [debian_binary("promtool", "promtool", "prometheus"), "check",
+                             "metrics"], input=metrics, capture_output=True, text=True,
+            timeout=30, check=False)
+        assert (lint.returncode, lint.stdout, lint.stderr) == (0, "", "")
         # The month's report, as the office downloads it (calendar month in WITA).
         month = dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).strftime("%Y-%m")
         auth = {"Authorization": f"Bearer {TOKEN}"}
