@@ -242,3 +242,27 @@ async def test_reading_stops_while_too_many_messages_wait_for_their_commit(
         await until(lambda: source.statistics().acks == 50)
         await until(lambda: rig.spool.statistics().rows == 50)
     assert source.statistics().unacknowledged == 0
+
+
+async def test_keepalive_holds_through_a_stream_the_gateway_reads_itself(
+    rig: Rig, mosquitto: PrivateMosquitto
+) -> None:
+    # The PUBLISH packets are read by the gateway, not paho, so paho never sees them arrive:
+    # it must still ping, and its PINGRESP (handed to paho) must keep the connection, over
+    # more than 1.5 x the keepalive, after which Mosquitto or paho would have dropped it.
+    source = rig.make_source(keepalive_s=5)
+    async with running(source.run(), rig.committer.run()):
+        await until(lambda: source.statistics().connected)
+        began = time.monotonic()
+        pub = await asyncio.to_thread(Publisher, mosquitto.port)
+        sent = 0
+        try:
+            while time.monotonic() - began < 12:
+                await asyncio.to_thread(pub.publish, TOPIC, {"level_cm": float(sent)})
+                sent += 1
+                await asyncio.sleep(0.05)
+        finally:
+            await asyncio.to_thread(pub.close)
+        await until(lambda: source.statistics().acks == sent)
+    stats = source.statistics()
+    assert (stats.connects, stats.disconnects) == (1, 0)

@@ -405,9 +405,9 @@ async def test_a_held_message_is_acknowledged_only_after_its_commit(
                           reconnect_max_s=0.2),
         client_id="gw-test", topics=["garden/+/+/telemetry"], pipeline=pipeline,
         committer=committer, seen=None, clock=_WallOf(fake))
-    real_add = committer.add
+    real_add = committer.add_batch
 
-    def add(outcome: Any, ack: Any = None, seen: Any = None) -> None:
+    def add_batch(batch: Any, *, ack: Any = None, **kw: Any) -> None:
         def checked_ack() -> None:
             # Read from the file by another connection: what a power cut would leave.
             reader = SpoolDB(tmp_path / "spool.sqlite3", max_bytes=10**7)
@@ -415,9 +415,9 @@ async def test_a_held_message_is_acknowledged_only_after_its_commit(
             reader.close()
             ack()
 
-        real_add(outcome, checked_ack if ack is not None else None, seen)
+        real_add(batch, ack=checked_ack if ack is not None else None, **kw)
 
-    committer.add = add  # type: ignore[method-assign]
+    committer.add_batch = add_batch  # type: ignore[method-assign]
     async with running(committer.run(), source.run()):
         await until(lambda: source.statistics().connected is True)
         pub = Publisher(mosquitto.port)

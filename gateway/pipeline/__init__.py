@@ -11,6 +11,6 @@ Sources hand their messages here and know nothing of the spool behind it.
 """
 
 from gateway.pipeline.committer import Ack, Committer, SeenKeys
-from gateway.pipeline.ingest import Outcome, Pipeline
+from gateway.pipeline.ingest import Collected, Outcome, Pipeline
 
-__all__ = ["Ack", "Committer", "Outcome", "Pipeline", "SeenKeys"]
+__all__ = ["Ack", "Collected", "Committer", "Outcome", "Pipeline", "SeenKeys"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -19,7 +19,7 @@ from gateway.core.aio import wait_event
 from gateway.core.backoff import Backoff
 from gateway.core.errors import SpoolError
 from gateway.core.ratelog import RateLimitedLog
-from gateway.pipeline.ingest import Outcome
+from gateway.pipeline.ingest import Collected, Outcome
 from gateway.store.spool import DeadLetter, HeldLine, Refused, Spool
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,8 @@ class _Batch:
     acks: list[Ack] = field(default_factory=list)
     held: list[HeldLine] = field(default_factory=list)
     refused: list[Refused] = field(default_factory=list)
+    # Messages the acks acknowledge (one ack may acknowledge a whole MQTT read).
+    waiting: int = 0
 
     def size(self) -> int:
         return len(self.lines) + len(self.held)
@@ -85,26 +87,41 @@ class Committer:
 
     def add(self, outcome: Outcome, ack: Ack | None = None,
             seen: tuple[int, int] | None = None) -> None:
+        """One message's outcome; ``ack`` runs after its commit."""
+        self._take(outcome.lines, () if outcome.dead is None else (outcome.dead,),
+                   outcome.held, outcome.refused, () if seen is None else (seen,), ack,
+                   0 if ack is None else 1)
+
+    def add_batch(self, batch: Collected, *, seen: Sequence[tuple[int, int]] = (),
+                  ack: Ack | None = None, waiting: int = 0) -> None:
+        """Many messages at once (the PUBLISH packets of one MQTT read): ``ack`` runs after
+        their commit and acknowledges the ``waiting`` of them that wait for it."""
+        self._take(batch.lines, batch.dead, batch.held, batch.refused, seen, ack, waiting)
+
+    def _take(self, lines: Sequence[str], dead: Sequence[DeadLetter], held: Sequence[HeldLine],
+              refused: Sequence[Refused], seen: Sequence[tuple[int, int]], ack: Ack | None,
+              waiting: int) -> None:
         batch = self._batch
         if ack is None and batch.size() >= self._max_pending:
-            n = len(outcome.lines) + len(outcome.held)
+            n = len(lines) + len(held)
             self.dropped += n
-            if self.dropped == n or self.dropped % 10_000 == 0:
+            if self.dropped == n or self.dropped % 10_000 < n:
                 log.error("spool cannot keep up: dropped=%d unacknowledged readings so far",
                           self.dropped)
             return
-        batch.lines.extend(outcome.lines)
-        if outcome.held:
-            batch.held.extend(outcome.held)
-        if outcome.refused:
-            batch.refused.extend(outcome.refused)
-        if outcome.dead is not None:
-            batch.dead.append(outcome.dead)
-        if seen is not None:
-            batch.seen.append(seen)
-            self.uncommitted_seen[seen[0]] = seen[1]
+        batch.lines += lines
+        if held:
+            batch.held += held
+        if refused:
+            batch.refused += refused
+        if dead:
+            batch.dead += dead
+        if seen:
+            batch.seen += seen
+            self.uncommitted_seen.update(seen)
         if ack is not None:
             batch.acks.append(ack)
+            batch.waiting += waiting
             if len(batch.acks) == 1:
                 self._sooner.set()
         self._has_items.set()
@@ -116,7 +133,7 @@ class Committer:
         return self._batch.size()
 
     def _is_full(self, batch: _Batch) -> bool:
-        return batch.size() >= self._max or len(batch.acks) >= self._max_acks
+        return batch.size() >= self._max or batch.waiting >= self._max_acks
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -161,6 +178,7 @@ class Committer:
             batch.dead.extend(later.dead)
             batch.seen.extend(later.seen)
             batch.acks.extend(later.acks)
+            batch.waiting += later.waiting
             batch.held.extend(later.held)
             batch.refused.extend(later.refused)
             self._batch = batch

@@ -101,6 +101,28 @@ class Outcome:
     refused: list[Refused] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class Collected:
+    """What many messages became, gathered for one commit: the batch form of :class:`Outcome`.
+
+    A source that reads many messages at once (MQTT: every PUBLISH of one socket read) adds
+    them with :meth:`Pipeline.collect` and ends the batch with :meth:`Pipeline.heard`, which
+    tells the listeners once; then the :class:`~gateway.pipeline.Committer` takes it whole.
+    """
+
+    lines: list[str] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    held: list[HeldLine] = field(default_factory=list)
+    refused: list[Refused] = field(default_factory=list)
+    # The good readings, for the listeners.
+    readings: list[Reading] = field(default_factory=list)
+
+    def outcome(self, uses_receive_time: bool) -> Outcome:
+        """The one message's :class:`Outcome` (a batch of one)."""
+        return Outcome(self.lines, self.dead[0] if self.dead else None, uses_receive_time,
+                       self.held, self.refused)
+
+
 class Pipeline:
     def __init__(
         self,
@@ -184,7 +206,23 @@ class Pipeline:
         return found
 
     def process(self, topic: str, payload: bytes, received_at_ns: int) -> Outcome:
-        """Never raises for bad input: it becomes a dead letter."""
+        """One message, its listeners told. Never raises for bad input: it becomes a dead
+        letter."""
+        into = Collected()
+        ours = self.collect(into, topic, payload, received_at_ns)
+        self.heard(into)
+        return into.outcome(ours)
+
+    def heard(self, batch: Collected) -> None:
+        """Tell the listeners of a batch's good readings, once for the batch."""
+        if batch.readings:
+            for listener in self.on_readings:
+                listener(batch.readings)
+
+    def collect(self, into: Collected, topic: str, payload: bytes, received_at_ns: int) -> bool:
+        """Add one message's lines (or its dead letter) to ``into``; True when a reading is
+        stamped with ``received_at_ns`` (no device time: a redelivery must reuse that time).
+        Never raises for bad input. The listeners hear of it at :meth:`heard`."""
         self.received += 1
         # Before anything else looks at them (decoders, dead letters, logs): no client MAC
         # address goes any further (docs/operator.md "Privacy").
@@ -194,25 +232,28 @@ class Pipeline:
             topic, payload = clean.topic, clean.payload
         route = self.route(topic)
         if route is None:
-            return self.reject("(unrouted)", topic, payload, received_at_ns,
-                                DecodeError("no subscription matches this topic",
-                                            kind="unknown_format"))
+            self._reject_into(into, "(unrouted)", topic, payload, received_at_ns,
+                              DecodeError("no subscription matches this topic",
+                                          kind="unknown_format"))
+            return False
         stats = self.sources[route.source]
         stats.messages += 1
         stats.last_message_ns = received_at_ns
         if len(payload) > self._max_payload:
-            return self.reject(route.source, topic, payload, received_at_ns, DecodeError(
+            self._reject_into(into, route.source, topic, payload, received_at_ns, DecodeError(
                 f"payload of {len(payload)} bytes exceeds ingest.max_payload_bytes="
                 f"{self._max_payload}", kind="oversized"))
+            return False
         if route.fmt.name == "native" and _own_topic(topic, route.options.topic_prefix):
             # What the gateway publishes itself (MQTT 3.1.1 has no noLocal): not input.
             self.own_topics += 1
-            return Outcome([])
+            return False
         try:
             if route.fmt.presence is not None:
                 said = route.fmt.presence(topic, payload, route.options)
                 if said is not None:
-                    return self._presence(route.source, said)
+                    self._presence(route.source, said)
+                    return False
             sync = self.time_sync
             if sync is None or sync.trusted:
                 readings = route.fmt.decode(topic, payload, received_at_ns, route.options)
@@ -222,13 +263,14 @@ class Pipeline:
                     for r in route.fmt.decode(topic, payload, UNSYNCED_DECODE_NS,
                                               route.options)]
         except DecodeError as exc:
-            return self.reject(route.source, topic, payload, received_at_ns, exc)
-        outcome = self._finish(route.source, topic, payload, received_at_ns, readings,
-                               route.fmt.own_measurement)
-        if clean.macs and outcome.dead is None:
+            self._reject_into(into, route.source, topic, payload, received_at_ns, exc)
+            return False
+        ours = self._finish(into, route.source, topic, payload, received_at_ns, readings,
+                            route.fmt.own_measurement)
+        if clean.macs and ours is not None:
             for listener in self.on_macs:
                 listener(readings, clean.macs)
-        return outcome
+        return bool(ours)
 
     def accept(self, source: str, where: str, payload: bytes, received_at_ns: int,
                decode: Callable[[bytes], list[Reading]], *, text: bool = True) -> Outcome:
@@ -244,13 +286,17 @@ class Pipeline:
         stats = self.sources.setdefault(source, SourceStats())
         stats.messages += 1
         stats.last_message_ns = received_at_ns
+        into = Collected()
         try:
             readings = decode(payload)
         except DecodeError as exc:
-            return self.reject(source, where, payload, received_at_ns, exc)
-        return self._finish(source, where, payload, received_at_ns, readings, False)
+            self._reject_into(into, source, where, payload, received_at_ns, exc)
+            return into.outcome(False)
+        ours = self._finish(into, source, where, payload, received_at_ns, readings, False)
+        self.heard(into)
+        return into.outcome(bool(ours))
 
-    def _presence(self, source: str, said: Presence) -> Outcome:
+    def _presence(self, source: str, said: Presence) -> None:
         if said.device not in self._devices and not self._allow_discovery:
             raise DecodeError(f"device {said.device!r} is not in the device list and "
                               "ingest.allow_discovery is off", device=said.device,
@@ -261,32 +307,36 @@ class Pipeline:
         self.presences += 1
         for listener in self.on_presence:
             listener(said, source)
-        return Outcome([])
 
-    def _finish(self, source: str, where: str, payload: bytes, received_at_ns: int,
-                readings: list[Reading], own_measurement: bool) -> Outcome:
+    def _finish(self, into: Collected, source: str, where: str, payload: bytes,
+                received_at_ns: int, readings: list[Reading],
+                own_measurement: bool) -> bool | None:
+        """Encode a message's readings into ``into``; whether one is stamped with the receive
+        time, or None when the message became a dead letter instead."""
         try:
             lines = [self._encode(r, own_measurement) for r in readings]
         except DecodeError as exc:
-            return self.reject(source, where, payload, received_at_ns, exc)
+            self._reject_into(into, source, where, payload, received_at_ns, exc)
+            return None
         self.sources[source].readings += len(lines)
         self.readings += len(lines)
-        for listener in self.on_readings:
-            listener(readings)
+        into.readings += readings
         ours = any(r.time_ns == received_at_ns for r in readings)
         if self.time_sync is None:
-            return Outcome(lines, None, ours)
-        return self._judge_times(lines, readings, received_at_ns, ours)
+            into.lines += lines
+        else:
+            self._judge_times(into, lines, readings, received_at_ns)
+        return ours
 
-    def _judge_times(self, lines: list[str], readings: Sequence[Reading], received_at_ns: int,
-                     ours: bool) -> Outcome:
+    def _judge_times(self, outcome: Collected, lines: list[str], readings: Sequence[Reading],
+                     received_at_ns: int) -> None:
         sync = self.time_sync
         assert sync is not None
         # A receive time below the floor with a believed clock: a redelivery first received
         # while it was not (the seen table kept that time). Held, it is corrected like the
         # first delivery was (same boot), so the point is the same one.
         hold_ours = not sync.trusted or received_at_ns < sync.min_valid_ns
-        outcome = Outcome([], None, ours)
+        held, refused = len(outcome.held), len(outcome.refused)
         refused_device: str | None = None
         for line, reading in zip(lines, readings, strict=True):
             if reading.time_ns == received_at_ns:
@@ -300,13 +350,12 @@ class Pipeline:
                     refused_device = reading.tag("device")
                     continue
             outcome.lines.append(line)
-        if outcome.refused:
-            self.refused_time += len(outcome.refused)
+        if len(outcome.refused) > refused:
+            self.refused_time += len(outcome.refused) - refused
             self._log.warning(("time", refused_device or "?"),
                               "device time refused device=%s: %s", refused_device,
-                              outcome.refused[0].reason)
-        self.held += len(outcome.held)
-        return outcome
+                              outcome.refused[refused].reason)
+        self.held += len(outcome.held) - held
 
     def own(self, lines: list[str]) -> Outcome:
         """The gateway's own points (device_status, wifi, health), stamped by its clock.
@@ -389,6 +438,14 @@ class Pipeline:
 
     def reject(self, source: str, topic: str, payload: bytes, received_at_ns: int,
                 exc: DecodeError) -> Outcome:
+        """Count and log bad input; its dead letter (none for a refused discovery past the
+        sample kept)."""
+        into = Collected()
+        self._reject_into(into, source, topic, payload, received_at_ns, exc)
+        return into.outcome(False)
+
+    def _reject_into(self, into: Collected, source: str, topic: str, payload: bytes,
+                     received_at_ns: int, exc: DecodeError) -> None:
         self.rejected += 1
         stats = self.sources.setdefault(source, SourceStats())
         stats.errors[exc.kind] += 1
@@ -397,10 +454,10 @@ class Pipeline:
                           source, topic, exc.kind, exc.reason)
         if exc.kind == REFUSED and not self._keep_refused():
             self.refused_not_kept += 1
-            return Outcome([])
-        dead = DeadLetter(source=source, topic=topic, kind=exc.kind, error=exc.reason,
-                          payload=bytes(payload[:self._max_payload]), at_ns=received_at_ns)
-        return Outcome([], dead)
+            return
+        into.dead.append(DeadLetter(
+            source=source, topic=topic, kind=exc.kind, error=exc.reason,
+            payload=bytes(payload[:self._max_payload]), at_ns=received_at_ns))
 
     def statistics(self) -> dict[str, Any]:
         return {

@@ -37,12 +37,19 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from gateway.config import MqttConfig, TlsConfig
 from gateway.core.backoff import Backoff
 from gateway.core.clock import SYSTEM_CLOCK, Clock
-from gateway.pipeline import Committer, Pipeline, SeenKeys
+from gateway.pipeline import Collected, Committer, Pipeline, SeenKeys
+from gateway.sources import mqttwire
+from gateway.sources.mqttwire import PUBACK
 
 log = logging.getLogger(__name__)
 
-# How many packets one readable event may process before yielding to other tasks.
-_READ_BURST = 256
+# How many PUBLISH packets go into one batch (one pass of the pipeline, one committer add)
+# before other tasks get a turn: the event loop must answer /health within 100 ms in a burst.
+_BATCH_MAX = 500
+# What one readable event may read ahead of what is decoded (bytes).
+_READ_AHEAD = 256 * 1024
+# Topics as text, by their bytes: a park has a few hundred. Bounded.
+_TOPICS_MAX = 4096
 
 
 class MqttConnectError(ConnectionError):
@@ -80,34 +87,65 @@ def redelivery_key(topic: str, mid: int, payload: bytes) -> int:
 
 
 class _BufferedClient(paho.Client):
-    """paho reads each packet with three or more ``recv`` calls (the header a byte at a
-    time); this client takes what the socket holds in one call and serves paho from it.
+    """A paho client whose socket the gateway reads itself.
 
-    The profile of a 10,000-message run showed paho's reading as the largest cost after our
-    own decoding. Overriding paho's private ``_sock_recv`` is a trade: if a later paho renames
-    it, the override is simply unused and reading is as slow as before, never wrong.
+    :meth:`fill` takes what the socket holds in one call; the source splits it into packets
+    (:mod:`gateway.sources.mqttwire`), decodes the PUBLISH packets itself and hands each other
+    packet to paho by letting paho's ``_sock_recv`` serve exactly that packet from the buffer
+    (``handing``). Overriding paho's private ``_sock_recv`` and queueing our PUBACKs with its
+    private ``_packet_queue`` is a trade measured in the README ("Benchmark"): a later paho that
+    renames them fails the tests of tests/test_mqtt.py, never a park silently.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._rbuf = b""
-        self._rpos = 0
+        self.rbuf = b""
+        self.rpos = 0
+        # paho may read up to here: the end of the one packet handed to it.
+        self._rend = 0
+        # The socket's end (True) or its error, told to paho once the buffer is used up.
+        self.ended: bool | OSError = False
 
-    @property
-    def buffered(self) -> bool:
-        return self._rpos < len(self._rbuf)
+    def fill(self) -> int:
+        """Append what the socket holds to the buffer; how many bytes (0 at its end).
+
+        Raises BlockingIOError when nothing is there, OSError when the connection broke."""
+        data = super()._sock_recv(65536)
+        if self.rpos < len(self.rbuf):
+            self.rbuf = self.rbuf[self.rpos:] + data
+        else:
+            self.rbuf = data
+        self.rpos = 0
+        return len(data)
+
+    def hand(self, pos: int, end: int) -> int:
+        """Let paho handle the packet ``rbuf[pos:end]``; where reading goes on."""
+        self.rpos, self._rend = pos, end
+        self.loop_read()
+        self._rend = 0
+        return self.rpos
+
+    def tell_end(self) -> None:
+        """The socket ended or broke: paho's reading of the next packet learns it."""
+        self.rpos = self._rend = len(self.rbuf)
+        self.loop_read()
 
     def _sock_recv(self, bufsize: int) -> bytes:
-        if self._rpos >= len(self._rbuf):
-            # Raises BlockingIOError when nothing is there, as paho expects.
-            self._rbuf = super()._sock_recv(65536)
-            self._rpos = 0
-            if not self._rbuf:
+        if self.rpos >= self._rend:
+            if self.ended is not False and self.rpos >= len(self.rbuf):
+                if isinstance(self.ended, OSError):
+                    raise self.ended
                 return b""
-        end = self._rpos + bufsize
-        chunk = self._rbuf[self._rpos:end]
-        self._rpos = min(end, len(self._rbuf))
+            raise BlockingIOError
+        end = min(self.rpos + bufsize, self._rend)
+        chunk = self.rbuf[self.rpos:end]
+        self.rpos = end
         return chunk
+
+    def queue_pubacks(self, mids: list[int]) -> None:
+        """The PUBACKs of a commit, queued as one packet of paho's: one write, in order with
+        whatever paho sends."""
+        self._packet_queue(PUBACK, mqttwire.pubacks(mids), 0, 0)
 
 
 class _ClosingSSLSocket(ssl.SSLSocket):
@@ -168,7 +206,7 @@ class MqttSource:
         self._status_topic = status_topic
         self.published = 0
         self.publish_failures = 0
-        self._client: paho.Client | None = None
+        self._client: _BufferedClient | None = None
         self._generation = 0
         self._sock: socket.socket | None = None
         self._writer_on: Any = None
@@ -191,6 +229,7 @@ class MqttSource:
         self._flow_pauses = 0
         self._backoff = Backoff(config.reconnect_min_s, config.reconnect_max_s)
         self.refused_subscriptions: list[tuple[str, str]] = []
+        self._topics_text: dict[bytes, str] = {}
         self.broker = f"{config.host}:{config.port}"
 
     def statistics(self) -> MqttStats:
@@ -407,6 +446,8 @@ class MqttSource:
             action()
 
     def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        assert isinstance(client, _BufferedClient)
+
         def register() -> None:
             self._sock = sock
             if not self._paused and not self._throttled:
@@ -439,21 +480,120 @@ class MqttSource:
             self._writer_on = None
         self._call(unregister)
 
-    def _readable(self, client: paho.Client) -> None:
-        # paho handles one packet per loop_read(); keep going while packets keep coming so a
-        # burst costs one wake-up, not one per message.
-        for _ in range(_READ_BURST):
-            before = self._messages
-            if (client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS or self._paused
-                    or self._throttled):
-                return
-            if self._messages == before and not (
-                    isinstance(client, _BufferedClient) and client.buffered):
-                return
-        # A long burst: let other tasks run, then go on with what is already buffered (the
-        # socket may be drained, so no readable event would come for it).
-        if client is self._client and not self._throttled:
-            asyncio.get_running_loop().call_soon(self._readable, client)
+    def _readable(self, client: _BufferedClient) -> None:
+        # Take what the socket holds (one recv, more while it keeps coming, bounded), then
+        # decode it: a burst costs one wake-up and one batch, not one of each per message.
+        if client is not self._client:
+            return
+        try:
+            while len(client.rbuf) - client.rpos < _READ_AHEAD:
+                if not client.fill():
+                    client.ended = True
+                    break
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            client.ended = exc
+        self._drain(client)
+
+    def _drain(self, client: _BufferedClient) -> None:
+        """Decode the whole packets in the buffer: PUBLISH packets in batches of at most
+        ``_BATCH_MAX``, every other packet by paho, in the order they came."""
+        v5 = self._config.protocol == "5"
+        batch: list[mqttwire.Publish] = []
+        pos = client.rpos
+        buf = client.rbuf
+        receive_maximum = self._config.receive_maximum
+        while not (self._paused or self._throttled):
+            try:
+                head = mqttwire.frame(buf, pos)
+                if head is None:
+                    break
+                first, start, end = head
+                if not mqttwire.is_handled_publish(first):
+                    if batch:
+                        self._received(batch)
+                        batch = []
+                        if client is not self._client or self._paused:
+                            return
+                    client.rpos = pos
+                    pos = client.hand(pos, end)
+                    if client is not self._client or client.socket() is None:
+                        return  # paho closed it (a DISCONNECT from the broker)
+                    continue
+                message = mqttwire.publish(first, buf, start, end, v5)
+            except mqttwire.ProtocolError as exc:
+                # Not MQTT: drop the connection (the broker sends again what we did not ack).
+                log.error("mqtt broker=%s sent a malformed packet: %s", self.broker, exc)
+                client.rpos = len(buf)
+                client.ended = ConnectionError(f"malformed packet: {exc}")
+                break
+            pos = end
+            batch.append(message)
+            if message.qos:
+                self._unacked += 1
+                if self._unacked >= receive_maximum:
+                    self._throttle()
+            if len(batch) >= _BATCH_MAX:
+                break
+        client.rpos = pos
+        if batch:
+            self._received(batch)
+        if client is not self._client:
+            return
+        if client.ended is not False and mqttwire.frame(client.rbuf, client.rpos) is None:
+            client.tell_end()  # paho closes and calls on_disconnect
+        elif len(batch) >= _BATCH_MAX and not (self._paused or self._throttled):
+            # A long burst: let other tasks run, then go on with what is already buffered (the
+            # socket may be drained, so no readable event would come for it).
+            asyncio.get_running_loop().call_soon(self._drain, client)
+
+    def _topic(self, raw: bytes) -> str:
+        topic = self._topics_text.get(raw)
+        if topic is None:
+            topic = raw.decode("utf-8", "backslashreplace")
+            if len(self._topics_text) >= _TOPICS_MAX:
+                self._topics_text.clear()
+            self._topics_text[raw] = topic
+        return topic
+
+    def _received(self, batch: list[mqttwire.Publish]) -> None:
+        """A batch of PUBLISH packets: through the pipeline together, to the committer as
+        one, and their PUBACKs after its commit."""
+        self._messages += len(batch)
+        pipeline = self._pipeline
+        into = Collected()
+        seen: list[tuple[int, int]] = []
+        mids: list[int] = []
+        now_ns = self._clock.now_ns
+        for raw_topic, payload, mid, qos, dup, _ in batch:
+            topic = self._topic(raw_topic)
+            received_at = now_ns()
+            if not qos:
+                pipeline.collect(into, topic, payload, received_at)
+                continue
+            mids.append(mid)
+            key = None
+            if dup:
+                self._redeliveries += 1
+                key = redelivery_key(topic, mid, payload)
+                first = self._committer.uncommitted_seen.get(key)
+                if first is None and self._seen is not None:
+                    first = self._seen.get(key)
+                if first is not None:
+                    self._redeliveries_matched += 1
+                    received_at = first
+            if pipeline.collect(into, topic, payload, received_at):
+                seen.append((key if key is not None else redelivery_key(topic, mid, payload),
+                             received_at))
+        pipeline.heard(into)
+        ack = None
+        if mids:
+            generation = self._generation
+
+            def ack() -> None:
+                self._ack(generation, mids)
+        self._committer.add_batch(into, seen=seen, ack=ack, waiting=len(mids))
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any,
                     reason: ReasonCode, properties: Any) -> None:
@@ -487,45 +627,28 @@ class MqttSource:
             log.error("mqtt broker=%s %s", self.broker, self._last_error)
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        # Only what paho decodes itself reaches here: a QoS 2 PUBLISH, which our subscriptions
+        # (at most QoS 1) never ask for. Taken like any other message, acknowledged by paho.
         self._messages += 1
         generation = self._generation
-        mid, qos = msg.mid, msg.qos
-        try:
-            topic = msg.topic
-        except UnicodeDecodeError:
-            topic = msg._topic.decode("utf-8", "backslashreplace")
-        payload = bytes(msg.payload)
-        received_at = self._clock.now_ns()
-        key: int | None = None
-        if qos:
-            self._unacked += 1
-            if self._unacked >= self._config.receive_maximum and not self._throttled:
-                self._throttle()
-            key = redelivery_key(topic, mid, payload)
-            if msg.dup:
-                self._redeliveries += 1
-                first = self._committer.uncommitted_seen.get(key)
-                if first is None and self._seen is not None:
-                    first = self._seen.get(key)
-                if first is not None:
-                    self._redeliveries_matched += 1
-                    received_at = first
-        outcome = self._pipeline.process(topic, payload, received_at)
-        seen = (key, received_at) if key is not None and outcome.uses_receive_time else None
-        ack = None
-        if qos:
-            def ack() -> None:
-                self._ack(generation, mid, qos)
-        self._committer.add(outcome, ack, seen)
+        into = Collected()
+        self._pipeline.collect(into, msg._topic.decode("utf-8", "backslashreplace"),
+                               bytes(msg.payload), self._clock.now_ns())
+        self._pipeline.heard(into)
 
-    def _ack(self, generation: int, mid: int, qos: int) -> None:
+        def ack() -> None:
+            if generation == self._generation and self._client is client and self._connected:
+                client.ack(msg.mid, msg.qos)
+        self._committer.add_batch(into, ack=ack, waiting=0)
+
+    def _ack(self, generation: int, mids: list[int]) -> None:
         client = self._client
         if generation != self._generation or client is None or not self._connected:
-            # That connection is gone; the broker will deliver the message again (DUP).
+            # That connection is gone; the broker will deliver the messages again (DUP).
             return
-        client.ack(mid, qos)
-        self._acks += 1
-        self._unacked -= 1
+        client.queue_pubacks(mids)
+        self._acks += len(mids)
+        self._unacked -= len(mids)
         if self._throttled and self._unacked <= self._config.receive_maximum // 2:
             self._unthrottle(client)
 
@@ -538,10 +661,10 @@ class MqttSource:
         if self._sock is not None:
             asyncio.get_running_loop().remove_reader(self._sock)
 
-    def _unthrottle(self, client: paho.Client) -> None:
+    def _unthrottle(self, client: _BufferedClient) -> None:
         self._throttled = False
         if self._sock is not None and not self._paused:
             loop = asyncio.get_running_loop()
             loop.add_reader(self._sock, self._readable, client)
             # Bytes may already sit in our read buffer, where no readable event will tell.
-            loop.call_soon(self._readable, client)
+            loop.call_soon(self._drain, client)
