@@ -12,6 +12,7 @@ carrying the topic or port and the raw bytes; incomplete input (serial) stays bu
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -129,6 +130,27 @@ def check_value(key: str, value: object) -> FieldValue:
     )
 
 
+# (measurement, tags) pairs that passed _check_head: a device sends the same ones every time,
+# so they are checked once, not once per reading. Bounded; it only ever holds valid pairs.
+_CHECKED_HEADS: set[tuple[str, Tags]] = set()
+_isfinite = math.isfinite
+
+
+def _check_head(measurement: str, tags: Tags) -> None:
+    check_name("measurement", measurement)
+    if measurement.startswith("#"):
+        raise DecodeError("measurement starts with '#' (a comment line)", kind="bad_name")
+    previous = ""
+    for key, value in tags:
+        check_name("tag key", key)
+        if key == "time":
+            raise DecodeError("'time' cannot be a tag key", kind="bad_name")
+        check_name(f"tag {key!r} value", value)
+        if key <= previous:
+            raise DecodeError(f"tag keys not sorted or repeated at {key!r}", kind="bad_name")
+        previous = key
+
+
 @dataclass(frozen=True, slots=True)
 class Reading:
     """One point: measurement, sorted tags, typed fields, a timestamp fixed at decode (ns)."""
@@ -139,18 +161,17 @@ class Reading:
     time_ns: int
 
     def __post_init__(self) -> None:
-        check_name("measurement", self.measurement)
-        if self.measurement.startswith("#"):
-            raise DecodeError("measurement starts with '#' (a comment line)", kind="bad_name")
-        previous = ""
-        for key, value in self.tags:
-            check_name("tag key", key)
-            if key == "time":
-                raise DecodeError("'time' cannot be a tag key", kind="bad_name")
-            check_name(f"tag {key!r} value", value)
-            if key <= previous:
-                raise DecodeError(f"tag keys not sorted or repeated at {key!r}", kind="bad_name")
-            previous = key
+        head = (self.measurement, self.tags)
+        try:
+            checked = head in _CHECKED_HEADS
+        except TypeError:  # something unhashable where a name belongs: checked and refused
+            checked = False
+        if not checked:
+            _check_head(self.measurement, self.tags)
+            if len(_CHECKED_HEADS) >= _VALID_NAMES_MAX:
+                _CHECKED_HEADS.clear()
+            with contextlib.suppress(TypeError):  # tags given as a list: valid, not kept
+                _CHECKED_HEADS.add(head)
         if not self.fields:
             raise DecodeError(f"{self.measurement}: a reading needs at least one field",
                               kind="empty")
@@ -162,8 +183,10 @@ class Reading:
             if fkey in seen:
                 raise DecodeError(f"field {fkey!r} repeated", kind="bad_name")
             seen.add(fkey)
-            check_value(fkey, fvalue)
-        if not isinstance(self.time_ns, int) or isinstance(self.time_ns, bool):
+            # A finite float, most of what sensors send, is checked here without a call.
+            if type(fvalue) is not float or not _isfinite(fvalue):
+                check_value(fkey, fvalue)
+        if type(self.time_ns) is not int:
             raise DecodeError("timestamp must be integer nanoseconds", kind="wrong_type")
         if self.time_ns < 0:
             raise DecodeError(f"timestamp {self.time_ns} is before 1970", kind="range")

@@ -161,7 +161,7 @@ class Pipeline:
         self.readings = 0
         self.rejected = 0
         # Per device: the tags and measurement to add, computed once.
-        self._enrich_cache: dict[Tags, tuple[dict[str, str], str | None]] = {}
+        self._enrich_cache: dict[Tags, tuple[tuple[tuple[str, str], ...], str | None]] = {}
         # Who hears of good readings and presence messages (liveness, Wi-Fi usage); plain
         # functions that never wait.
         self.on_readings: list[Callable[[Sequence[Reading]], None]] = []
@@ -398,7 +398,7 @@ class Pipeline:
         return encode(reading, extra, None if own_measurement else kind)
 
     def _enrichment(self, device: str | None,
-                    site: str | None) -> tuple[dict[str, str], str | None]:
+                    site: str | None) -> tuple[tuple[tuple[str, str], ...], str | None]:
         if device is None:
             raise DecodeError("reading has no device tag", kind="unknown_device")
         config = self._devices.get(device)
@@ -409,8 +409,8 @@ class Pipeline:
                                   kind="unknown_device")
             check_name("device id", device)
             self._admit(device)
-        extra = {"gateway": self._gateway_id, "site": (config.site if config else None)
-                 or self._site}
+        extra = (("gateway", self._gateway_id),
+                 ("site", (config.site if config else None) or self._site))
         return extra, config.kind if config else None
 
     def _admit(self, device: str) -> None:

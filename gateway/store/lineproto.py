@@ -26,7 +26,9 @@ def split_time(line: str) -> tuple[str, int | None]:
 
 
 def format_value(value: FieldValue) -> str:
-    # bool first: it is a subclass of int.
+    # Sensors send floats: they go first; bool before int, a subclass of it.
+    if type(value) is float:
+        return repr(value)
     if value is True:
         return "true"
     if value is False:
@@ -76,16 +78,23 @@ def _field_key(name: str) -> str:
 
 def encode(
     reading: Reading,
-    extra_tags: Mapping[str, str] | None = None,
+    extra_tags: Mapping[str, str] | tuple[tuple[str, str], ...] | None = None,
     measurement: str | None = None,
 ) -> str:
     """One line, without the trailing newline, timestamp in nanoseconds.
 
-    ``extra_tags`` (the gateway's own, already checked at config load) are added unless the
-    reading has a tag of that name; ``measurement`` replaces the reading's. Tags are written
-    sorted, as InfluxDB prefers.
+    ``extra_tags`` (the gateway's own, already checked at config load; a mapping, or its
+    items as a tuple, which the ingest path keeps per device) are added unless the reading has
+    a tag of that name; ``measurement`` replaces the reading's. Tags are written sorted, as
+    InfluxDB prefers.
     """
-    extra = tuple(extra_tags.items()) if extra_tags else ()
+    if isinstance(extra_tags, tuple):
+        extra = extra_tags
+    else:
+        extra = tuple(extra_tags.items()) if extra_tags else ()
     head = _head(measurement or reading.measurement, reading.tags, extra)
-    fields = ",".join(f"{_field_key(k)}={format_value(v)}" for k, v in reading.fields)
+    keys = _FIELD_KEYS
+    fields = ",".join([
+        f"{keys.get(k) or _field_key(k)}={repr(v) if type(v) is float else format_value(v)}"
+        for k, v in reading.fields])
     return f"{head} {fields} {reading.time_ns}"
