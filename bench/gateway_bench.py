@@ -104,6 +104,9 @@ class Extra:
     park_pct: float = float("nan")
     floor_mb: float = float("nan")
     floor_web_mb: float = float("nan")
+    # The machine's 1-min load average before each throughput run: other work on the same
+    # cores shows here (the systems run in turn, so it weighs on all of them, unevenly).
+    load_1min: list[float] = field(default_factory=list)
     when: str = ""
 
 
@@ -259,6 +262,15 @@ class Bench:
         self.red = red
         self.serial = 0
 
+    def forget(self, client_id: str) -> None:
+        """End a persistent session left by a run: connecting with a clean session discards it.
+
+        Otherwise it keeps its subscription, and the broker queues every later run's readings
+        for a client that never returns (unbounded here): the broker slows down run by run."""
+        sub = find_executable("mosquitto_sub")
+        subprocess.run([sub, "-p", str(self.broker.port), "-i", client_id, "-t",
+                        f"garden/{SITE}/forget", "-E"], check=True, timeout=10)
+
     def _next(self, kind: str) -> tuple[str, Path]:
         self.serial += 1
         name = f"{kind.replace('-', '_').replace('.', '')}{self.serial}"
@@ -401,6 +413,8 @@ class Bench:
             skips = watchdog_skips(system) if system.api is not None else None
         finally:
             system.stop()
+            if kind != "bridge":
+                self.forget(f"gw-bench-{db}" if system.api else f"node-red-{db}")
         run = Run(rate=n / (t1 - t0), cpu_100k=(cpu1 - cpu0) * 100_000 / n, peak_mb=peak,
                   idle_mb=idle, watchdog_skips=skips)
         return run, answer_ms
@@ -427,6 +441,7 @@ class Bench:
             if consumer.poll() is None:
                 consumer.kill()
                 consumer.wait()
+            self.forget(f"ceiling{self.serial}")
         return n / (t1 - t0), n / (published - t0)
 
     def latency(self, kind: str, rate: float, seconds: float,
@@ -472,6 +487,8 @@ class Bench:
             client.disconnect()
             client.loop_stop()
             system.stop()
+            if kind == "gateway":
+                self.forget(f"gw-bench-{db}")
         lat = [(s - p) * 1000 for s, p in zip(seen, sent, strict=True) if s is not None]
         return pct(lat, 0.5), pct(lat, 0.99)
 
@@ -499,6 +516,7 @@ class Bench:
             client.disconnect()
             client.loop_stop()
             system.stop()
+            self.forget(f"gw-bench-{db}")
         return 100 * (cpu1 - cpu0) / (t1 - t0)
 
     def replay(self, n: int) -> float:
@@ -518,6 +536,7 @@ class Bench:
             t1 = wait_count(self.influx, db, n, timeout=300)
         finally:
             system.stop()
+            self.forget(f"gw-bench-{db}")
         return n / (t1 - started)
 
 
@@ -585,7 +604,8 @@ def report(args: argparse.Namespace, figs: dict[str, Figures], extra: Extra,
 
     lines = [f"Garden Gateway benchmark, {when}; {machine()}",
              f"{args.messages:,} QoS 1 readings per throughput run (mosquitto_pub -l), "
-             f"{args.runs} runs, medians (min-max)", ""]
+             f"{args.runs} runs, medians (min-max); 1-min load average before a run "
+             f"{spread(extra.load_1min, 1)}", ""]
     if red_note:
         lines += [f"Node-RED: {red_note}", ""]
     lines += [row("figure", [TITLES[k] for k in cols]), row("---", ["---"] * len(cols)),
@@ -694,6 +714,7 @@ def main() -> int:
             print(f"  run {run + 1} load generator {ceil:8,.0f} readings/s "
                   f"(publisher alone {pub_only:,.0f}/s)", flush=True)
             for kind in kinds:
+                extra.load_1min.append(os.getloadavg()[0])
                 result, _ = bench.throughput(kind, args.messages)
                 figs[kind].runs.append(result)
                 if result.watchdog_skips is not None or kind.startswith("gateway"):
