@@ -85,6 +85,7 @@ class Run:
     cpu_100k: float
     peak_mb: float
     idle_mb: float
+    start_s: float
     watchdog_skips: int | None = None
 
 
@@ -97,7 +98,7 @@ class Extra:
     replay: list[float] = field(default_factory=list)
     watchdog_skips: list[int | None] = field(default_factory=list)
     health_rate: float = float("nan")
-    health_answers: int = 0
+    health_ms: list[float] = field(default_factory=list)
     latency_bridge: str = "-"
     latency_gateway: str = "-"
     latency_gateway_fast: str = "-"
@@ -177,6 +178,7 @@ class System:
         self.api = api
         self.proc: subprocess.Popen[bytes] | None = None
         self.started = 0.0
+        self.start_s = float("nan")
 
     @property
     def pid(self) -> int:
@@ -194,6 +196,7 @@ class System:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{self.name} did not start; see {self.log}")
             time.sleep(0.02)
+        self.start_s = time.monotonic() - self.started
 
     def get(self, path: str) -> httpx.Response:
         return httpx.get(f"http://127.0.0.1:{self.api}{path}", timeout=5,
@@ -416,7 +419,7 @@ class Bench:
             if kind != "bridge":
                 self.forget(f"gw-bench-{db}" if system.api else f"node-red-{db}")
         run = Run(rate=n / (t1 - t0), cpu_100k=(cpu1 - cpu0) * 100_000 / n, peak_mb=peak,
-                  idle_mb=idle, watchdog_skips=skips)
+                  idle_mb=idle, start_s=system.start_s, watchdog_skips=skips)
         return run, answer_ms
 
     def ceiling(self, n: int) -> tuple[float, float]:
@@ -613,9 +616,11 @@ def report(args: argparse.Namespace, figs: dict[str, Figures], extra: Extra,
               row("readings/s end to end", cells("rate")),
               row("peak RSS, MB (VmHWM)", cells("peak_mb", 1)),
               row("idle RSS, MB", cells("idle_mb", 1)),
+              row("start to ready, s", cells("start_s", 1)),
               row("acknowledges a message", ["after the spool commit"] * 2
                   + ["on receipt"] * (len(cols) - 2))]
     ceil = extra.ceiling
+    health = extra.health_ms or [float("nan")]
     gw, gw3, red = figs["gateway"], figs["gateway-3.1.1"], figs["node-red"]
     floor, floor_web = extra.floor_mb, extra.floor_web_mb
     idle_max = max(gw.of("idle_mb") + gw3.of("idle_mb"))
@@ -628,9 +633,10 @@ def report(args: argparse.Namespace, figs: dict[str, Figures], extra: Extra,
         f"{spread(ceil)} readings/s; the publisher alone finishes at "
         f"{spread(extra.publisher_only)}/s",
         f"- gateway `/health` every 20 ms during a {args.messages:,} burst (MQTT 5, an extra "
-        f"run at {extra.health_rate:,.0f} readings/s): p50 {gw.p50_ms:.1f} ms, "
-        f"p99 {gw.p99_ms:.1f} ms; watchdog skips after every gateway run: "
-        f"{extra.watchdog_skips}",
+        f"run at {extra.health_rate:,.0f} readings/s): {len(health)} answers, p50 "
+        f"{gw.p50_ms:.1f} ms, p90 {pct(health, 0.9):.1f} ms, p99 {gw.p99_ms:.1f} ms, max "
+        f"{max(health):.1f} ms, {sum(ms > 500 for ms in health)} over 500 ms; watchdog skips "
+        f"after every gateway run: {extra.watchdog_skips}",
         f"- latency p50 / p99 at {args.latency_rate:.0f} msg/s, ms: gateway "
         f"{extra.latency_gateway} (flush 1 s), {extra.latency_gateway_fast} (flush 0.1 s);"
         f" minimal bridge {extra.latency_bridge}",
@@ -727,7 +733,7 @@ def main() -> int:
         gw = figs["gateway"]
         gw.p50_ms, gw.p99_ms = pct(answer_ms, 0.5), pct(answer_ms, 0.99)
         extra.health_rate = result.rate
-        extra.health_answers = len(answer_ms)
+        extra.health_ms = answer_ms
         print(f"  /health during a burst: p50 {gw.p50_ms:.1f} ms p99 {gw.p99_ms:.1f} ms "
               f"({len(answer_ms)} answers, {result.rate:,.0f} readings/s)", flush=True)
         extra.latency_bridge = "{:.0f} / {:.0f}".format(
