@@ -57,12 +57,17 @@ def main() -> None:
     def on_connect(client: paho.Client, *a: object) -> None:
         client.subscribe(args.topic, qos=1)
 
+    def on_subscribe(client: paho.Client, *a: object) -> None:
+        # Ready once the broker acknowledged the subscription: with a clean session, anything
+        # published before that is lost and the benchmark would wait for it in vain.
+        print("ready", flush=True)
+
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id="minimal-bridge")
     client.on_message = on_message
     client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
     client.connect("127.0.0.1", args.mqtt_port)
     client.loop_start()
-    print("ready", flush=True)
     try:
         while True:
             time.sleep(1.0)
