@@ -592,11 +592,15 @@ class Gateway:
     async def quarantined(self, limit: int) -> list[dict[str, Any]]:
         return await self.spool.quarantined(limit)
 
+    @property
+    def uptime_s(self) -> float:
+        return SYSTEM_CLOCK.monotonic() - self._started_mono
+
     def status(self) -> Status:
         """A snapshot for the API, /metrics and gateway_health; reads statistics() only."""
         return build_status(
             self._parts, now_ns=SYSTEM_CLOCK.now_ns(),
-            uptime_s=SYSTEM_CLOCK.monotonic() - self._started_mono,
+            uptime_s=self.uptime_s,
             own_points=self.own_points, stopping=self.stopping,
             watchdog=self.watchdog.status(self.watchdog.why_not_alive()))
 

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 # How many PUBLISH packets go into one batch (one pass of the pipeline, one committer add)
 # before other tasks get a turn: the event loop must answer /health within 100 ms in a burst.
-_BATCH_MAX = 500
+_BATCH_MAX = 100
 # What one readable event may read ahead of what is decoded (bytes).
 _READ_AHEAD = 256 * 1024
 # Topics as text, by their bytes: a park has a few hundred. Bounded.
