@@ -383,15 +383,36 @@ async def test_idle_forwarder_reports_whether_influxdb_answers(
 async def test_the_tail_of_a_burst_goes_out_once_input_is_quiet(
     spool: Spool, influx: PrivateInfluxDB, db_name: str
 ) -> None:
-    # A 30 s flush interval would hold these 3 lines; 0.1 s without new input sends them.
+    # A 30 s flush interval would hold these 300 lines; 0.1 s without new input sends them.
     writer = InfluxWriter(url=influx.url, database=db_name)
     fwd = Forwarder(spool=spool, writer=writer, flush_interval_s=30, quiet_flush_s=0.1)
     task = asyncio.create_task(fwd.run())
     try:
-        await spool.append(lines(3))
+        await spool.append(lines(300))
         await until(lambda: spool.rows == 0, 5)
-        assert fwd.statistics().written == 3
-        assert influx.count(db_name, "polder", "level_cm") == 3
+        assert fwd.statistics().written == 300
+        assert influx.count(db_name, "polder", "level_cm") == 300
+    finally:
+        task.cancel()
+        await asyncio.wait([task])
+        await writer.aclose()
+
+
+async def test_a_trickle_waits_out_the_flush_interval_not_a_request_per_reading(
+    spool: Spool, influx: PrivateInfluxDB, db_name: str
+) -> None:
+    # A park's pace: a reading, then a quiet moment longer than quiet_flush_s, again and
+    # again. Fewer than quiet_flush_min_rows waiting: no quiet flush, one send per interval.
+    writer = InfluxWriter(url=influx.url, database=db_name)
+    fwd = Forwarder(spool=spool, writer=writer, flush_interval_s=1.0, quiet_flush_s=0.05)
+    task = asyncio.create_task(fwd.run())
+    try:
+        for i in range(6):
+            await spool.append([lines(6)[i]])
+            await asyncio.sleep(0.1)  # the pace of the input, longer than quiet_flush_s
+        await until(lambda: spool.rows == 0, 5)
+        assert fwd.statistics().written == 6
+        assert fwd.statistics().batches <= 2  # not 6: one per interval
     finally:
         task.cancel()
         await asyncio.wait([task])

@@ -160,11 +160,12 @@ class InfluxConfig(_Model):
     flush_interval_s: float = Field(
         1.0, gt=0, le=3600, description="A partial batch is sent once its oldest line waited "
         "this long")
-    # A partial batch is sent once nothing new arrived for this long (a burst has ended),
-    # instead of waiting out flush_interval_s; null: always wait.
+    # A burst's partial batch is sent once nothing new arrived for this long (the burst has
+    # ended), instead of waiting out flush_interval_s; a trickle waits; null: always wait.
     quiet_flush_s: float | None = Field(
-        0.2, gt=0, le=3600, description="A partial batch is also sent once nothing new came "
-        "for this long (a burst's tail goes at once); null: off")
+        0.2, gt=0, le=3600, description="A partial batch of 100 rows or more (a burst's tail) "
+        "is also sent once nothing new came for this long; fewer wait for flush_interval_s; "
+        "null: off")
     timeout_s: float = Field(15.0, gt=0, description="HTTP timeout of one request to InfluxDB")
     gzip: bool = Field(True, description="Compress the written batches with gzip")
     create_database: bool = Field(

@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 # InfluxDB 1.x names the line it could not parse: unable to parse 'cpu value=': missing fields
 _UNPARSABLE = re.compile(r"unable to parse '((?:[^'\\]|\\.)*)'")
 
+# The fewest waiting rows a quiet moment sends at once (influx.quiet_flush_s): a burst's tail.
+QUIET_FLUSH_MIN_ROWS = 100
+
 # A point's timestamp (ns) -> why it must not be sent, or None.
 TimeGuard = Callable[[int], str | None]
 
@@ -84,6 +87,7 @@ class Forwarder:
         clock: Clock = SYSTEM_CLOCK,
         idle_probe_s: float = 30.0,
         quiet_flush_s: float | None = None,
+        quiet_flush_min_rows: int = QUIET_FLUSH_MIN_ROWS,
         time_guard: TimeGuard | None = None,
     ) -> None:
         self._spool = spool
@@ -106,8 +110,11 @@ class Forwarder:
         self._pending_since: float | None = None
         self._idle_probe_s = idle_probe_s
         # A partial batch goes out once nothing new came for this long: the burst is over,
-        # and its tail need not wait out the flush interval.
+        # and its tail need not wait out the flush interval. Only a burst's: a park's trickle
+        # (a reading every few hundred ms, each followed by a quiet moment) would otherwise
+        # cost a request and a delete per reading; it waits out the interval.
         self._quiet_flush_s = quiet_flush_s
+        self._quiet_min_rows = quiet_flush_min_rows
         self._db_checked = False
         self._time_guard = time_guard
         self._refused_time = 0
@@ -154,7 +161,8 @@ class Forwarder:
     async def _wait_for_work(self) -> None:
         """Return when a full batch is waiting, when the oldest unsent line has waited
         ``flush_interval_s`` (counted from when it appeared, or from the last send), or when
-        nothing was appended for ``quiet_flush_s``."""
+        nothing was appended for ``quiet_flush_s`` after a burst (``quiet_flush_min_rows``
+        waiting)."""
         spool = self._spool
         while True:
             spool.appended.clear()
@@ -167,7 +175,7 @@ class Forwarder:
                 wait = self._pending_since + self._flush_interval - self._clock.monotonic()
                 if wait <= 0:
                     return
-                quiet = self._quiet_flush_s
+                quiet = self._quiet_flush_s if rows >= self._quiet_min_rows else None
                 appended = await wait_event(spool.appended,
                                             wait if quiet is None else min(wait, quiet))
                 if not appended and quiet is not None and quiet < wait:
