@@ -74,9 +74,10 @@ PUB_CHUNK = 10_000
 POLL_S = 0.02
 HEALTH_EVERY_S = 0.02
 SETTLE_S = 2.0
-KINDS = ("gateway", "gateway-3.1.1", "node-red", "bridge")
-TITLES = {"gateway": "gateway (MQTT 5)", "gateway-3.1.1": "gateway (MQTT 3.1.1)",
-          "node-red": "Node-RED 4.1", "bridge": "minimal bridge"}
+KINDS = ("gateway-before", "gateway", "gateway-3.1.1", "node-red", "bridge")
+TITLES = {"gateway-before": "gateway before (MQTT 5)", "gateway": "gateway (MQTT 5)",
+          "gateway-3.1.1": "gateway (MQTT 3.1.1)", "node-red": "Node-RED 4.1",
+          "bridge": "minimal bridge"}
 
 
 @dataclass
@@ -169,13 +170,16 @@ class System:
 
     def __init__(self, name: str, argv: list[str], log: Path,
                  ready: Callable[[subprocess.Popen[bytes]], bool], *,
-                 env: dict[str, str] | None = None, api: int | None = None) -> None:
+                 env: dict[str, str] | None = None, api: int | None = None,
+                 cwd: Path = ROOT) -> None:
         self.name = name
         self.argv = argv
         self.log = log
         self.ready = ready
         self.env = env
         self.api = api
+        # The checkout whose code runs: `python -m gateway` imports it from the working folder.
+        self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
         self.started = 0.0
         self.start_s = float("nan")
@@ -190,7 +194,7 @@ class System:
             self.started = time.monotonic()
             # A session of its own: a stop signal reaches the profiler and the gateway alike.
             self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
-                                         cwd=ROOT, start_new_session=True, env=self.env)
+                                         cwd=self.cwd, start_new_session=True, env=self.env)
         deadline = time.monotonic() + timeout
         while not self.ready(self.proc):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -257,12 +261,13 @@ def watchdog_skips(system: System) -> int | None:
 
 class Bench:
     def __init__(self, workdir: Path, broker: PrivateMosquitto, influx: PrivateInfluxDB,
-                 profile: bool, red: Path | None) -> None:
+                 profile: bool, red: Path | None, before: Path | None = None) -> None:
         self.workdir = workdir
         self.broker = broker
         self.influx = influx
         self.profile = profile
         self.red = red
+        self.before = before
         self.serial = 0
 
     def forget(self, client_id: str) -> None:
@@ -283,7 +288,7 @@ class Bench:
         return name, folder
 
     def gateway(self, db: str, folder: Path, *, flush_interval_s: float = 1.0,
-                profile: bool = False, protocol: str = "5") -> System:
+                profile: bool = False, protocol: str = "5", cwd: Path = ROOT) -> System:
         api = free_port()
         cfg = {
             "data_dir": str(folder / "data"),
@@ -317,7 +322,7 @@ class Bench:
                 return False
             return bool(status["mqtt"]["connected"])
 
-        return System("gateway", argv, folder / "gateway.log", ready, api=api)
+        return System("gateway", argv, folder / "gateway.log", ready, api=api, cwd=cwd)
 
     def bridge(self, db: str, folder: Path) -> System:
         argv = [sys.executable, str(ROOT / "bench" / "minimal_bridge.py"),
@@ -347,6 +352,9 @@ class Bench:
             return self.bridge(db, folder)
         if kind == "node-red":
             return self.nodered(db, folder)
+        if kind == "gateway-before":
+            assert self.before is not None
+            return self.gateway(db, folder, cwd=self.before)
         return self.gateway(db, folder, profile=self.profile,
                             protocol="3.1.1" if kind == "gateway-3.1.1" else "5")
 
@@ -611,14 +619,20 @@ def report(args: argparse.Namespace, figs: dict[str, Figures], extra: Extra,
              f"{spread(extra.load_1min, 1)}", ""]
     if red_note:
         lines += [f"Node-RED: {red_note}", ""]
+    if args.before is not None:
+        commit = subprocess.run([find_executable("git"), "-C", str(args.before), "log", "-1",
+                                 "--format=%h %cs"],
+                                capture_output=True, text=True, check=False).stdout.strip()
+        lines += [f"gateway before: commit {commit or args.before}, same machine, same run", ""]
     lines += [row("figure", [TITLES[k] for k in cols]), row("---", ["---"] * len(cols)),
               row("CPU-s per 100k readings", cells("cpu_100k", 2)),
               row("readings/s end to end", cells("rate")),
               row("peak RSS, MB (VmHWM)", cells("peak_mb", 1)),
               row("idle RSS, MB", cells("idle_mb", 1)),
               row("start to ready, s", cells("start_s", 1)),
-              row("acknowledges a message", ["after the spool commit"] * 2
-                  + ["on receipt"] * (len(cols) - 2))]
+              row("acknowledges a message", ["after the spool commit"
+                                             if k.startswith("gateway") else "on receipt"
+                                             for k in cols])]
     ceil = extra.ceiling
     health = extra.health_ms or [float("nan")]
     gw, gw3, red = figs["gateway"], figs["gateway-3.1.1"], figs["node-red"]
@@ -692,6 +706,8 @@ def main() -> int:
     ap.add_argument("--park-rate", type=float, default=5.0)
     ap.add_argument("--park-seconds", type=float, default=30.0)
     ap.add_argument("--no-node-red", action="store_true", help="skip the Node-RED column")
+    ap.add_argument("--before", type=Path, help="a checkout of an earlier commit (git worktree "
+                    "add DIR COMMIT): its gateway, MQTT 5, as a column of the same run")
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "last.json")
     ap.add_argument("--markdown", type=Path, default=ROOT / "bench" / "results" / "peers.md")
     ap.add_argument("--profile", action="store_true",
@@ -706,13 +722,14 @@ def main() -> int:
         except nodered_peer.Unavailable as exc:
             red_note = str(exc)
             print(f"  Node-RED: {red_note}", flush=True)
-    kinds = [k for k in KINDS if k != "node-red" or red is not None]
+    kinds = [k for k in KINDS if (k != "node-red" or red is not None)
+             and (k != "gateway-before" or args.before is not None)]
     figs = {k: Figures() for k in KINDS}
     extra = Extra()
     skips = extra.watchdog_skips
     with tempfile.TemporaryDirectory(prefix="garden-bench-") as tmp, \
             servers(Path(tmp)) as (broker, influx):
-        bench = Bench(Path(tmp), broker, influx, profile=False, red=red)
+        bench = Bench(Path(tmp), broker, influx, profile=False, red=red, before=args.before)
         for run in range(args.runs):
             ceil, pub_only = bench.ceiling(args.messages)
             extra.ceiling.append(ceil)

@@ -4,6 +4,11 @@
 simulators of gateway/ops/simulate.py, ``doctor`` is gateway/ops/doctor/. :func:`build_parser`
 gives the whole command line (the man page is made from it).
 
+A command imports only its own modules: :func:`main` builds the parser of the command it was
+given and nothing else, and each command's module is imported inside the functions that add or
+run it. ``run`` is what a park's Pi does all day, and the doctor, the simulators, the accounts'
+tools and the demo would be a few MB of its memory for nothing (bench/memory_bench.py).
+
 Exit codes: 0 ok; 1 the gateway failed while running; 2 bad config or usage.
 """
 
@@ -21,15 +26,13 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
-from devices.simulators.garden import GardenSensor
-from devices.simulators.park import demo_storm
-from devices.simulators.polder import REGISTERS, PolderSlave
 from gateway.config import DEFAULT_CONFIG_PATH
 from gateway.core import resources
 from gateway.core.errors import GatewayError
-from gateway.ops import accounts, doctor, simulate
 from gateway.ops.run import (
     EXIT_FAILED,
     EXIT_OK,
@@ -38,6 +41,11 @@ from gateway.ops.run import (
     serve,
     setup_logging,
 )
+
+if TYPE_CHECKING:
+    from gateway.ops import simulate
+
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 # Real minutes a simulated day of the demo takes (gateway/ops/demo.py), unless --day-minutes.
 DEMO_DAY_MINUTES = 20.0
@@ -174,6 +182,11 @@ def _simulator(
     args: argparse.Namespace, port: simulate.PtyPort
 ) -> tuple[simulate.GardenRunner | simulate.PolderRunner, str]:
     """The runner ``args`` ask for on ``port``, and what to print: where, and the config."""
+    from devices.simulators.garden import GardenSensor
+    from devices.simulators.park import demo_storm
+    from devices.simulators.polder import PolderSlave
+    from gateway.ops import simulate
+
     shown = f"{port.path} (-> {port.tty})" if port.link is not None else port.path
     runner: simulate.GardenRunner | simulate.PolderRunner
     if args.device_kind == "polder":
@@ -205,6 +218,8 @@ def _simulator(
 
 
 async def _simulate(args: argparse.Namespace) -> int:
+    from gateway.ops import simulate
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -230,6 +245,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _override(text: str) -> tuple[str, float | int | bool]:
+    from gateway.ops import simulate
+
     try:
         return simulate.parse_override(text)
     except ValueError as exc:
@@ -257,6 +274,8 @@ def _day_minutes(text: str) -> float:
 
 
 def _device_id(text: str) -> str:
+    from devices.simulators.garden import GardenSensor
+
     try:
         GardenSensor(text)
     except ValueError as exc:
@@ -274,7 +293,9 @@ def _unit(text: str) -> int:
     return value
 
 
-def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_simulate(sub: Subcommands) -> None:
+    from devices.simulators.polder import REGISTERS
+
     parser = sub.add_parser(
         "simulate", help="run a simulated sensor on a pseudo-terminal (for a demo or a bench)",
         description="Run a simulated sensor on a pseudo-terminal and print the port and the "
@@ -331,22 +352,21 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="garden-gateway",
-        description="Park gateway: MQTT and serial sensors in, durable spool, InfluxDB out.",
-    )
-    parser.add_argument("--version", action="version", version=f"garden-gateway {_version()}",
-                        help="print the version and exit")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_run(sub: Subcommands) -> None:
     run = sub.add_parser("run", help="run the gateway")
     run.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH,
                      help=f"YAML config file (default {DEFAULT_CONFIG_PATH})")
     run.set_defaults(func=cmd_run)
+
+
+def _add_check_config(sub: Subcommands) -> None:
     check = sub.add_parser("check-config", help="validate a config file (exit 2 when invalid)")
     check.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH,
                        help=f"YAML config file (default {DEFAULT_CONFIG_PATH})")
     check.set_defaults(func=cmd_check_config)
+
+
+def _add_demo(sub: Subcommands) -> None:
     demo = sub.add_parser(
         "demo", help="run the gateway and a simulated park against a private Mosquitto "
         "(and InfluxDB, when installed) in a temp folder",
@@ -364,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="real minutes a simulated day takes (default "
                       f"{DEMO_DAY_MINUTES:g}; 1440: real time)")
     demo.set_defaults(func=cmd_demo)
+
+
+def _add_polder_replay(sub: Subcommands) -> None:
     replay = sub.add_parser(
         "polder-replay", help="run the flood watch over a CSV of polder levels and score it",
         description="Replays time,level rows (and rain; and the labels true, spike, stuck of "
@@ -381,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the level's unit with --thresholds (default cm)")
     replay.add_argument("--quiet", action="store_true", help="only the scores, no alerts")
     replay.set_defaults(func=cmd_polder_replay)
+
+
+def _add_regency(sub: Subcommands) -> None:
     regency = sub.add_parser(
         "regency", help="the regency service: every park's state from the central broker",
         description="Keeps a persistent session on the central broker, holds every park's "
@@ -389,6 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
         "stale_after_s; overrides GARDEN_REGENCY_<KEY>.")
     regency.add_argument("--config", type=Path, required=True, help="the regency's YAML file")
     regency.set_defaults(func=cmd_regency)
+
+
+def _add_regency_demo(sub: Subcommands) -> None:
     regency_demo = sub.add_parser(
         "regency-demo", help="the regency service and several simulated parks on a private "
         "central broker",
@@ -403,14 +432,58 @@ def build_parser() -> argparse.ArgumentParser:
     regency_demo.add_argument("--workdir", help="folder for the broker and the service's "
                               "files (default: a new one)")
     regency_demo.set_defaults(func=cmd_regency_demo)
-    _add_simulate(sub)
+
+
+def _add_doctor(sub: Subcommands) -> None:
+    from gateway.ops import doctor
+
     doctor.register(sub)
+
+
+def _add_devices(sub: Subcommands) -> None:
+    from gateway.ops import accounts
+
     accounts.register(sub)
+
+
+# Every command and what adds it to the parser, in the order of the help and the man page.
+SUBCOMMANDS: dict[str, Callable[[Subcommands], None]] = {
+    "run": _add_run,
+    "check-config": _add_check_config,
+    "demo": _add_demo,
+    "polder-replay": _add_polder_replay,
+    "regency": _add_regency,
+    "regency-demo": _add_regency_demo,
+    "simulate": _add_simulate,
+    "doctor": _add_doctor,
+    "devices": _add_devices,
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with ``command``, the same with only that command in it."""
+    parser = argparse.ArgumentParser(
+        prog="garden-gateway",
+        description="Park gateway: MQTT and serial sensors in, durable spool, InfluxDB out.",
+    )
+    parser.add_argument("--version", action="version", version=f"garden-gateway {_version()}",
+                        help="print the version and exit")
+    # The metavar names every command even when only one is built: the same usage line.
+    sub = parser.add_subparsers(dest="command", required=True,
+                                metavar="{" + ",".join(SUBCOMMANDS) + "}")
+    for name, add in SUBCOMMANDS.items():
+        if command is None or name == command:
+            add(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    # Only the command given is built, so only its modules are imported. Anything else (no
+    # command, an option first, a misspelt command) gets the whole parser: its help, its
+    # --version and its list of choices.
+    command = words[0] if words and words[0] in SUBCOMMANDS else None
+    args = build_parser(command).parse_args(argv)
     code: int = args.func(args)
     return code
 

@@ -61,6 +61,8 @@ class Outbox:
             try:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=FULL")
+                # 128 KiB of page cache, not SQLite's 2 MiB: a handful of alerts in flight.
+                db.execute("PRAGMA cache_size=-128")
                 db.executescript(_SCHEMA)
             except sqlite3.Error:
                 db.close()

@@ -41,6 +41,8 @@ def _setup(db: sqlite3.Connection) -> None:
     db.execute("PRAGMA synchronous=NORMAL")
     # Sorts and temporary tables in memory: no file to open when sockets ran out.
     db.execute("PRAGMA temp_store=MEMORY")
+    # 256 KiB of page cache, not SQLite's 2 MiB: one row per device, a few dozen pages in all.
+    db.execute("PRAGMA cache_size=-256")
     db.executescript(_SCHEMA)
 
 
