@@ -39,10 +39,11 @@ def park(tmp_path: Path, mosquitto: PrivateMosquitto, influx: PrivateInfluxDB, d
                  {"id": "polder-1", "kind": "polder", "site": SITE, "interval_s": 60},
                  {"id": "kebun-1", "kind": "garden_env", "site": SITE, "interval_s": 60}],
         pages={"name": "Taman Uji", "garden": {"device": "kebun-1"}},
-        # These tests set levels at will: no spike check, no hold (tests/test_flood_watch.py).
+        # These tests set levels at will: no spike check (readings a few µs apart may jump
+        # 10 cm: 1e15 cm/h), no hold (tests/test_flood_watch.py).
         polder=[{"device": "polder-1", "field": "level_cm", "name": "Bukit Pelangi",
                  "thresholds": {"waspada": 150, "siaga": 200, "awas": 250},
-                 "max_rate_per_h": 1e9, "min_hold_s": 0}],
+                 "max_rate_per_h": 1e15, "min_hold_s": 0}],
         **overrides)
 
 
@@ -366,6 +367,8 @@ async def test_without_influxdb_readings_stay_in_the_spool_and_the_pages_work(
     async with gateway_in_process(tmp_path, cfg) as gw:
         for level in (120.0, 130.0, 140.0):
             pub.publish(f"garden/{SITE}/polder-1/telemetry", {"level_cm": level})
+        # The gateway's own points go to the spool too: wait for the three readings themselves.
+        await until(lambda: gw.pipeline.readings >= 3)
         await until(lambda: gw.spool.rows >= 3)
         status = (await gw.http.get("/api/v1/status")).json()
         assert status["influx"]["state"] == "disabled"

@@ -63,7 +63,7 @@ def park_config(tmp_path: Path, broker: PrivateMosquitto, influx: PrivateInfluxD
         # The page's tests jump between levels at once: no spike check, no hold.
         polder=[{"device": "polder-1", "field": "level_cm", "name": "Bukit Pelangi",
                  "thresholds": {"waspada": 150, "siaga": 200, "awas": 250},
-                 "max_rate_per_h": 1e9, "min_hold_s": 0}],
+                 "max_rate_per_h": 1e15, "min_hold_s": 0}],
     )
     cfg["subscriptions"] = [
         *cfg["subscriptions"],

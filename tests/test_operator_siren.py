@@ -30,7 +30,7 @@ def test_the_operator_sees_the_siren_sound_at_awas_and_silences_it(
             modbus=[{"name": "relays", "port": str(link), "timeout_s": 0.5,
                      "reopen_min_s": 0.1, "reopen_max_s": 0.3, "slaves": []}],
             polder=[{"device": "polder-1", "field": "level_cm", "name": "Polder Bukit Pelangi",
-                     "max_rate_per_h": 1e9, "min_hold_s": 0,
+                     "max_rate_per_h": 1e15, "min_hold_s": 0,
                      "thresholds": {"waspada": 150, "siaga": 200, "awas": 250},
                      "siren": {"kind": "modbus_coil", "bus": "relays", "unit": 7}}])
         gw = gateway_factory(cfg)

@@ -162,7 +162,7 @@ def test_awas_sounds_the_relay_board_and_the_operator_silences_and_tests_it(
             tmp_path, mosquitto, influx_server, db_name,
             modbus=[{"name": "relays", "port": str(link), "timeout_s": 0.5,
                      "reopen_min_s": 0.1, "reopen_max_s": 0.3, "slaves": []}],
-            polder=[{"device": "polder-1", "field": "level_cm", "max_rate_per_h": 1e9,
+            polder=[{"device": "polder-1", "field": "level_cm", "max_rate_per_h": 1e15,
                      "min_hold_s": 0,
                      "thresholds": {"waspada": 150, "siaga": 200, "awas": 250},
                      "siren": {"kind": "modbus_coil", "bus": "relays", "unit": 7, "coil": 1,

@@ -49,7 +49,7 @@ def bus_config(tmp_path: Path, mosquitto: PrivateMosquitto, influx: PrivateInflu
         alerts={"down_after_s": 0, "targets": [
             {"kind": "webhook", "name": "it", "url": receiver.url("/hook")}]},
         # The key of older configs, still read (as polder: [that]); levels set at will.
-        pages={"polder": {"device": "polder-1", "field": "level_cm", "max_rate_per_h": 1e9,
+        pages={"polder": {"device": "polder-1", "field": "level_cm", "max_rate_per_h": 1e15,
                           "thresholds": {"waspada": 150, "siaga": 200, "awas": 250}}},
         # report_interval_s: no periodic device_status points to wait behind.
         liveness={"report_interval_s": 3600})
@@ -276,7 +276,7 @@ def test_the_residents_page_says_not_measured_since_the_adapter_was_pulled(
                                  "measurement": "polder", "blocks": [BLOCK]}]}],
             pages={"name": "Taman Uji",
                    "polder": {"device": "polder-1", "field": "level_cm",
-                              "max_rate_per_h": 1e9,
+                              "max_rate_per_h": 1e15,
                               "thresholds": {"waspada": 150, "siaga": 200, "awas": 250}}})
         cfg["devices"] = []
         gw = gateway_factory(cfg)
