@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,16 @@ STALL_S = 60.0
 
 def _report(started: float) -> None:
     print(f"done {time.process_time() - started:.4f}", flush=True)
+
+
+async def _all_came(done: asyncio.Event, got: Callable[[], int]) -> bool:
+    """Wait for ``done``; False (and ``stalled <count>`` said) after STALL_S."""
+    try:
+        await asyncio.wait_for(done.wait(), STALL_S)
+    except TimeoutError:
+        print(f"stalled {got()}", flush=True)
+        return False
+    return True
 
 
 def run_paho(port: int, n: int, client_id: str) -> None:
@@ -111,10 +122,7 @@ def run_gmqtt(port: int, n: int, client_id: str) -> None:
         await asyncio.wait_for(subscribed.wait(), 10)
         started = time.process_time()
         print("ready", flush=True)
-        try:
-            await asyncio.wait_for(done.wait(), STALL_S)
-        except TimeoutError:
-            print(f"stalled {got}", flush=True)
+        if not await _all_came(done, lambda: got):
             return
         await asyncio.sleep(0)  # the last handler's done-callback sends its PUBACK
         _report(started)
@@ -180,10 +188,7 @@ def run_mqttwire(port: int, n: int, client_id: str) -> None:
         await asyncio.wait_for(subscribed.wait(), 10)
         started = time.process_time()
         print("ready", flush=True)
-        try:
-            await asyncio.wait_for(done.wait(), STALL_S)
-        except TimeoutError:
-            print(f"stalled {got}", flush=True)
+        if not await _all_came(done, lambda: got):
             return
         client.loop_write()
         _report(started)

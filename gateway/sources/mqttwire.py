@@ -37,28 +37,32 @@ class Publish(NamedTuple):
     retain: bool
 
 
+def _varint(buf: bytes, i: int, end: int, what: str) -> tuple[int, int] | None:
+    """The variable byte integer at ``i`` (MQTT 1.5.5) and where it ends; None when it runs
+    past ``end``."""
+    value = 0
+    shift = 0
+    while True:
+        if i >= end:
+            return None
+        byte = buf[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, i
+        shift += 7
+        if shift > 21:
+            raise ProtocolError(f"{what} longer than four bytes")
+
+
 def frame(buf: bytes, pos: int) -> tuple[int, int, int] | None:
     """The packet that starts at ``pos``: (its first byte, where its variable header starts,
     where it ends); None while the buffer does not hold all of it yet."""
     n = len(buf)
-    i = pos + 1
-    length = 0
-    shift = 0
-    while True:
-        if i >= n:
-            return None
-        byte = buf[i]
-        i += 1
-        length |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            break
-        shift += 7
-        if shift > 21:
-            raise ProtocolError("remaining length longer than four bytes")
-    end = i + length
-    if end > n:
+    length = _varint(buf, pos + 1, n, "remaining length")
+    if length is None or length[1] + length[0] > n:
         return None
-    return buf[pos], i, end
+    return buf[pos], length[1], length[1] + length[0]
 
 
 def is_handled_publish(first: int) -> bool:
@@ -88,20 +92,10 @@ def publish(first: int, buf: bytes, start: int, end: int, v5: bool) -> Publish:
         if mid == 0:
             raise ProtocolError("PUBLISH at QoS 1 with packet identifier 0")
     if v5:
-        length = 0
-        shift = 0
-        while True:
-            if p >= end:
-                raise ProtocolError("PUBLISH properties cut short")
-            byte = buf[p]
-            p += 1
-            length |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                break
-            shift += 7
-            if shift > 21:
-                raise ProtocolError("property length longer than four bytes")
-        p += length
+        properties = _varint(buf, p, end, "property length")
+        if properties is None:
+            raise ProtocolError("PUBLISH properties cut short")
+        p = properties[1] + properties[0]
     if p > end:
         raise ProtocolError("PUBLISH shorter than its topic and properties")
     if not topic:
