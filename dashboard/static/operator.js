@@ -581,6 +581,9 @@
       if (r.status === 401) { showLogin(); return; }
       if (!r.ok) { $('polder-error').textContent = t('siren_failed', { why: 'HTTP ' + r.status }); return; }
       refresh();
+      // The siren switches a moment after the command (a Modbus write, a GPIO line): look
+      // again, or a resumed siren would show "off" until the next half-minute refresh.
+      refreshSoon();
     }, function () {
       button.disabled = false;
       $('polder-error').textContent = t('siren_failed', { why: t('unreachable') });
